@@ -1,0 +1,123 @@
+"""``create_app``: settings + plugins → an aiohttp application. Reads top to bottom
+as the table of contents of the kernel."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterable
+from typing import Any
+
+from aiohttp import web
+
+from .config import load_settings, validate_settings
+from .errors import ConfigError
+from .health import Health
+from .http.handlers import wrap_handler
+from .http.middlewares import build_middlewares, security_headers
+from .kernel import Kernel
+from .plugins import blocked_tables, build_plugin_manager, validators_by_owner
+from .routing import Route
+
+KERNEL = web.AppKey("secureconnect.kernel", Kernel)
+ROUTES = web.AppKey("secureconnect.routes", list)
+
+
+def create_app(settings: Any = None, *, plugins: Iterable[object] = ()) -> web.Application:
+    settings = settings if settings is not None else load_settings()
+    pm = build_plugin_manager(settings, plugins)
+    validate_settings(settings, validators_by_owner(pm), free_tables=blocked_tables(pm))
+    kernel = build_kernel(settings, pm)
+
+    app = web.Application(
+        middlewares=build_middlewares(kernel),
+        client_max_size=int(settings.http.max_body_size),
+        handler_args={"max_field_size": 16384},
+    )
+    app[KERNEL] = kernel
+    app.on_response_prepare.append(security_headers(kernel))
+    app[ROUTES] = mount_routes(app, kernel)
+    kernel.ws.install_handlers(collect(kernel, "sc_ws_handlers"))
+    kernel.jobs.install(collect(kernel, "sc_jobs"))
+    kernel.health = Health(
+        [check for _, check in collect(kernel, "sc_health_checks")],
+        float(settings.health.check_timeout),
+    )
+    app.cleanup_ctx.extend(resource_contexts(kernel))
+    app.on_shutdown.append(_close_sockets)
+    return app
+
+
+def build_kernel(settings: Any, pm: Any) -> Kernel:
+    """The kernel with its services constructed (not yet opened)."""
+    from .auth.ratelimit import RateLimits
+    from .auth.service import AuthService
+    from .jobs import JobScheduler
+    from .store.bus import create_bus
+    from .store.cache import Cache
+    from .store.sql import Database
+    from .ws.gateway import Gateway
+
+    kernel = Kernel(settings, pm)
+    kernel.db = Database(settings.database, kernel.metrics, data_dir=settings.app.data_dir)
+    kernel.cache = Cache(settings.redis, kernel.metrics)
+    kernel.bus = create_bus(settings, kernel.metrics)
+    kernel.rate_limits = RateLimits(kernel)
+    kernel.auth = AuthService(kernel)
+    kernel.ws = Gateway(kernel)
+    kernel.jobs = JobScheduler(kernel)
+    return kernel
+
+
+def collect(kernel: Kernel, hook: str) -> list[tuple[str, Any]]:
+    """Call a registration hook plugin by plugin (registration order) and flatten the
+    results into ``(plugin_name, item)`` pairs; dict results become ``(key, value)``."""
+    out: list[tuple[str, Any]] = []
+    for impl in getattr(kernel.hooks, hook).get_hookimpls():
+        args = {"kernel": kernel}
+        result = impl.function(**{a: args[a] for a in impl.argnames})
+        if result is None:
+            continue
+        if isinstance(result, dict):
+            out.extend((impl.plugin_name, item) for item in result.items())
+        else:
+            out.extend((impl.plugin_name, item) for item in result)
+    return out
+
+
+def mount_routes(app: web.Application, kernel: Kernel) -> list[Route]:
+    owners: dict[tuple[str, str], str] = {}
+    routes: list[Route] = []
+    for plugin, route in collect(kernel, "sc_routes"):
+        key = (route.method, route.path)
+        if key in owners:
+            raise ConfigError(
+                f"route {route.method} {route.path} is declared by both plugin "
+                f"'{owners[key]}' and plugin '{plugin}'; disable one of them"
+            )
+        owners[key] = plugin
+        app.router.add_route(route.method, route.path, wrap_handler(kernel, route),
+                             name=route.name)
+        routes.append(route)
+    return routes
+
+
+def resource_contexts(kernel: Kernel) -> list[Any]:
+    """Kernel services first, then each plugin's contexts, the job scheduler last."""
+    contexts = [ctx for _, ctx in collect(kernel, "sc_cleanup_ctx")]
+
+    def bind(ctx: Any) -> Any:
+        async def run(app: web.Application) -> AsyncIterator[None]:
+            async for _ in ctx(kernel):
+                yield
+
+        return run
+
+    async def jobs(app: web.Application) -> AsyncIterator[None]:
+        await kernel.jobs.start()
+        yield
+        await kernel.jobs.stop()
+
+    return [*(bind(c) for c in contexts), jobs]
+
+
+async def _close_sockets(app: web.Application) -> None:
+    await app[KERNEL].ws.shutdown()

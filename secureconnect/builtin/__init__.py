@@ -1,0 +1,1 @@
+"""Kernel features shipped as plugins (see ``secureconnect.plugins.DEFAULT_PLUGINS``)."""

@@ -1,0 +1,107 @@
+"""Kernel plugin ``core``: health, metrics, OpenAPI and the kernel's HTTP settings."""
+
+from __future__ import annotations
+
+import hmac
+import json
+from typing import Any
+
+from aiohttp import web
+from dynaconf import Validator
+
+from .. import __version__, hookimpl
+from ..errors import Problem, Unauthorized
+from ..http.handlers import bearer_token, json_response
+from ..kernel import Kernel
+from ..openapi import build_openapi
+from ..routing import Route, RouteTable
+
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+@hookimpl(trylast=True)
+def sc_settings_validators() -> list[Validator]:
+    return [
+        Validator("app.name", is_type_of=str, len_min=1),
+        Validator("app.public_url", is_type_of=str, len_min=1),
+        Validator("app.data_dir", is_type_of=str, len_min=1),
+        Validator("server.host", is_type_of=str, len_min=1),
+        Validator("server.port", is_type_of=int, gte=0, lte=65535),
+        Validator("server.shutdown_timeout", is_type_of=(int, float), gte=0, lte=300),
+        Validator("server.backlog", is_type_of=int, gte=16, lte=65535),
+        Validator("http.request_timeout", is_type_of=(int, float), gt=0, lte=3600),
+        Validator("http.max_body_size", is_type_of=int, gte=1024, lte=1 << 30),
+        Validator("http.behind_tls", is_type_of=bool),
+        Validator("http.hsts_max_age", is_type_of=int, gte=0),
+        Validator("http.content_security_policy", is_type_of=str, len_min=1),
+        Validator("cors.allow_origins", is_type_of=list),
+        Validator("cors.allow_credentials", is_type_of=bool),
+        Validator("cors.max_age", is_type_of=int, gte=0, lte=86400),
+        Validator("health.check_timeout", is_type_of=(int, float), gt=0, lte=30),
+        Validator("metrics.enabled", is_type_of=bool),
+        Validator("metrics.token", is_type_of=str),
+        Validator("logging.level", is_in=_LOG_LEVELS),
+        Validator("logging.format", is_in=("text", "json")),
+        Validator("logging.trace_plugins", is_type_of=bool),
+        Validator("plugins", is_type_of=dict),
+    ]
+
+
+routes = RouteTable(tag="kernel")
+
+
+def _kernel(request: web.Request) -> Kernel:
+    from ..app import KERNEL
+
+    return request.app[KERNEL]
+
+
+@routes.get("/health/live", auth=False, rate_limit="none")
+async def live(request: web.Request) -> web.StreamResponse:
+    """Liveness: 200 while the process serves (no I/O)."""
+    return json_response({"status": "ok"})
+
+
+@routes.get("/health/ready", auth=False, rate_limit="none")
+async def ready(request: web.Request) -> web.StreamResponse:
+    """Readiness: every registered dependency check, each with its own timeout."""
+    ok, checks = await _kernel(request).health.run()
+    if ok:
+        return json_response({"status": "ok", "checks": checks})
+    failed = sorted(name for name, r in checks.items() if r["status"] != "ok")
+    raise Problem(f"not ready: {', '.join(failed)} unavailable", code="not_ready",
+                  status=503, title="Service Unavailable", failed=failed, checks=checks)
+
+
+@routes.get("/metrics", auth=False, rate_limit="none")
+async def metrics(request: web.Request) -> web.StreamResponse:
+    """Prometheus metrics in text format (optionally behind `metrics.token`)."""
+    kernel = _kernel(request)
+    token = kernel.settings.metrics.token
+    if token and not hmac.compare_digest(bearer_token(request) or "", token):
+        raise Unauthorized("the metrics endpoint needs the configured bearer token")
+    resp = web.Response(body=kernel.metrics.render())
+    resp.content_type = "text/plain"
+    resp.charset = "utf-8"
+    resp.headers["Content-Type"] = "text/plain; version=0.0.4; charset=utf-8"
+    return resp
+
+
+@routes.get("/openapi.json", auth=False, rate_limit="none")
+async def openapi(request: web.Request) -> web.StreamResponse:
+    """The REST API description (OpenAPI 3.1), generated from the registered routes."""
+    from ..app import ROUTES
+
+    kernel = _kernel(request)
+    cached: Any = kernel.state.get("core.openapi")
+    if cached is None:
+        spec = build_openapi(request.app[ROUTES], title=kernel.settings.app.name,
+                             version=__version__)
+        cached = kernel.state["core.openapi"] = json.dumps(spec)
+    return web.Response(text=cached, content_type="application/json")
+
+
+@hookimpl(trylast=True)
+def sc_routes(kernel: Kernel) -> list[Route]:
+    enabled = kernel.settings.metrics.enabled
+    return [r for r in routes if enabled or r.path != "/metrics"]

@@ -1,0 +1,96 @@
+"""Kernel plugin ``stores``: database, cache, bus, jobs and the outbound HTTP client."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import aiohttp
+from dynaconf import Validator
+
+from .. import hookimpl
+from ..health import HealthCheck
+from ..kernel import Kernel
+
+
+@hookimpl(trylast=True)
+def sc_settings_validators() -> list[Validator]:
+    return [
+        Validator("database.url", is_type_of=str, len_min=1),
+        Validator("database.pool_size", is_type_of=int, gte=1, lte=500),
+        Validator("database.max_overflow", is_type_of=int, gte=0, lte=500),
+        Validator("database.pool_recycle", is_type_of=int, gte=1),
+        Validator("database.pool_pre_ping", is_type_of=bool),
+        Validator("database.acquire_timeout", is_type_of=(int, float), gt=0, lte=60),
+        Validator("database.query_timeout", is_type_of=(int, float), gt=0, lte=600),
+        Validator("database.auto_migrate", is_type_of=bool),
+        Validator("database.echo", is_type_of=bool),
+        Validator("redis.url", is_type_of=str),
+        Validator("redis.fallback_ttl", is_type_of=(int, float), gt=0, lte=86400),
+        Validator("redis.fallback_max_keys", is_type_of=int, gte=100),
+        Validator("redis.socket_timeout", is_type_of=(int, float), gt=0, lte=60),
+        Validator("redis.retry_attempts", is_type_of=int, gte=1, lte=10),
+        Validator("redis.retry_base_delay", is_type_of=(int, float), gte=0, lte=5),
+        Validator("redis.max_connections", is_type_of=int, gte=1, lte=10000),
+        Validator("jobs.enabled", is_type_of=bool),
+        Validator("jobs.jitter", is_type_of=(int, float), gte=0, lte=0.5),
+        Validator("jobs.default_timeout", is_type_of=(int, float), gt=0),
+        Validator("outbound_http.connect_timeout", is_type_of=(int, float), gt=0, lte=60),
+        Validator("outbound_http.read_timeout", is_type_of=(int, float), gt=0, lte=600),
+        Validator("outbound_http.total_timeout", is_type_of=(int, float), gt=0, lte=600),
+        Validator("outbound_http.max_connections", is_type_of=int, gte=1, lte=10000),
+    ]
+
+
+async def _database(kernel: Kernel) -> AsyncIterator[None]:
+    await kernel.db.start()
+    try:
+        if kernel.settings.database.auto_migrate:
+            from ..store.schema import migrate
+
+            await migrate(kernel)
+        yield
+    finally:
+        await kernel.db.close()
+
+
+async def _cache(kernel: Kernel) -> AsyncIterator[None]:
+    await kernel.cache.start()
+    yield
+    await kernel.cache.close()
+
+
+async def _bus(kernel: Kernel) -> AsyncIterator[None]:
+    await kernel.bus.start()
+    yield
+    await kernel.bus.close()
+
+
+async def _outbound_http(kernel: Kernel) -> AsyncIterator[None]:
+    s = kernel.settings.outbound_http
+    session = aiohttp.ClientSession(
+        timeout=aiohttp.ClientTimeout(
+            total=float(s.total_timeout),
+            sock_connect=float(s.connect_timeout),
+            sock_read=float(s.read_timeout),
+        ),
+        connector=aiohttp.TCPConnector(limit=int(s.max_connections)),
+    )
+    kernel._http = session
+    try:
+        yield
+    finally:
+        kernel._http = None
+        await session.close()
+
+
+@hookimpl(tryfirst=True)
+def sc_cleanup_ctx(kernel: Kernel) -> list[object]:
+    return [_database, _cache, _bus, _outbound_http]
+
+
+@hookimpl
+def sc_health_checks(kernel: Kernel) -> list[HealthCheck]:
+    checks = [HealthCheck("database", kernel.db.ping)]
+    if kernel.cache.shared:
+        checks.append(HealthCheck("redis", kernel.cache.ping))
+    return checks

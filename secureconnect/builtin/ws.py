@@ -1,0 +1,12 @@
+"""Kernel plugin ``ws``: the WebSocket gateway (placeholder)."""
+
+from __future__ import annotations
+
+from dynaconf import Validator
+
+from .. import hookimpl
+
+
+@hookimpl(trylast=True)
+def sc_settings_validators() -> list[Validator]:
+    return []

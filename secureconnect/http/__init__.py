@@ -1,0 +1,1 @@
+"""The HTTP pipeline: middlewares, problem responses and request helpers."""

@@ -1,0 +1,122 @@
+"""Periodic jobs collected from ``sc_jobs``.
+
+Each job runs every ``interval`` seconds (± jitter) under its own timeout; a failing
+run is counted and logged and never stops the scheduler. Before a run the scheduler
+takes a lease in the shared cache (``set_if_absent`` with a TTL a little shorter than
+the interval), so among instances sharing Redis only one runs a job per interval.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from .errors import ConfigError
+
+if TYPE_CHECKING:
+    from .kernel import Kernel
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Job:
+    name: str
+    #: seconds between runs
+    interval: float
+    #: ``async def run(kernel) -> int | None`` — return how many items it handled
+    func: Callable[[Kernel], Awaitable[Any]]
+    #: seconds; ``None`` uses ``jobs.default_timeout``
+    timeout: float | None = None
+    #: run once soon after start-up instead of waiting a full interval
+    run_at_start: bool = False
+
+
+class JobScheduler:
+    def __init__(self, kernel: Kernel) -> None:
+        self.kernel = kernel
+        self.settings = kernel.settings.jobs
+        self.instance_id = uuid.uuid4().hex
+        self.jobs: dict[str, Job] = {}
+        self.owners: dict[str, str] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        m = kernel.metrics
+        self.runs = m.counter("job_runs_total", "Periodic job runs", ("job", "status"))
+        self.duration = m.histogram("job_duration_seconds", "Periodic job duration", ("job",))
+
+    def install(self, jobs: Iterable[tuple[str, Job]]) -> None:
+        for plugin, job in jobs:
+            if job.name in self.jobs:
+                raise ConfigError(
+                    f"job {job.name!r} is declared by both plugin '{self.owners[job.name]}' "
+                    f"and plugin '{plugin}'; rename one"
+                )
+            if job.interval <= 0:
+                raise ConfigError(f"job {job.name!r} of plugin '{plugin}': interval must be > 0")
+            self.jobs[job.name] = job
+            self.owners[job.name] = plugin
+
+    async def start(self) -> None:
+        if not self.settings.enabled:
+            return
+        for job in self.jobs.values():
+            self._tasks.append(asyncio.create_task(self._loop(job), name=f"job:{job.name}"))
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+
+    def _delay(self, job: Job) -> float:
+        jitter = float(self.settings.jitter)
+        return job.interval * (1 + random.uniform(-jitter, jitter))
+
+    async def _loop(self, job: Job) -> None:
+        if not job.run_at_start:
+            await asyncio.sleep(self._delay(job))
+        while True:
+            try:
+                if await self._acquire(job):
+                    await self.run(job.name)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # the scheduler itself must survive anything
+                log.exception("job scheduler error for %s", job.name)
+            await asyncio.sleep(self._delay(job))
+
+    async def _acquire(self, job: Job) -> bool:
+        """One lease per job and interval across instances sharing the cache."""
+        ttl = max(1.0, job.interval * 0.9)
+        return await self.kernel.cache.set_if_absent(
+            f"sc:job-lease:{job.name}", self.instance_id, ttl=ttl
+        )
+
+    async def run(self, name: str) -> Any:
+        """Run one job now (also used by ``secureconnect jobs run NAME``)."""
+        job = self.jobs[name]
+        timeout = job.timeout or float(self.settings.default_timeout)
+        start = time.perf_counter()
+        try:
+            async with asyncio.timeout(timeout):
+                result = await job.func(self.kernel)
+        except asyncio.CancelledError:
+            raise
+        except TimeoutError:
+            self.runs.labels(name, "timeout").inc()
+            log.error("job %s timed out after %.1f s", name, timeout)
+            return None
+        except Exception:
+            self.runs.labels(name, "failed").inc()
+            log.exception("job %s failed", name)
+            return None
+        finally:
+            self.duration.labels(name).observe(time.perf_counter() - start)
+        self.runs.labels(name, "success").inc()
+        return result

@@ -1,0 +1,141 @@
+"""The :class:`Kernel`: the one object a plugin receives.
+
+It carries the settings, the plugin manager, the metrics registry and the shared
+services (``db``, ``cache``, ``bus``, ``jobs``, ``auth``, ``ws``, ``http``,
+``cassandra``). Services are constructed when the app is built and opened/closed in
+aiohttp ``cleanup_ctx``; nothing here is a module-level global.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import pluggy
+
+from .metrics import HttpMetrics, Metrics
+
+if TYPE_CHECKING:
+    import aiohttp
+
+    from .auth.ratelimit import RateLimits
+    from .auth.service import AuthService
+    from .health import Health
+    from .jobs import JobScheduler
+    from .store.bus import Bus
+    from .store.cache import Cache
+    from .store.cassandra import CassandraSession
+    from .store.sql import Database
+    from .ws.gateway import Gateway
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+CleanupContext = Callable[["Kernel"], AsyncIterator[None]]
+
+
+@dataclass(frozen=True)
+class Veto:
+    """Returned from ``sc_message_will_be_sent`` to refuse a message."""
+
+    reason: str
+    code: str = "message_rejected"
+    status: int = 422
+
+
+class Kernel:
+    """Shared services for the kernel and every plugin of one application."""
+
+    # Filled while the app is built (see secureconnect.app / builtin plugins).
+    db: Database
+    cache: Cache
+    bus: Bus
+    jobs: JobScheduler
+    auth: AuthService
+    rate_limits: RateLimits
+    ws: Gateway
+    health: Health
+    cassandra: CassandraSession | None = None
+
+    def __init__(self, settings: Any, pm: pluggy.PluginManager) -> None:
+        self.settings = settings
+        self.pm = pm
+        self.hooks = pm.hook
+        self.metrics = Metrics()
+        self.http_metrics = HttpMetrics(self.metrics)
+        #: per-plugin state: ``kernel.state["polls"] = ...`` (never module globals)
+        self.state: dict[str, Any] = {}
+        self._services: dict[str, Any] = {}
+        self._http: aiohttp.ClientSession | None = None
+
+    # -- shared outbound HTTP client ---------------------------------------------
+    @property
+    def http(self) -> aiohttp.ClientSession:
+        """The shared outbound ``aiohttp.ClientSession`` (timeouts from ``[outbound_http]``)."""
+        if self._http is None:
+            raise RuntimeError("kernel.http is available only while the app runs")
+        return self._http
+
+    # -- documented interfaces between plugins -----------------------------------
+    def provide(self, name: str, service: Any) -> None:
+        """Publish an interface other plugins may use (``chat.membership``, ...)."""
+        if name in self._services:
+            raise RuntimeError(f"service {name!r} is already provided")
+        self._services[name] = service
+
+    def require(self, name: str, kind: type[T] | None = None) -> T:
+        """Get an interface another plugin provides; a clear error when it is missing."""
+        try:
+            service = self._services[name]
+        except KeyError:
+            raise LookupError(
+                f"no plugin provides {name!r}; enable the plugin that provides it"
+            ) from None
+        if kind is not None and not isinstance(service, kind):
+            raise TypeError(f"service {name!r} is not a {kind.__name__}")
+        return service  # type: ignore[no-any-return]
+
+    def provides(self, name: str) -> bool:
+        return name in self._services
+
+    # -- calling runtime hooks ---------------------------------------------------
+    def hook_impls(self, name: str) -> list[pluggy.HookImpl]:
+        """Implementations of hook ``name`` in call order (pluggy's LIFO order)."""
+        impls = getattr(self.hooks, name).get_hookimpls()
+        first = [i for i in impls if i.tryfirst]
+        last = [i for i in impls if i.trylast]
+        middle = [i for i in impls if not i.tryfirst and not i.trylast]
+        return [*reversed(first), *reversed(middle), *reversed(last)]
+
+    async def call(self, name: str, **kwargs: Any) -> list[Any]:
+        """Call every implementation of ``name`` and await what needs awaiting.
+
+        Exceptions propagate (callers that must survive a plugin use :meth:`notify`).
+        Results come in call order, ``None`` results included.
+        """
+        results = []
+        for impl in self.hook_impls(name):
+            results.append(await self.call_impl(impl, name, **kwargs))
+        return results
+
+    async def call_impl(self, impl: pluggy.HookImpl, name: str, **kwargs: Any) -> Any:
+        kwargs.setdefault("kernel", self)
+        args = {a: kwargs[a] for a in impl.argnames}
+        result = impl.function(**args)
+        # Datasette's lesson: we must await every coroutine a plugin hands back.
+        if inspect.isawaitable(result):
+            result = await result
+        return result
+
+    async def notify(self, name: str, **kwargs: Any) -> None:
+        """Call an observe-only hook; each implementation's failure is logged and
+        counted in ``plugin_hook_errors_total`` and never reaches the caller."""
+        for impl in self.hook_impls(name):
+            try:
+                await self.call_impl(impl, name, **kwargs)
+            except Exception:
+                self.http_metrics.hook_errors.labels(name, impl.plugin_name).inc()
+                log.exception("plugin %r failed in %s", impl.plugin_name, name)

@@ -1,0 +1,101 @@
+"""``/openapi.json``: OpenAPI 3.1 generated from the registered routes and their
+pydantic models — nothing is maintained by hand."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from typing import Any
+
+from pydantic import BaseModel
+
+from .routing import Route
+
+_PARAM = re.compile(r"{([^}:]+)(?::[^}]*)?}")
+_REF = "#/components/schemas/{model}"
+
+
+def _schema(model: type[BaseModel], components: dict[str, Any], mode: str) -> dict[str, Any]:
+    schema = model.model_json_schema(ref_template=_REF, mode=mode)  # type: ignore[arg-type]
+    for name, sub in schema.pop("$defs", {}).items():
+        components.setdefault(name, sub)
+    components.setdefault(model.__name__, schema)
+    return {"$ref": _REF.format(model=model.__name__)}
+
+
+def build_openapi(routes: Iterable[Route], *, title: str, version: str) -> dict[str, Any]:
+    paths: dict[str, dict[str, Any]] = {}
+    components: dict[str, Any] = {
+        "Problem": {
+            "type": "object",
+            "description": "RFC 9457 problem details with a stable `code`.",
+            "properties": {
+                "type": {"type": "string"},
+                "title": {"type": "string"},
+                "status": {"type": "integer"},
+                "detail": {"type": "string"},
+                "code": {"type": "string"},
+                "instance": {"type": "string"},
+                "request_id": {"type": "string"},
+            },
+            "required": ["type", "title", "status", "code"],
+        }
+    }
+    problem = {
+        "application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}
+    }
+    for route in routes:
+        path = _PARAM.sub(r"{\1}", route.path)
+        op: dict[str, Any] = {
+            "operationId": f"{route.method.lower()}_{_op_name(path)}",
+            "summary": route.summary or f"{route.method} {path}",
+            "responses": {},
+        }
+        if route.tag:
+            op["tags"] = [route.tag]
+        params = [
+            {"name": p, "in": "path", "required": True, "schema": {"type": "string"}}
+            for p in _PARAM.findall(route.path)
+        ]
+        if route.query is not None:
+            qs = route.query.model_json_schema()
+            required = set(qs.get("required", []))
+            for name, prop in qs.get("properties", {}).items():
+                params.append({"name": name, "in": "query", "required": name in required,
+                               "schema": prop})
+        if params:
+            op["parameters"] = params
+        if route.body is not None:
+            op["requestBody"] = {
+                "required": True,
+                "content": {"application/json": {
+                    "schema": _schema(route.body, components, "validation")}},
+            }
+        ok: dict[str, Any] = {"description": "Success"}
+        if route.response is not None:
+            ok["content"] = {"application/json": {
+                "schema": _schema(route.response, components, "serialization")}}
+        op["responses"][str(route.status)] = ok
+        errors = {400: "Malformed request", 422: "Invalid body"} if route.body else {}
+        if route.auth:
+            errors[401] = "Missing, invalid, expired or revoked token"
+            op["security"] = [{"bearerAuth": []}]
+        errors.update(route.extra_responses)
+        errors.update({429: "Rate limited", 504: "Request timeout"})
+        for status, text in sorted(errors.items()):
+            op["responses"][str(status)] = {"description": text, "content": problem}
+        paths.setdefault(path, {})[route.method.lower()] = op
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": title, "version": version},
+        "paths": dict(sorted(paths.items())),
+        "components": {
+            "schemas": components,
+            "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer",
+                                               "bearerFormat": "JWT"}},
+        },
+    }
+
+
+def _op_name(path: str) -> str:
+    return re.sub(r"[^a-zA-Z0-9]+", "_", path).strip("_") or "root"

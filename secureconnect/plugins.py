@@ -1,0 +1,165 @@
+"""The plugin manager: kernel defaults, entry-point plugins, enable/disable from settings.
+
+One :class:`pluggy.PluginManager` per application (no module-level singleton). The
+kernel's own features are plugins too, registered from :data:`DEFAULT_PLUGINS`; the
+:data:`ESSENTIAL_PLUGINS` among them cannot be disabled. Everything else — the
+built-in features in ``plugins/`` and third-party packages — is found through the
+``secureconnect`` entry-point group and can be switched off in ``[plugins]``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from importlib import metadata
+from typing import Any
+
+import pluggy
+
+from . import hookspecs
+from .errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+PROJECT = "secureconnect"
+ENTRY_POINT_GROUP = "secureconnect"
+
+#: Kernel plugins, registered in this order before any entry point.
+DEFAULT_PLUGINS: tuple[tuple[str, str], ...] = (
+    ("core", "secureconnect.builtin.core"),
+    ("stores", "secureconnect.builtin.stores"),
+    ("auth", "secureconnect.builtin.auth"),
+    ("ws", "secureconnect.builtin.ws"),
+)
+#: Kernel plugins that ``[plugins]`` cannot switch off.
+ESSENTIAL_PLUGINS = frozenset({"core", "stores", "auth", "ws"})
+
+
+@dataclass(frozen=True)
+class PluginInfo:
+    name: str
+    version: str
+    enabled: bool
+    essential: bool
+    source: str
+    hooks: tuple[str, ...]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "version": self.version,
+            "enabled": self.enabled,
+            "essential": self.essential,
+            "source": self.source,
+            "hooks": list(self.hooks),
+        }
+
+
+def entry_points() -> dict[str, metadata.EntryPoint]:
+    return {ep.name: ep for ep in metadata.entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def plugin_switches(settings: Any) -> dict[str, bool]:
+    table = settings.get("plugins") or {}
+    out: dict[str, bool] = {}
+    for name, value in dict(table).items():
+        if not isinstance(value, bool):
+            raise ConfigError(
+                f"setting `plugins.{name}` must be true or false, got {value!r}; "
+                f"write `{name} = false` under [plugins] to disable the plugin"
+            )
+        out[str(name).lower()] = value
+    return out
+
+
+def build_plugin_manager(settings: Any, extra: Iterable[object] = ()) -> pluggy.PluginManager:
+    """Create the app's plugin manager: defaults, then entry points, then ``extra``
+    (objects or modules passed to ``create_app(plugins=...)``, handy in tests)."""
+    pm = pluggy.PluginManager(PROJECT)
+    pm.add_hookspecs(hookspecs)
+    switches = plugin_switches(settings)
+    known = {name for name, _ in DEFAULT_PLUGINS} | set(entry_points())
+    extra = list(extra)
+    known |= {_extra_name(p) for p in extra}
+    for name, enabled in switches.items():
+        if name not in known:
+            raise ConfigError(
+                f"setting `plugins.{name}` names no installed plugin; installed: "
+                f"{', '.join(sorted(known))}"
+            )
+        if not enabled and name in ESSENTIAL_PLUGINS:
+            raise ConfigError(
+                f"setting `plugins.{name}` = false: '{name}' is an essential kernel plugin "
+                "and cannot be disabled; remove the line"
+            )
+        if not enabled:
+            pm.set_blocked(name)
+    for name, module in DEFAULT_PLUGINS:
+        if not pm.is_blocked(name):
+            pm.register(importlib.import_module(module), name=name)
+    pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
+    for plugin in extra:
+        name = _extra_name(plugin)
+        if not pm.is_blocked(name):
+            pm.register(plugin, name=name)
+    pm.check_pending()
+    if settings.get("logging.trace_plugins", False):
+        pm.trace.root.setwriter(lambda msg: log.debug("hook: %s", msg.rstrip()))
+        pm.enable_tracing()
+    return pm
+
+
+def _extra_name(plugin: object) -> str:
+    return str(getattr(plugin, "PLUGIN_NAME", None) or getattr(plugin, "__name__", None) or id(plugin))
+
+
+def plugin_name(pm: pluggy.PluginManager, plugin: object) -> str:
+    return pm.get_name(plugin) or repr(plugin)
+
+
+def describe_plugins(pm: pluggy.PluginManager, settings: Any) -> list[PluginInfo]:
+    """Every known plugin, enabled or not, with its version and implemented hooks."""
+    switches = plugin_switches(settings)
+    infos: list[PluginInfo] = []
+    dists = {ep.name: ep for ep in entry_points().values()}
+    seen: set[str] = set()
+    for plugin in pm.get_plugins():
+        name = plugin_name(pm, plugin)
+        seen.add(name)
+        hooks = tuple(sorted(h.name for h in pm.get_hookcallers(plugin) or ()))
+        ep = dists.get(name)
+        version = ep.dist.version if ep is not None and ep.dist is not None else _kernel_version()
+        infos.append(
+            PluginInfo(name, version, True, name in ESSENTIAL_PLUGINS,
+                       ep.value if ep else getattr(plugin, "__name__", repr(plugin)), hooks)
+        )
+    for name, module in DEFAULT_PLUGINS:
+        if name not in seen:
+            infos.append(PluginInfo(name, _kernel_version(), False, False, module, ()))
+            seen.add(name)
+    for name, ep in dists.items():
+        if name not in seen:
+            version = ep.dist.version if ep.dist is not None else "?"
+            infos.append(PluginInfo(name, version, switches.get(name, True), False, ep.value, ()))
+    return sorted(infos, key=lambda i: (not i.essential, i.name))
+
+
+def _kernel_version() -> str:
+    from . import __version__
+
+    return __version__
+
+
+def blocked_tables(pm: pluggy.PluginManager) -> list[str]:
+    """Settings tables of installed-but-disabled plugins (not validated)."""
+    names = {name for name, _ in DEFAULT_PLUGINS} | set(entry_points())
+    return [n for n in names if pm.is_blocked(n)]
+
+
+def validators_by_owner(pm: pluggy.PluginManager) -> Mapping[str, list[Any]]:
+    out: dict[str, list[Any]] = {}
+    for impl in pm.hook.sc_settings_validators.get_hookimpls():
+        out.setdefault(impl.plugin_name, []).extend(impl.function() or ())
+    return out

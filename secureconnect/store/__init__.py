@@ -1,0 +1,1 @@
+"""Storage services: SQL database, cache with fallback, pub/sub bus, Cassandra."""

@@ -1,0 +1,188 @@
+"""The relational database: SQLAlchemy 2 async engine with a bounded pool.
+
+* SQLite (``sqlite+aiosqlite``, the embedded default) in WAL mode;
+  PostgreSQL (``postgresql+asyncpg``) in production.
+* Pool size, overflow, recycle and pre-ping from ``[database]``.
+* Acquiring a connection waits at most ``acquire_timeout`` → 503
+  ``database_unavailable`` and ``db_connection_acquire_timeout_total``.
+* Each statement is bounded by ``query_timeout`` (``statement_timeout`` on PostgreSQL,
+  an asyncio deadline everywhere) → 503 ``database_timeout`` and ``db_query_timeout_total``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event, text
+from sqlalchemy.exc import DBAPIError, OperationalError, TimeoutError as PoolTimeout
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, create_async_engine
+from sqlalchemy.ext.asyncio import async_sessionmaker
+
+from ..errors import ServiceUnavailable
+from ..metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+
+class DatabaseUnavailable(ServiceUnavailable):
+    code = "database_unavailable"  # type: ignore[assignment]
+
+
+class DatabaseTimeout(ServiceUnavailable):
+    code = "database_timeout"  # type: ignore[assignment]
+
+
+class Database:
+    def __init__(self, settings: Any, metrics: Metrics, *, data_dir: str = "data") -> None:
+        self.settings = settings
+        self.url = str(settings.url).replace("{data_dir}", str(data_dir))
+        self.data_dir = data_dir
+        self.is_sqlite = self.url.startswith("sqlite")
+        self.is_postgres = self.url.startswith("postgresql")
+        self.query_timeout = float(settings.query_timeout)
+        self.acquire_timeout = float(settings.acquire_timeout)
+        self._engine: AsyncEngine | None = None
+        self._sessions: async_sessionmaker[AsyncSession] | None = None
+        self.acquire_timeouts = metrics.counter(
+            "db_connection_acquire_timeout_total", "Connection acquisitions that timed out")
+        self.acquire_duration = metrics.histogram(
+            "db_connection_acquire_duration_seconds", "Time to acquire a pooled connection")
+        self.query_timeouts = metrics.counter(
+            "db_query_timeout_total", "Statements cut by the query timeout")
+        self.query_duration = metrics.histogram(
+            "db_query_duration_seconds", "Statement latency")
+        self.in_use = metrics.gauge("db_connections_in_use", "Pooled connections checked out")
+        self.idle = metrics.gauge("db_connections_idle", "Pooled connections idle")
+
+    # -- lifecycle -------------------------------------------------------------------
+    @property
+    def engine(self) -> AsyncEngine:
+        if self._engine is None:
+            raise RuntimeError("the database is not open (kernel.db is opened in cleanup_ctx)")
+        return self._engine
+
+    async def start(self) -> None:
+        s = self.settings
+        kwargs: dict[str, Any] = {"echo": bool(s.echo), "pool_pre_ping": bool(s.pool_pre_ping)}
+        if self.is_sqlite:
+            path = self.url.split("///", 1)[-1]
+            if path and path != ":memory:" and not path.startswith("file:"):
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+            kwargs["connect_args"] = {"timeout": self.acquire_timeout}
+        else:
+            kwargs.update(
+                pool_size=int(s.pool_size),
+                max_overflow=int(s.max_overflow),
+                pool_timeout=self.acquire_timeout,
+                pool_recycle=int(s.pool_recycle),
+            )
+        if self.is_postgres:
+            kwargs["connect_args"] = {
+                "timeout": self.acquire_timeout,
+                "command_timeout": self.query_timeout + 1,
+                "server_settings": {
+                    "statement_timeout": str(int(self.query_timeout * 1000)),
+                    "application_name": "secureconnect",
+                },
+            }
+        engine = create_async_engine(self.url, **kwargs)
+        if self.is_sqlite:
+            event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        pool = engine.sync_engine.pool
+        event.listen(pool, "checkout", lambda *a: self._pool_changed())
+        event.listen(pool, "checkin", lambda *a: self._pool_changed())
+        event.listen(engine.sync_engine, "before_cursor_execute", _start_timer)
+        event.listen(engine.sync_engine, "after_cursor_execute", self._stop_timer)
+        self._engine = engine
+        self._sessions = async_sessionmaker(engine, expire_on_commit=False)
+
+    async def close(self) -> None:
+        if self._engine is not None:
+            await self._engine.dispose()
+            self._engine = None
+
+    def _pool_changed(self) -> None:
+        pool: Any = self.engine.sync_engine.pool
+        checked_out = getattr(pool, "checkedout", lambda: 0)()
+        idle = getattr(pool, "checkedin", lambda: 0)()
+        self.in_use.set(checked_out)
+        self.idle.set(idle)
+
+    def _stop_timer(self, conn: Any, *args: Any) -> None:
+        start = conn.info.pop("sc_query_start", None)
+        if start is not None:
+            self.query_duration.observe(time.perf_counter() - start)
+
+    # -- use -----------------------------------------------------------------------------
+    @asynccontextmanager
+    async def connect(self) -> AsyncIterator[AsyncConnection]:
+        """A pooled connection inside a transaction (committed on success)."""
+        async with self._guard():
+            start = time.perf_counter()
+            async with self.engine.begin() as conn:
+                self.acquire_duration.observe(time.perf_counter() - start)
+                yield conn
+
+    @asynccontextmanager
+    async def session(self) -> AsyncIterator[AsyncSession]:
+        """An ORM session in a transaction: committed on success, rolled back on error."""
+        if self._sessions is None:
+            raise RuntimeError("the database is not open")
+        async with self._guard(), self._sessions() as session, session.begin():
+            yield session
+
+    @asynccontextmanager
+    async def _guard(self) -> AsyncIterator[None]:
+        """Map pool exhaustion, lost connections and slow statements to 503s."""
+        try:
+            yield
+        except PoolTimeout:
+            self.acquire_timeouts.inc()
+            raise DatabaseUnavailable(
+                "the database connection pool is exhausted; retry shortly") from None
+        except TimeoutError:
+            self.query_timeouts.inc()
+            raise DatabaseTimeout("the database did not answer in time") from None
+        except (OperationalError, DBAPIError, OSError) as exc:
+            if _is_query_timeout(exc):
+                self.query_timeouts.inc()
+                raise DatabaseTimeout("a database statement exceeded its timeout") from None
+            if isinstance(exc, DBAPIError) and not exc.connection_invalidated and not isinstance(
+                exc, OperationalError
+            ) and not _is_connection_error(exc):
+                raise
+            log.warning("database unavailable: %s", type(exc).__name__)
+            raise DatabaseUnavailable("the database is unavailable; retry shortly") from None
+
+    async def ping(self) -> None:
+        async with asyncio.timeout(self.acquire_timeout), self.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    for pragma in ("journal_mode=WAL", "synchronous=NORMAL", "foreign_keys=ON",
+                   "busy_timeout=5000"):
+        cur.execute(f"PRAGMA {pragma}")
+    cur.close()
+
+
+def _start_timer(conn: Any, *args: Any) -> None:
+    conn.info["sc_query_start"] = time.perf_counter()
+
+
+def _is_query_timeout(exc: BaseException) -> bool:
+    text_ = str(getattr(exc, "orig", exc)).lower()
+    return "statement timeout" in text_ or "canceling statement" in text_ or isinstance(
+        getattr(exc, "orig", None), TimeoutError)
+
+
+def _is_connection_error(exc: BaseException) -> bool:
+    text_ = str(getattr(exc, "orig", exc)).lower()
+    return any(s in text_ for s in ("connection", "connect", "closed", "terminat"))

@@ -1,0 +1,1 @@
+"""The WebSocket gateway: one socket per client carries every realtime feature."""

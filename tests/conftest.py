@@ -1,0 +1,1 @@
+"""Suite-wide switches. Fixtures for apps live in secureconnect.testing (pytest11)."""
