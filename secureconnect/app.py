@@ -4,8 +4,11 @@ as the table of contents of the kernel."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterable
+from pathlib import Path
 from typing import Any
 
+import aiohttp_jinja2
+import jinja2
 from aiohttp import web
 
 from .config import load_settings, validate_settings
@@ -18,7 +21,7 @@ from .plugins import blocked_tables, build_plugin_manager, validators_by_owner
 from .routing import Route
 
 KERNEL = web.AppKey("secureconnect.kernel", Kernel)
-ROUTES = web.AppKey("secureconnect.routes", list)
+ROUTES = web.AppKey("secureconnect.routes", list[Route])
 
 
 def create_app(settings: Any = None, *, plugins: Iterable[object] = ()) -> web.Application:
@@ -41,6 +44,7 @@ def create_app(settings: Any = None, *, plugins: Iterable[object] = ()) -> web.A
         [check for _, check in collect(kernel, "sc_health_checks")],
         float(settings.health.check_timeout),
     )
+    setup_templates(app, kernel)
     app.cleanup_ctx.extend(resource_contexts(kernel))
     app.on_shutdown.append(_close_sockets)
     return app
@@ -98,6 +102,19 @@ def mount_routes(app: web.Application, kernel: Kernel) -> list[Route]:
                              name=route.name)
         routes.append(route)
     return routes
+
+
+TEMPLATES = Path(__file__).parent / "templates"
+
+
+def setup_templates(app: web.Application, kernel: Kernel) -> None:
+    """Jinja2 for pages: plugin template folders first, then the kernel's."""
+    dirs = [str(d) for _, d in collect(kernel, "sc_template_dirs")] + [str(TEMPLATES)]
+    aiohttp_jinja2.setup(app, loader=jinja2.FileSystemLoader(dirs), autoescape=True)
+
+
+def render_template(app: web.Application, name: str, context: dict[str, Any]) -> str:
+    return str(aiohttp_jinja2.get_env(app).get_template(name).render(context))
 
 
 def resource_contexts(kernel: Kernel) -> list[Any]:

@@ -16,7 +16,7 @@ import os
 import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 from urllib.parse import urlsplit, urlunsplit
 
 from dynaconf import Dynaconf, ValidationError, Validator
@@ -32,7 +32,7 @@ ENVIRONMENTS = ("development", "testing", "production")
 _CONTROL_VARS = {"ENV", "SETTINGS_FILES", "LOAD_DOTENV"}
 _SECRET_KEY = re.compile(r"(secret|password|passwd|token|api_?key|private_?key|credential)", re.I)
 
-Settings = Dynaconf
+Settings: TypeAlias = Any  # a dynaconf.Dynaconf (untyped library)
 
 
 def environ(name: str, default: str | None = None) -> str | None:

@@ -42,7 +42,9 @@ class Problem(Exception):
         self.headers = dict(headers or {})
         self.extra = extra
 
-    def to_dict(self, *, request_id: str | None = None, instance: str | None = None) -> dict[str, Any]:
+    def to_dict(
+        self, *, request_id: str | None = None, instance: str | None = None
+    ) -> dict[str, Any]:
         body: dict[str, Any] = {
             "type": f"urn:secureconnect:problem:{self.code}",
             "title": self.title,

@@ -43,7 +43,8 @@ class Health:
             async with asyncio.timeout(timeout):
                 await check.check()
         except TimeoutError:
-            outcome = {"status": "failed", "error": f"no answer within {timeout:g} s"}
+            outcome: dict[str, Any] = {
+                "status": "failed", "error": f"no answer within {timeout:g} s"}
         except Exception as exc:
             outcome = {"status": "failed", "error": f"{type(exc).__name__}: {exc}"[:300]}
         else:

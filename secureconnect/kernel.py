@@ -27,7 +27,6 @@ if TYPE_CHECKING:
     from .jobs import JobScheduler
     from .store.bus import Bus
     from .store.cache import Cache
-    from .store.cassandra import CassandraSession
     from .store.sql import Database
     from .ws.gateway import Gateway
 
@@ -58,7 +57,8 @@ class Kernel:
     rate_limits: RateLimits
     ws: Gateway
     health: Health
-    cassandra: CassandraSession | None = None
+    #: the Cassandra session when a plugin uses Cassandra (set by that store)
+    cassandra: Any = None
 
     def __init__(self, settings: Any, pm: pluggy.PluginManager) -> None:
         self.settings = settings

@@ -112,7 +112,8 @@ def build_plugin_manager(settings: Any, extra: Iterable[object] = ()) -> pluggy.
 
 
 def _extra_name(plugin: object) -> str:
-    return str(getattr(plugin, "PLUGIN_NAME", None) or getattr(plugin, "__name__", None) or id(plugin))
+    name = getattr(plugin, "PLUGIN_NAME", None) or getattr(plugin, "__name__", None)
+    return str(name or id(plugin))
 
 
 def plugin_name(pm: pluggy.PluginManager, plugin: object) -> str:
@@ -161,5 +162,5 @@ def blocked_tables(pm: pluggy.PluginManager) -> list[str]:
 def validators_by_owner(pm: pluggy.PluginManager) -> Mapping[str, list[Any]]:
     out: dict[str, list[Any]] = {}
     for impl in pm.hook.sc_settings_validators.get_hookimpls():
-        out.setdefault(impl.plugin_name, []).extend(impl.function() or ())
+        out.setdefault(impl.plugin_name, []).extend(impl.function() or ())  # type: ignore[arg-type]
     return out

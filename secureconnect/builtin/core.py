@@ -95,10 +95,25 @@ async def openapi(request: web.Request) -> web.StreamResponse:
     kernel = _kernel(request)
     cached: Any = kernel.state.get("core.openapi")
     if cached is None:
-        spec = build_openapi(request.app[ROUTES], title=kernel.settings.app.name,
+        mounted: list[Route] = request.app[ROUTES]
+        spec = build_openapi(mounted, title=kernel.settings.app.name,
                              version=__version__)
         cached = kernel.state["core.openapi"] = json.dumps(spec)
     return web.Response(text=cached, content_type="application/json")
+
+
+@routes.get("/status", auth=False)
+async def status(request: web.Request) -> web.StreamResponse:
+    """A human-readable status page: readiness and plugins (names only)."""
+    from ..app import render_template
+    from ..plugins import describe_plugins
+
+    kernel = _kernel(request)
+    ok, checks = await kernel.health.run()
+    html = render_template(request.app, "status.html", {
+        "name": kernel.settings.app.name, "version": __version__, "ready": ok,
+        "checks": checks, "plugins": describe_plugins(kernel.pm, kernel.settings)})
+    return web.Response(text=html, content_type="text/html", status=200 if ok else 503)
 
 
 @hookimpl(trylast=True)

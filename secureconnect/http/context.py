@@ -7,9 +7,11 @@ from typing import Any
 
 from aiohttp import web
 
+from ..routing import Route
+
 REQUEST_ID = web.RequestKey("sc.request_id", str)
 PRINCIPAL = web.RequestKey("sc.principal", Any)  # secureconnect.auth.service.Principal
-ROUTE = web.RequestKey("sc.route", Any)  # secureconnect.routing.Route
+ROUTE = web.RequestKey("sc.route", Route)
 
 request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "secureconnect_request_id", default=None

@@ -35,7 +35,7 @@ def bearer_token(request: web.Request) -> str | None:
 def wrap_handler(kernel: Kernel, route: Route) -> Any:
     async def handler(request: web.Request) -> web.StreamResponse:
         request[ROUTE] = route
-        principal = None
+        principal: Any = None
         if route.auth:
             token = bearer_token(request)
             if token is None:

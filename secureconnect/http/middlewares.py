@@ -143,13 +143,11 @@ def build_middlewares(kernel: Kernel) -> list[Any]:
     @web.middleware
     async def timeout(request: web.Request, handler: Handler) -> web.StreamResponse:
         route = route_of(request)
-        limit: float | bool | None = default_timeout
-        if route is not None and route.timeout is not None:
-            limit = route.timeout
-        if limit is False:
+        if route is not None and route.timeout is False:
             return await handler(request)
+        limit = float(route.timeout) if route is not None and route.timeout else default_timeout
         start = time.perf_counter()
-        deadline = asyncio.timeout(float(limit))
+        deadline = asyncio.timeout(limit)
         try:
             async with deadline:
                 return await handler(request)
@@ -164,7 +162,7 @@ def build_middlewares(kernel: Kernel) -> list[Any]:
                 elapsed
             )
             raise GatewayTimeout(
-                f"the request did not complete within {float(limit):g} s", timeout=limit
+                f"the request did not complete within {limit:g} s", timeout=limit
             ) from None
 
     return [request_id, metrics_mw, errors, cors, body_limit, timeout]

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from ..kernel import Kernel
 
 
 async def migrate(kernel: Kernel) -> None:
-    sources = [s for _, s in _sources(kernel)]
+    sources: list[Any] = [s for _, s in _sources(kernel)]
     async with kernel.db.engine.begin() as conn:
         for source in sources:
             await conn.run_sync(source.metadata.create_all)

@@ -31,11 +31,11 @@ log = logging.getLogger(__name__)
 
 
 class DatabaseUnavailable(ServiceUnavailable):
-    code = "database_unavailable"  # type: ignore[assignment]
+    code = "database_unavailable"
 
 
 class DatabaseTimeout(ServiceUnavailable):
-    code = "database_timeout"  # type: ignore[assignment]
+    code = "database_timeout"
 
 
 class Database:

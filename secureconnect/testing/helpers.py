@@ -112,13 +112,13 @@ class WsTester:
                     f"no frame matching {type_or_pred!r} within {timeout} s; "
                     f"got: {[f.get('type') for f in self._pending][-20:]}"
                 )
-            frame = await self._receive(remaining)
-            if frame is None:
+            received = await self._receive(remaining)
+            if received is None:
                 raise AssertionError(f"socket closed while waiting for {type_or_pred!r} "
                                      f"(close code {self.ws.close_code})")
-            if match(frame):
-                return frame
-            self._pending.append(frame)
+            if match(received):
+                return received
+            self._pending.append(received)
 
     async def expect_nothing(self, type_: str, *, within: float = 0.3,
                              where: Predicate | None = None) -> None:

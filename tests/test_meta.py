@@ -1,0 +1,46 @@
+"""Meta-tests: every hook has a test and a documentation section; every package is packaged."""
+
+from __future__ import annotations
+
+import ast
+import re
+import tomllib
+from pathlib import Path
+
+from secureconnect import hookspecs
+
+ROOT = Path(__file__).resolve().parents[1]
+HOOKS = sorted(n for n in dir(hookspecs) if n.startswith("sc_"))
+
+
+def _test_names() -> set[str]:
+    names: set[str] = set()
+    for path in (ROOT / "tests").rglob("test_*.py"):
+        tree = ast.parse(path.read_text())
+        names |= {n.name for n in ast.walk(tree)
+                  if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef)}
+    return names
+
+
+def test_every_hook_has_a_test():
+    names = _test_names()
+    missing = [h for h in HOOKS if f"test_hook_{h}" not in names]
+    assert not missing, f"hooks without a test_hook_<name> test: {missing}"
+
+
+def test_every_hook_has_a_docs_section():
+    doc = (ROOT / "docs" / "plugins.md").read_text()
+    sections = set(re.findall(r"^### `(sc_\w+)", doc, re.M))
+    assert not set(HOOKS) - sections, f"undocumented hooks: {sorted(set(HOOKS) - sections)}"
+    assert not sections - set(HOOKS), f"docs name unknown hooks: {sorted(sections - set(HOOKS))}"
+
+
+def test_every_package_directory_is_packaged():
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    listed = set(config["packages"])
+    found = set()
+    for base, name in (("secureconnect", "secureconnect"), ("plugins", "secureconnect_plugins")):
+        for init in (ROOT / base).rglob("__init__.py"):
+            rel = init.parent.relative_to(ROOT / base).parts
+            found.add(".".join((name, *rel)))
+    assert found == listed, f"missing: {sorted(found - listed)}, stale: {sorted(listed - found)}"
