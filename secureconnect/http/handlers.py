@@ -33,6 +33,8 @@ def bearer_token(request: web.Request) -> str | None:
 
 
 def wrap_handler(kernel: Kernel, route: Route) -> Any:
+    rate_class = route.rate_limit or "default"
+
     async def handler(request: web.Request) -> web.StreamResponse:
         request[ROUTE] = route
         principal: Any = None
@@ -42,7 +44,8 @@ def wrap_handler(kernel: Kernel, route: Route) -> Any:
                 raise Unauthorized("an access token is required", code="missing_token")
             principal = await kernel.auth.authenticate(token)
             request[PRINCIPAL] = principal
-        await kernel.rate_limits.check_request(request, route.rate_limit or "default", principal)
+        if rate_class != "none":
+            await kernel.rate_limits.check_request(request, rate_class, principal)
         args: list[Any] = []
         if route.body is not None:
             args.append(await read_body(request, route.body))

@@ -108,3 +108,42 @@ async def test_cors(sc_client):
     assert r.headers["Access-Control-Allow-Origin"] == "https://app.example"
     r = await client.get("/health/live", headers={"Origin": "https://evil.example"})
     assert "Access-Control-Allow-Origin" not in r.headers
+
+
+async def test_metrics_token(sc_client):
+    client = await sc_client({"metrics": {"token": "t0ken"}})
+    r = await client.get("/metrics")
+    assert r.status == 401
+    r = await client.get("/metrics", headers={"Authorization": "Bearer t0ken"})
+    assert r.status == 200
+
+
+async def test_request_id_is_echoed_or_minted(sc_client):
+    client = await sc_client()
+    r = await client.get("/health/live", headers={"X-Request-ID": "abc-1"})
+    assert r.headers["X-Request-ID"] == "abc-1"
+    r = await client.get("/health/live", headers={"X-Request-ID": "bad id\twith junk"})
+    assert r.headers["X-Request-ID"] != "bad id\twith junk"
+    assert len(r.headers["X-Request-ID"]) == 32
+
+
+async def test_json_logs_carry_the_request_id(sc_client, capsys):
+    import logging
+
+    from secureconnect.logs import configure_logging
+
+    client = await sc_client(plugins=[SlowPlugin()])
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    configure_logging("INFO", "json")
+    try:
+        await client.get("/v1/test/boom", headers={"X-Request-ID": "trace-me"})
+    finally:
+        root.handlers[:], level = saved
+        root.setLevel(level)
+    import json
+
+    lines = [json.loads(line) for line in capsys.readouterr().err.splitlines() if line]
+    crash = [entry for entry in lines if entry.get("request_id") == "trace-me"]
+    assert crash and crash[0]["level"] == "ERROR"
+    assert "hunter2" in crash[0]["exc"]  # the log has the details the client never sees
