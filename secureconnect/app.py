@@ -75,7 +75,13 @@ def collect(kernel: Kernel, hook: str) -> list[tuple[str, Any]]:
     """Call a registration hook plugin by plugin (registration order) and flatten the
     results into ``(plugin_name, item)`` pairs; dict results become ``(key, value)``."""
     out: list[tuple[str, Any]] = []
-    for impl in getattr(kernel.hooks, hook).get_hookimpls():
+    # pluggy stores trylast impls first and tryfirst last; registration results must
+    # honour the markers (stores' tryfirst contexts open before any plugin's).
+    impls = getattr(kernel.hooks, hook).get_hookimpls()
+    ordered = ([i for i in impls if i.tryfirst]
+               + [i for i in impls if not i.tryfirst and not i.trylast]
+               + [i for i in impls if i.trylast])
+    for impl in ordered:
         args = {"kernel": kernel}
         result = impl.function(**{a: args[a] for a in impl.argnames})
         if result is None:

@@ -66,8 +66,9 @@ class Clash:
 
 
 def test_route_clash_names_both_plugins():
-    with pytest.raises(ConfigError, match=r"GET /health/live.*'core'.*'clash'"):
+    with pytest.raises(ConfigError, match=r"GET /health/live is declared by both") as exc:
         create_app(make_settings(), plugins=[Clash()])
+    assert "'core'" in str(exc.value) and "'clash'" in str(exc.value)
 
 
 class WsClash:
@@ -82,8 +83,9 @@ class WsClash:
 
 
 def test_ws_event_clash_names_both_plugins():
-    with pytest.raises(ConfigError, match=r"'example.echo'.*'example'.*'wsclash'"):
+    with pytest.raises(ConfigError, match=r"'example.echo' is handled by both") as exc:
         create_app(make_settings(), plugins=[WsClash()])
+    assert "'example'" in str(exc.value) and "'wsclash'" in str(exc.value)
 
 
 class Misspelt:

@@ -1,0 +1,131 @@
+"""The auth schema: users, sessions, refresh tokens and single-use email tokens.
+
+Ids are time-ordered UUIDs kept as their 36-character text form (portable across
+SQLite, PostgreSQL and CockroachDB; other plugins reference ``users.id`` the same way).
+Secrets never sit in the database in the clear: refresh tokens and email tokens are
+stored as SHA-256 digests, passwords as argon2id hashes.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+from sqlalchemy import (
+    CheckConstraint,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.types import TypeDecorator
+
+from ..migrations import MigrationSource
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(column_0_label)s",
+        "uq": "uq_%(table_name)s_%(column_0_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on every backend (naive UTC on SQLite, so that SQL
+    comparisons compare like with like; values come back tagged UTC)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+ID = String(36)
+#: hex SHA-256 digest of a token
+DIGEST = String(64)
+
+ROLES = ("user", "admin")
+EMAIL_TOKEN_PURPOSES = ("verify_email", "password_reset")
+
+users = Table(
+    "users",
+    metadata,
+    Column("id", ID, primary_key=True),
+    # normalised (lower case, IDNA domain) by the service before it gets here
+    Column("email", String(254), nullable=False, unique=True),
+    Column("display_name", String(200), nullable=False),
+    Column("password_hash", String(255), nullable=False),
+    Column("role", String(16), nullable=False, default="user"),
+    Column("email_verified_at", UtcDateTime, nullable=True),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("password_changed_at", UtcDateTime, nullable=True),
+    CheckConstraint("role IN ('user', 'admin')", name="role"),
+)
+
+sessions = Table(
+    "auth_sessions",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("user_id", ID, ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    # absolute end of the session: refresh tokens stop working then
+    Column("expires_at", UtcDateTime, nullable=False),
+    Column("last_refreshed_at", UtcDateTime, nullable=True),
+    Column("revoked_at", UtcDateTime, nullable=True),
+    # logout | refresh_token_reuse | password_reset | admin
+    Column("revoked_reason", String(32), nullable=True),
+)
+Index("ix_auth_sessions_user", sessions.c.user_id, sessions.c.revoked_at)
+Index("ix_auth_sessions_expires", sessions.c.expires_at)
+
+refresh_tokens = Table(
+    "auth_refresh_tokens",
+    metadata,
+    Column("token_hash", DIGEST, primary_key=True),
+    Column("session_id", ID, ForeignKey("auth_sessions.id", ondelete="CASCADE"), nullable=False),
+    # 1 for the login's token, +1 per rotation
+    Column("generation", Integer, nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    # set when the token was exchanged; presenting it again is reuse
+    Column("rotated_at", UtcDateTime, nullable=True),
+)
+Index("ix_auth_refresh_tokens_session", refresh_tokens.c.session_id)
+
+email_tokens = Table(
+    "auth_email_tokens",
+    metadata,
+    Column("token_hash", DIGEST, primary_key=True),
+    Column("user_id", ID, ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("purpose", String(32), nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("expires_at", UtcDateTime, nullable=False),
+    Column("used_at", UtcDateTime, nullable=True),
+    CheckConstraint("purpose IN ('verify_email', 'password_reset')", name="purpose"),
+)
+Index("ix_auth_email_tokens_expires", email_tokens.c.expires_at)
+Index("ix_auth_email_tokens_user", email_tokens.c.user_id, email_tokens.c.purpose)
+
+
+def migration_source() -> MigrationSource:
+    return MigrationSource("auth", metadata, MIGRATIONS)

@@ -1,0 +1,27 @@
+"""Time-ordered identifiers (UUID version 7, RFC 9562).
+
+A v7 UUID starts with a 48-bit Unix timestamp in milliseconds, so ids sort by creation
+time (good B-tree locality, stable pagination) while 74 random bits keep them
+unguessable. Within one millisecond ids are random, not monotonic; nothing here
+relies on strict order inside a millisecond.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+
+
+def new_id() -> uuid.UUID:
+    """A fresh time-ordered UUID (version 7)."""
+    millis = time.time_ns() // 1_000_000
+    raw = bytearray(millis.to_bytes(6, "big") + os.urandom(10))
+    raw[6] = (raw[6] & 0x0F) | 0x70  # version 7
+    raw[8] = (raw[8] & 0x3F) | 0x80  # RFC 9562 variant
+    return uuid.UUID(bytes=bytes(raw))
+
+
+def new_id_str() -> str:
+    """:func:`new_id` in its canonical text form (36 characters)."""
+    return str(new_id())

@@ -1,0 +1,123 @@
+"""Register → login → me → refresh → logout, rotation and reuse detection (black-box)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from secureconnect.testing.accounts import DEFAULT_PASSWORD, register_and_login, unique_email
+
+
+async def test_full_session_lifecycle(sc_client):
+    client = await sc_client()
+    email = unique_email("Alice")
+    r = await client.post(
+        "/v1/auth/register",
+        json={
+            "email": f"  {email.upper()} ",
+            "password": DEFAULT_PASSWORD,
+            "display_name": "  Alice   Liddell ",
+        },
+    )
+    assert r.status == 201, await r.text()
+    user = await r.json()
+    assert user["email"] == email.lower()
+    assert user["display_name"] == "Alice Liddell"
+    assert user["role"] == "user" and user["email_verified"] is False
+    assert "password" not in str(user) and "hash" not in str(user)
+
+    r = await client.post("/v1/auth/login", json={"email": email, "password": DEFAULT_PASSWORD})
+    assert r.status == 200
+    assert r.headers["Cache-Control"] == "no-store"
+    first = await r.json()
+    assert first["token_type"] == "Bearer" and first["expires_in"] == 900
+    headers = {"Authorization": f"Bearer {first['access_token']}"}
+
+    r = await client.get("/v1/users/me", headers=headers)
+    assert r.status == 200
+    assert (await r.json())["id"] == user["id"]
+
+    r = await client.post("/v1/auth/refresh", json={"refresh_token": first["refresh_token"]})
+    assert r.status == 200
+    second = await r.json()
+    assert second["refresh_token"] != first["refresh_token"]
+    new_headers = {"Authorization": f"Bearer {second['access_token']}"}
+    assert (await client.get("/v1/users/me", headers=new_headers)).status == 200
+
+    r = await client.post("/v1/auth/logout", headers=new_headers)
+    assert r.status == 204
+    for h in (headers, new_headers):  # every access token of the session, at once
+        r = await client.get("/v1/users/me", headers=h)
+        assert r.status == 401
+        assert (await r.json())["code"] == "token_revoked"
+    r = await client.post("/v1/auth/refresh", json={"refresh_token": second["refresh_token"]})
+    assert r.status == 401
+    assert (await r.json())["code"] == "token_revoked"
+
+
+async def test_logout_ends_only_that_session(sc_client):
+    client = await sc_client()
+    user = await register_and_login(client)
+    r = await client.post("/v1/auth/login", json={"email": user.email, "password": user.password})
+    other = {"Authorization": f"Bearer {(await r.json())['access_token']}"}
+    assert (await client.post("/v1/auth/logout", headers=user.headers)).status == 204
+    assert (await client.get("/v1/users/me", headers=user.headers)).status == 401
+    assert (await client.get("/v1/users/me", headers=other)).status == 200
+
+
+async def test_reused_rotated_refresh_token_revokes_the_whole_session(sc_client):
+    client = await sc_client()
+    user = await register_and_login(client)
+    r = await client.post("/v1/auth/refresh", json={"refresh_token": user.refresh_token})
+    newer = await r.json()
+    newer_headers = {"Authorization": f"Bearer {newer['access_token']}"}
+    assert (await client.get("/v1/users/me", headers=newer_headers)).status == 200
+
+    # the stolen, already rotated token comes back
+    r = await client.post("/v1/auth/refresh", json={"refresh_token": user.refresh_token})
+    assert r.status == 401
+    assert (await r.json())["code"] == "token_reused"
+    # ... and takes the newer refresh token and every access token of the session with it
+    r = await client.post("/v1/auth/refresh", json={"refresh_token": newer["refresh_token"]})
+    assert r.status == 401
+    assert (await client.get("/v1/users/me", headers=newer_headers)).status == 401
+    assert (await client.get("/v1/users/me", headers=user.headers)).status == 401
+    metrics = await (await client.get("/metrics")).text()
+    assert "auth_refresh_token_reuse_total 1.0" in metrics
+    assert 'auth_sessions_revoked_total{reason="refresh_token_reuse"} 1.0' in metrics
+
+
+async def test_concurrent_refresh_with_one_token_yields_one_pair(sc_client):
+    client = await sc_client()
+    user = await register_and_login(client)
+    results = await asyncio.gather(
+        *(
+            client.post("/v1/auth/refresh", json={"refresh_token": user.refresh_token})
+            for _ in range(3)
+        )
+    )
+    statuses = sorted(r.status for r in results)
+    assert statuses.count(200) <= 1 and all(s in (200, 401) for s in statuses)
+
+
+async def test_unknown_refresh_token_and_missing_bearer(sc_client):
+    client = await sc_client()
+    r = await client.post("/v1/auth/refresh", json={"refresh_token": "nope"})
+    assert r.status == 401 and (await r.json())["code"] == "invalid_token"
+    r = await client.get("/v1/users/me")
+    assert r.status == 401 and (await r.json())["code"] == "missing_token"
+    assert r.headers["WWW-Authenticate"] == "Bearer"
+
+
+async def test_wrong_password_and_unknown_email_look_the_same(sc_client):
+    client = await sc_client()
+    user = await register_and_login(client)
+    bodies = []
+    for email, password in ((user.email, "wrong password!!"), (unique_email(), "whatever123")):
+        r = await client.post("/v1/auth/login", json={"email": email, "password": password})
+        assert r.status == 401
+        body = await r.json()
+        bodies.append((body["code"], body["detail"]))
+    assert bodies[0] == bodies[1] == ("invalid_credentials", "the email or password is wrong")
+    metrics = await (await client.get("/metrics")).text()
+    assert 'auth_attempts_total{result="invalid_credentials"} 2.0' in metrics
+    assert 'auth_attempts_total{result="success"} 1.0' in metrics
