@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Install the servers the integration tests start privately (PostgreSQL, Redis) from
+# Debian's packages. Idempotent: does nothing when they are present. Tests start their
+# own throwaway instances on free loopback ports (secureconnect/testing/services.py);
+# nothing here starts a system-wide service.
+set -euo pipefail
+
+need=()
+ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || need+=(postgresql)
+command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+command -v wrk >/dev/null 2>&1 || need+=(wrk)   # benchmarks only
+
+if [ ${#need[@]} -gt 0 ]; then
+  echo "installing: ${need[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+  # the Debian packages start a system cluster/server; tests use private ones
+  service postgresql stop >/dev/null 2>&1 || true
+  service redis-server stop >/dev/null 2>&1 || true
+fi
+echo "postgres: $(ls -d /usr/lib/postgresql/*/bin | tail -1)"
+echo "redis: $(redis-server --version | head -1)"

@@ -1,0 +1,239 @@
+"""Private, throwaway servers for integration tests: Redis and PostgreSQL.
+
+Each instance binds 127.0.0.1 on a free port with its data in a temporary directory,
+so tests can run in parallel and may stop and restart "their" server at will
+(``stop()`` / ``start()`` / ``restart()`` keep the port and the data).
+
+    with RedisServer() as redis:
+        settings = {"redis": {"url": redis.url}}
+        redis.stop()      # a real outage
+        redis.start()     # and a real recovery
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+
+class ServiceError(RuntimeError):
+    """A server failed to start; the message carries the tail of its log."""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.2)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+class _Server:
+    name = "server"
+
+    def __init__(self) -> None:
+        self.dir = Path(tempfile.mkdtemp(prefix=f"sc-{self.name}-"))
+        self.port = free_port()
+        self.host = "127.0.0.1"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log = self.dir / f"{self.name}.log"
+
+    # subclasses: _command(), _ready(), optional _prepare() and _after_start()
+    def _command(self) -> list[str]:
+        raise NotImplementedError
+
+    def _ready(self) -> bool:
+        return _port_open(self.port)
+
+    def _prepare(self) -> None:
+        return None
+
+    def _after_start(self) -> None:
+        return None
+
+    def _popen_extra(self) -> dict[str, Any]:
+        return {}
+
+    def start(self, timeout: float = 60.0) -> None:
+        if self.running:
+            return
+        self._prepare()
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(self._command(), stdout=out, stderr=subprocess.STDOUT,
+                                         start_new_session=True, **self._popen_extra())
+        deadline = time.monotonic() + timeout
+        while not self._ready():
+            if self.proc.poll() is not None:
+                raise ServiceError(f"{self.name} exited with {self.proc.returncode}:\n"
+                                   f"{self.tail()}")
+            if time.monotonic() > deadline:
+                self.stop()
+                raise ServiceError(f"{self.name} not ready within {timeout} s:\n{self.tail()}")
+            time.sleep(0.05)
+        self._after_start()
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self, timeout: float = 20.0) -> None:
+        proc, self.proc = self.proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+        deadline = time.monotonic() + 10
+        while _port_open(self.port) and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def close(self) -> None:
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    def __enter__(self) -> _Server:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class RedisServer(_Server):
+    name = "redis"
+
+    @classmethod
+    def available(cls) -> bool:
+        return shutil.which("redis-server") is not None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def _command(self) -> list[str]:
+        return ["redis-server", "--bind", "127.0.0.1", "--port", str(self.port),
+                "--save", "", "--appendonly", "no", "--dir", str(self.dir),
+                "--protected-mode", "yes"]
+
+    def _ready(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.3) as s:
+                s.sendall(b"PING\r\n")
+                return s.recv(16).startswith(b"+PONG")
+        except OSError:
+            return False
+
+
+def _pg_bindir() -> Path | None:
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/postgres"))
+    return Path(found[-1]).parent if found else None
+
+
+class PostgresServer(_Server):
+    """A private PostgreSQL cluster (initdb on first start), tuned for tests."""
+
+    name = "postgres"
+    user = "secureconnect"
+    password = "secureconnect"
+    database = "secureconnect"
+
+    def __init__(self) -> None:
+        super().__init__()
+        bindir = _pg_bindir()
+        if bindir is None:
+            raise ServiceError("PostgreSQL is not installed (apt-get install postgresql)")
+        self.bindir = bindir
+        self.data = self.dir / "data"
+        self._as_postgres = os.geteuid() == 0
+
+    @classmethod
+    def available(cls) -> bool:
+        return _pg_bindir() is not None
+
+    @property
+    def dsn(self) -> str:
+        return (f"postgresql://{self.user}:{self.password}@127.0.0.1:{self.port}/"
+                f"{self.database}")
+
+    @property
+    def url(self) -> str:
+        return self.dsn.replace("postgresql://", "postgresql+asyncpg://", 1)
+
+    def url_for(self, database: str) -> str:
+        return self.url.rsplit("/", 1)[0] + f"/{database}"
+
+    def _run(self, *cmd: str) -> None:
+        full = list(cmd)
+        if self._as_postgres:
+            full = ["runuser", "-u", "postgres", "--", *full]
+        subprocess.run(full, check=True, capture_output=True, timeout=120)
+
+    def _prepare(self) -> None:
+        if self._as_postgres:
+            shutil.chown(self.dir, "postgres", "postgres")
+        if not (self.data / "PG_VERSION").exists():
+            pwfile = self.dir / "pw"
+            pwfile.write_text(self.password)
+            if self._as_postgres:
+                shutil.chown(pwfile, "postgres", "postgres")
+            self._run(str(self.bindir / "initdb"), "-D", str(self.data), "-U", self.user,
+                      "-A", "scram-sha-256", f"--pwfile={pwfile}", "-E", "UTF8",
+                      "--no-sync")
+            self._created = False
+
+    def _popen_extra(self) -> dict[str, Any]:
+        if self._as_postgres:
+            return {"user": "postgres", "group": "postgres"}
+        return {}
+
+    def _command(self) -> list[str]:
+        return [str(self.bindir / "postgres"), "-D", str(self.data), "-p", str(self.port),
+                "-k", str(self.dir), "-c", "listen_addresses=127.0.0.1",
+                "-c", "fsync=off", "-c", "synchronous_commit=off",
+                "-c", "full_page_writes=off", "-c", "max_connections=200"]
+
+    def _ready(self) -> bool:
+        if not _port_open(self.port):
+            return False
+        r = subprocess.run([str(self.bindir / "pg_isready"), "-h", "127.0.0.1", "-p",
+                            str(self.port)], capture_output=True, timeout=10)
+        return r.returncode == 0
+
+    def _after_start(self) -> None:
+        if getattr(self, "_created", True):
+            return
+        self.create_database(self.database)
+        self._created = True
+
+    def create_database(self, name: str) -> str:
+        """Create a database (for per-test isolation); returns its asyncpg URL."""
+        env = {"PGPASSWORD": self.password, "PATH": "/usr/bin:/bin"}
+        subprocess.run([str(self.bindir / "createdb"), "-h", "127.0.0.1", "-p",
+                        str(self.port), "-U", self.user, name],
+                       check=True, capture_output=True, timeout=60, env=env)
+        return self.url_for(name)
