@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import asyncio
 import getpass
 import json
@@ -85,6 +86,10 @@ def _serve(settings: Any, args: argparse.Namespace) -> int:
 
     configure_logging(settings.logging.level, settings.logging.format)
     app = create_app(settings)
+    # Start-up objects live for the whole process: keep them out of the cyclic GC so a
+    # full collection does not stall the event loop for tens of milliseconds.
+    gc.collect()
+    gc.freeze()
     web.run_app(
         app,
         host=args.host or settings.server.host,
