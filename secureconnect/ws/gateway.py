@@ -1,46 +1,768 @@
-"""WebSocket gateway (placeholder: handler table only)."""
+"""The WebSocket gateway: authenticated sockets, event dispatch, topics, bounded delivery.
+
+Interfaces other parts use (keep them stable)
+---------------------------------------------
+``kernel.ws`` is the :class:`Gateway` of the application.
+
+* ``await kernel.ws.publish(topic, event_type, data)`` — send ``{"type", "data"}`` to
+  every socket subscribed to ``topic`` on every instance (through ``kernel.bus``).
+  Never raises on a bus failure; the failure is logged and counted
+  (``websocket_publish_errors_total``).
+* ``await kernel.ws.add_user_to_topic(user_id, topic)`` /
+  ``await kernel.ws.remove_user_from_topic(user_id, topic)`` — subscribe / unsubscribe
+  every open connection of a user, on every instance (bus topic ``ws:control``).
+* :class:`Connection` (what ``sc_ws_connected``/``sc_ws_disconnected`` and WS handlers
+  receive): ``.user_id`` (str), ``.session_id`` (str), ``.principal``,
+  ``await conn.subscribe(topic)``, ``await conn.unsubscribe(topic)``,
+  ``await conn.send(event_type, data)``.
+* :data:`WsHandler` — ``async def handler(conn, data) -> ack data``; raise a
+  :class:`~secureconnect.errors.Problem` to answer with an ``error`` frame.
+
+How it works
+------------
+* One bus subscription per topic per instance, reference counted over the local
+  connections subscribed to it; an event is encoded once and fanned out as text.
+* Every connection has a bounded send queue drained by exactly one writer task. A
+  connection whose queue overflows is a slow consumer: its queue is replaced by one
+  ``resync`` event (or it is closed with 1013, ``ws.slow_consumer``) and the dropped
+  events are counted; nothing else waits for it.
+* Client ``subscribe`` is authorized by ``sc_authorize_topic`` (deny by default); the
+  socket joins ``user:<own id>`` on connect.
+* Sessions revoked on the bus topic ``auth:revoked`` and tokens reaching their expiry
+  close their connections (1008).
+
+Close codes: 1000 normal, 1001 server shutting down, 1008 token revoked or expired,
+1009 frame too large, 1011 internal error, 1013 slow consumer (reconnect and catch up).
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import json
+import logging
+import time
+import uuid
+from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ..errors import ConfigError
+from aiohttp import WSCloseCode, WSMsgType, web
+
+from ..auth.service import REVOKED_TOPIC
+from ..errors import ConfigError, Forbidden, Problem, Unauthorized
 
 if TYPE_CHECKING:
     from ..kernel import Kernel
+    from ..store.bus import Subscription
+
+log = logging.getLogger(__name__)
+
+#: bus topic carrying ``{"op": "add"|"remove", "user_id": ..., "topic": ...}``
+CONTROL_TOPIC = "ws:control"
+USER_TOPIC_PREFIX = "user:"
+
+CLOSE_NORMAL = 1000
+CLOSE_GOING_AWAY = 1001
+CLOSE_POLICY = 1008
+CLOSE_TOO_BIG = 1009
+CLOSE_INTERNAL = 1011
+CLOSE_TRY_AGAIN_LATER = 1013
 
 
 class Connection:
-    """One authenticated client connection (WebSocket or event stream)."""
+    """One authenticated client connection (WebSocket or event stream).
 
-    user_id: Any
+    Frames leave through a bounded queue and one writer; ``send`` never blocks.
+    """
 
+    transport = "ws"
+
+    def __init__(self, gateway: Gateway, principal: Any) -> None:
+        self.gateway = gateway
+        self.principal = principal
+        self.user_id = str(principal.user_id)
+        self.session_id = str(principal.session_id)
+        self.topics: set[str] = set()
+        self.closing = False
+        self.close_code = CLOSE_NORMAL
+        self.close_reason = ""
+        self.dropped = 0
+        self._queue: deque[str | None] = deque()
+        self._limit = gateway.config.send_queue_size
+        self._wakeup = asyncio.Event()
+        self._expiry: asyncio.TimerHandle | None = None
+        # inbound token bucket
+        self._tokens = float(gateway.config.inbound_burst)
+        self._refilled = time.monotonic()
+
+    # -- what plugins call --------------------------------------------------------------
     async def subscribe(self, topic: str) -> None:
-        raise NotImplementedError
+        """Deliver ``topic`` to this connection (no authorization: the caller decides)."""
+        if topic in self.topics or self.closing:
+            return
+        self.topics.add(topic)
+        try:
+            await self.gateway._attach(topic, self)
+        except BaseException:
+            self.topics.discard(topic)
+            raise
+
+    async def unsubscribe(self, topic: str) -> None:
+        if topic in self.topics:
+            self.topics.discard(topic)
+            await self.gateway._detach(topic, self)
+
+    async def send(self, event_type: str, data: Any) -> None:
+        """Queue an event for this connection only."""
+        self.enqueue(encode(event_type, data))
+
+    # -- queue ------------------------------------------------------------------------
+    @property
+    def queued(self) -> int:
+        return len(self._queue)
+
+    def enqueue(self, text: str) -> None:
+        if self.closing:
+            return
+        if len(self._queue) >= self._limit:
+            self._overflow()
+            return
+        self._queue.append(text)
+        self._wakeup.set()
+
+    def _overflow(self) -> None:
+        dropped = len(self._queue) + 1
+        self.dropped += dropped
+        self.gateway.m_dropped.inc(dropped)
+        self._queue.clear()
+        if self.gateway.config.slow_consumer == "close":
+            self.request_close(CLOSE_TRY_AGAIN_LATER, "slow consumer")
+            return
+        # The client re-reads history; what stays queued is the notice first.
+        self._queue.append(encode("resync", {"reason": "slow_consumer", "dropped": dropped}))
+        self._wakeup.set()
+
+    async def next_frame(self, timeout: float | None = None) -> str | None:
+        """The next queued frame, ``None`` when the connection is closing, or ``""`` when
+        ``timeout`` passed with nothing to send."""
+        while not self._queue:
+            if self.closing:
+                return None
+            self._wakeup.clear()
+            if timeout is None:
+                await self._wakeup.wait()
+            else:
+                try:
+                    await asyncio.wait_for(self._wakeup.wait(), timeout)
+                except TimeoutError:
+                    return ""
+        return self._queue.popleft()
+
+    # -- closing ----------------------------------------------------------------------
+    def request_close(self, code: int, reason: str) -> None:
+        """Ask the connection to close (from any task; returns at once)."""
+        if self.closing:
+            return
+        self.closing = True
+        self.close_code, self.close_reason = code, reason
+        self._queue.clear()
+        self._wakeup.set()
+        self.gateway._spawn(self._close_transport())
+
+    async def _close_transport(self) -> None:
+        """Transport specific: make the serving task finish."""
+
+    def allow_inbound(self) -> bool:
+        cfg = self.gateway.config
+        now = time.monotonic()
+        self._tokens = min(
+            float(cfg.inbound_burst), self._tokens + (now - self._refilled) * cfg.inbound_rate
+        )
+        self._refilled = now
+        if self._tokens < 1.0:
+            return False
+        self._tokens -= 1.0
+        return True
+
+
+class WsConnection(Connection):
+    transport = "ws"
+
+    def __init__(self, gateway: Gateway, principal: Any, ws: web.WebSocketResponse) -> None:
+        super().__init__(gateway, principal)
+        self.ws = ws
+        self.writer: asyncio.Task[None] | None = None
+
+    async def write_loop(self) -> None:
+        sent = self.gateway.outbound_counter
+        while True:
+            frame = await self.next_frame()
+            if frame is None:
+                return
+            await self.ws.send_str(frame)
+            sent(frame)
+
+    async def _close_transport(self) -> None:
+        if self.writer is not None and not self.writer.done():
+            self.writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self.writer
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(self.gateway.config.close_timeout):
+                await self.ws.close(code=self.close_code, message=self.close_reason.encode())
+
+
+class SseConnection(Connection):
+    transport = "sse"
+
+    def __init__(self, gateway: Gateway, principal: Any) -> None:
+        super().__init__(gateway, principal)
+        self.task: asyncio.Task[Any] | None = None
+
+    async def _close_transport(self) -> None:
+        # the serving task sees the closing flag; a write stuck on a dead peer is cut
+        if self.task is None or self.task.done():
+            return
+        await asyncio.wait({self.task}, timeout=self.gateway.config.close_timeout)
+        if not self.task.done():
+            self.task.cancel()
 
 
 WsHandler = Callable[[Connection, dict[str, Any]], Awaitable[Any]]
 
 
+def encode(event_type: str, data: Any, frame_id: Any = None) -> str:
+    frame: dict[str, Any] = {"type": event_type}
+    if frame_id is not None:
+        frame["id"] = frame_id
+    frame["data"] = data
+    return json.dumps(frame, separators=(",", ":"), default=str)
+
+
+@dataclass
+class GatewayConfig:
+    max_connections: int = 10000
+    max_connections_per_user: int = 20
+    max_frame_bytes: int = 65536
+    send_queue_size: int = 1024
+    slow_consumer: str = "resync"
+    heartbeat: float = 20.0
+    inbound_rate: float = 50.0
+    inbound_burst: int = 200
+    handler_timeout: float = 10.0
+    close_timeout: float = 2.0
+    sse_keepalive: float = 15.0
+
+    @classmethod
+    def from_settings(cls, table: Any) -> GatewayConfig:
+        if table is None:
+            return cls()
+        names = cls.__dataclass_fields__
+        return cls(**{k: table[k] for k in names if table.get(k) is not None})
+
+
+@dataclass
+class _Topic:
+    conns: set[Connection] = field(default_factory=set)
+    sub: Subscription | None = None
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
+    closed: bool = False
+
+
 class Gateway:
     def __init__(self, kernel: Kernel) -> None:
         self.kernel = kernel
+        self.config = GatewayConfig.from_settings(kernel.settings.get("ws"))
         self.handlers: dict[str, WsHandler] = {}
         self.owners: dict[str, str] = {}
+        self.connections: set[Connection] = set()
+        self._by_user: dict[str, set[Connection]] = {}
+        self._by_session: dict[str, set[Connection]] = {}
+        self._topics: dict[str, _Topic] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._control: list[Subscription] = []
+        self._reserved: dict[str, int] = {}
+        self._reserved_total = 0
+        #: tells this instance's control messages from other instances'
+        self.instance_id = uuid.uuid4().hex
+        self.accepting = True
+        m = kernel.metrics
+        self.m_connections = m.gauge(
+            "websocket_connections", "Open WebSocket/SSE connections", ("transport",)
+        )
+        self.m_messages = m.counter(
+            "websocket_messages_total", "WebSocket frames", ("direction", "type")
+        )
+        self.m_errors = m.counter(
+            "websocket_errors_total", "WebSocket error frames and closes", ("code",)
+        )
+        self.m_dropped = m.counter(
+            "websocket_send_queue_dropped_total",
+            "Events dropped because a connection could not keep up",
+        )
+        self.m_unauthorized = m.counter(
+            "websocket_connection_unauthorized_total",
+            "Connections refused for a missing/bad/revoked token",
+        )
+        self.m_refused = m.counter(
+            "websocket_connections_refused_total",
+            "Connections refused by a limit or the origin check",
+            ("reason",),
+        )
+        self.m_publish_errors = m.counter(
+            "websocket_publish_errors_total", "Publishes the bus failed (never raised)"
+        )
+        self._out_children: dict[str, Any] = {}
 
+    # -- start-up ---------------------------------------------------------------------
     def install_handlers(self, handlers: Iterable[tuple[str, tuple[str, WsHandler]]]) -> None:
         for plugin, (event_type, handler) in handlers:
-            if event_type in self.handlers:
+            if event_type in self.handlers or event_type in ("subscribe", "unsubscribe"):
+                owner = self.owners.get(event_type, "ws")
                 raise ConfigError(
                     f"WebSocket event {event_type!r} is handled by both plugin "
-                    f"'{self.owners[event_type]}' and plugin '{plugin}'; disable one of them"
+                    f"'{owner}' and plugin '{plugin}'; disable one of them"
                 )
             self.handlers[event_type] = handler
             self.owners[event_type] = plugin
+        self.handlers["subscribe"] = self._client_subscribe
+        self.handlers["unsubscribe"] = self._client_unsubscribe
+        self.owners.setdefault("subscribe", "ws")
+        self.owners.setdefault("unsubscribe", "ws")
 
-    async def publish(self, topic: str, event_type: str, data: Any) -> None:
-        return None
+    async def start(self) -> None:
+        self.accepting = True
+        self._control = [
+            await self.kernel.bus.subscribe(REVOKED_TOPIC, self._on_revoked),
+            await self.kernel.bus.subscribe(CONTROL_TOPIC, self._on_control),
+        ]
+
+    async def close(self) -> None:
+        await self.shutdown()
+        for sub in self._control:
+            with contextlib.suppress(Exception):
+                await sub.close()
+        self._control = []
+        if self._tasks:
+            for task in list(self._tasks):
+                task.cancel()
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
     async def shutdown(self) -> None:
-        return None
+        """Close every connection with 1001 GOING_AWAY (app shutdown)."""
+        self.accepting = False
+        for conn in list(self.connections):
+            conn.request_close(CLOSE_GOING_AWAY, "server shutting down")
+        pending = [t for t in self._tasks if not t.done()]
+        if pending:
+            await asyncio.wait(pending, timeout=self.config.close_timeout + 1)
+
+    def _spawn(self, coro: Awaitable[Any]) -> asyncio.Future[Any]:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    # -- publishing -------------------------------------------------------------------
+    async def publish(self, topic: str, event_type: str, data: Any) -> None:
+        try:
+            await self.kernel.bus.publish(topic, encode(event_type, data).encode())
+        except Exception:
+            self.m_publish_errors.inc()
+            log.warning("publishing %s to %s failed", event_type, topic, exc_info=True)
+
+    async def publish_to_user(self, user_id: str, event_type: str, data: Any) -> None:
+        await self.publish(USER_TOPIC_PREFIX + str(user_id), event_type, data)
+
+    async def add_user_to_topic(self, user_id: str, topic: str) -> None:
+        await self._control_all("add", str(user_id), topic)
+
+    async def remove_user_from_topic(self, user_id: str, topic: str) -> None:
+        await self._control_all("remove", str(user_id), topic)
+
+    async def _control_all(self, op: str, user_id: str, topic: str) -> None:
+        # This instance at once (a publish right after sees the change), then the others.
+        await self._apply_control(op, user_id, topic)
+        message = {"op": op, "user_id": user_id, "topic": topic, "origin": self.instance_id}
+        await self.kernel.bus.publish(CONTROL_TOPIC, json.dumps(message).encode())
+
+    def _on_control(self, _topic: str, message: bytes) -> None:
+        try:
+            body = json.loads(message)
+            op, user_id, topic = body["op"], str(body["user_id"]), str(body["topic"])
+        except (ValueError, KeyError, TypeError):
+            log.warning("ignored a malformed %s message", CONTROL_TOPIC)
+            return
+        if body.get("origin") == self.instance_id or user_id not in self._by_user:
+            return
+        # Never wait for bus subscriptions inside the bus's own listener: an owned task.
+        self._spawn(self._apply_control(op, user_id, topic))
+
+    async def _apply_control(self, op: str, user_id: str, topic: str) -> None:
+        for conn in list(self._by_user.get(user_id, ())):
+            try:
+                if op == "add":
+                    await conn.subscribe(topic)
+                elif op == "remove":
+                    await conn.unsubscribe(topic)
+            except Exception:
+                log.warning("could not %s %s for user %s", op, topic, user_id, exc_info=True)
+
+    def _on_revoked(self, _topic: str, message: bytes) -> None:
+        try:
+            body = json.loads(message)
+            sessions = [str(s) for s in body.get("session_ids") or ()]
+        except (ValueError, AttributeError, TypeError):
+            log.warning("ignored a malformed %s message", REVOKED_TOPIC)
+            return
+        for sid in sessions:
+            for conn in list(self._by_session.get(sid, ())):
+                conn.request_close(CLOSE_POLICY, "session revoked")
+
+    def outbound_counter(self, frame: str) -> None:
+        # the type is the envelope's first key: no need to parse the frame again
+        end = frame.find('"', 9)
+        event_type = frame[9:end] if frame.startswith('{"type":"') and end > 0 else "unknown"
+        child = self._out_children.get(event_type)
+        if child is None:
+            child = self._out_children[event_type] = self.m_messages.labels("out", event_type)
+        child.inc()
+
+    # -- topics (one bus subscription per topic per instance) ------------------------
+    def topic_count(self) -> int:
+        return len(self._topics)
+
+    async def _attach(self, topic: str, conn: Connection) -> None:
+        entry = self._topics.get(topic)
+        if entry is not None:
+            entry.conns.add(conn)
+            await entry.ready.wait()
+            if entry.sub is None:  # the first subscriber's bus subscription failed
+                entry.conns.discard(conn)
+                raise RuntimeError(f"could not subscribe to {topic}")
+            return
+        entry = self._topics[topic] = _Topic()
+        entry.conns.add(conn)
+
+        def deliver(_topic: str, message: bytes) -> None:
+            text = message.decode()
+            for target in list(entry.conns):
+                target.enqueue(text)
+
+        try:
+            entry.sub = await self.kernel.bus.subscribe(topic, deliver)
+        except BaseException:
+            entry.conns.clear()
+            self._forget(topic, entry)
+            raise
+        finally:
+            entry.ready.set()
+        if entry.closed:  # every connection left while the subscription was made
+            await entry.sub.close()
+
+    async def _detach(self, topic: str, conn: Connection) -> None:
+        entry = self._topics.get(topic)
+        if entry is None:
+            return
+        entry.conns.discard(conn)
+        if not entry.conns:
+            self._forget(topic, entry)
+            if entry.sub is not None:
+                with contextlib.suppress(Exception):
+                    await entry.sub.close()
+
+    def _forget(self, topic: str, entry: _Topic) -> None:
+        entry.closed = True
+        if self._topics.get(topic) is entry:
+            del self._topics[topic]
+
+    # -- authorization ----------------------------------------------------------------
+    async def authorize_topic(self, principal: Any, topic: str) -> bool:
+        """Deny by default: allowed when ≥1 plugin says True and none False
+        (an exception counts as False). ``user:<id>`` only for its own user."""
+        if topic.startswith(USER_TOPIC_PREFIX):
+            return topic == USER_TOPIC_PREFIX + str(principal.user_id)
+        allowed = False
+        for impl in self.kernel.hook_impls("sc_authorize_topic"):
+            try:
+                answer = await self.kernel.call_impl(
+                    impl, "sc_authorize_topic", user=principal, topic=topic
+                )
+            except Exception:
+                self.kernel.http_metrics.hook_errors.labels(
+                    "sc_authorize_topic", impl.plugin_name
+                ).inc()
+                log.exception("plugin %r failed in sc_authorize_topic", impl.plugin_name)
+                return False
+            if answer is False:
+                return False
+            if answer is True:
+                allowed = True
+        return allowed
+
+    async def _client_subscribe(self, conn: Connection, data: dict[str, Any]) -> Any:
+        topic = _topic_of(data)
+        if not await self.authorize_topic(conn.principal, topic):
+            raise Forbidden("you may not subscribe to this topic", code="topic_forbidden")
+        await conn.subscribe(topic)
+        return {"topic": topic}
+
+    async def _client_unsubscribe(self, conn: Connection, data: dict[str, Any]) -> Any:
+        topic = _topic_of(data)
+        await conn.unsubscribe(topic)
+        return {"topic": topic}
+
+    # -- connection lifecycle ---------------------------------------------------------
+    async def authenticate(self, request: web.Request) -> Any:
+        """The principal of a connection request, or a Problem (before any upgrade)."""
+        from ..http.handlers import bearer_token
+
+        if not self.accepting:
+            raise Problem(
+                "the server is shutting down",
+                code="shutting_down",
+                status=503,
+                title="Service Unavailable",
+            )
+        origin = request.headers.get("Origin")
+        if origin is not None and not self._origin_allowed(origin):
+            self.m_refused.labels("origin").inc()
+            raise Forbidden("this origin may not open a connection", code="origin_forbidden")
+        token = bearer_token(request) or request.query.get("access_token")
+        if not token:
+            self.m_unauthorized.inc()
+            raise Unauthorized("an access token is required", code="missing_token")
+        try:
+            principal = await self.kernel.auth.authenticate(token)
+        except Unauthorized:
+            self.m_unauthorized.inc()
+            raise
+        # A slot is reserved until the connection registers: concurrent upgrades of
+        # one user cannot slip past the limit while they await the handshake.
+        user_id = str(principal.user_id)
+        if len(self.connections) + self._reserved_total >= self.config.max_connections:
+            self.m_refused.labels("global_limit").inc()
+            raise Problem(
+                "too many connections on this server",
+                code="too_many_connections",
+                status=503,
+                title="Service Unavailable",
+                headers={"Retry-After": "5"},
+            )
+        if (
+            len(self._by_user.get(user_id, ())) + self._reserved.get(user_id, 0)
+            >= self.config.max_connections_per_user
+        ):
+            self.m_refused.labels("user_limit").inc()
+            raise Problem(
+                "too many open connections for this user",
+                code="too_many_connections",
+                status=429,
+                title="Too Many Requests",
+                headers={"Retry-After": "5"},
+            )
+        self._reserved[user_id] = self._reserved.get(user_id, 0) + 1
+        self._reserved_total += 1
+        return principal
+
+    def _release(self, principal: Any) -> None:
+        user_id = str(principal.user_id)
+        left = self._reserved.get(user_id, 0) - 1
+        if left > 0:
+            self._reserved[user_id] = left
+        else:
+            self._reserved.pop(user_id, None)
+        self._reserved_total -= 1
+
+    def _origin_allowed(self, origin: str) -> bool:
+        allowed = {str(o) for o in self.kernel.settings.cors.allow_origins}
+        public = str(self.kernel.settings.app.public_url).rstrip("/")
+        return "*" in allowed or origin in allowed or origin == public
+
+    async def _register(self, conn: Connection) -> None:
+        self.connections.add(conn)
+        self._by_user.setdefault(conn.user_id, set()).add(conn)
+        self._by_session.setdefault(conn.session_id, set()).add(conn)
+        self.m_connections.labels(conn.transport).inc()
+        expires = float(getattr(conn.principal, "expires_at", 0.0) or 0.0)
+        if expires:
+            loop = asyncio.get_running_loop()
+            delay = max(0.0, expires - time.time())
+            conn._expiry = loop.call_later(delay, conn.request_close, CLOSE_POLICY, "token expired")
+        await conn.subscribe(USER_TOPIC_PREFIX + conn.user_id)
+        await self.kernel.notify("sc_ws_connected", conn=conn)
+
+    async def _unregister(self, conn: Connection) -> None:
+        if conn not in self.connections:
+            return
+        conn.closing = True
+        if conn._expiry is not None:
+            conn._expiry.cancel()
+        self.connections.discard(conn)
+        for index, key in ((self._by_user, conn.user_id), (self._by_session, conn.session_id)):
+            group = index.get(key)
+            if group is not None:
+                group.discard(conn)
+                if not group:
+                    del index[key]
+        self.m_connections.labels(conn.transport).dec()
+        for topic in list(conn.topics):
+            await conn.unsubscribe(topic)
+        await self.kernel.notify("sc_ws_disconnected", conn=conn)
+
+    # -- WebSocket --------------------------------------------------------------------
+    async def serve_ws(self, request: web.Request) -> web.StreamResponse:
+        principal = await self.authenticate(request)
+        try:
+            ws = web.WebSocketResponse(
+                heartbeat=self.config.heartbeat,
+                max_msg_size=self.config.max_frame_bytes,
+                timeout=self.config.close_timeout,
+            )
+            await ws.prepare(request)
+        finally:
+            self._release(principal)  # no await until _register adds the connection
+        conn = WsConnection(self, principal, ws)
+        conn.writer = asyncio.ensure_future(conn.write_loop())
+        try:
+            await self._register(conn)
+            async for msg in ws:
+                if msg.type == WSMsgType.TEXT:
+                    await self._dispatch(conn, msg.data)
+                elif msg.type == WSMsgType.BINARY:
+                    self._error(conn, None, "bad_envelope", "frames are JSON text")
+                elif msg.type == WSMsgType.ERROR:
+                    if ws.close_code == WSCloseCode.MESSAGE_TOO_BIG:
+                        self.m_errors.labels("frame_too_large").inc()
+                    break
+                if conn.closing:
+                    break
+        finally:
+            conn.closing = True
+            conn._wakeup.set()
+            if conn.writer is not None and not conn.writer.done():
+                conn.writer.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await conn.writer
+            # owned, and finished even when the serving task is cancelled
+            await asyncio.shield(self._spawn(self._unregister(conn)))
+            if conn.close_code == CLOSE_TRY_AGAIN_LATER:
+                self.m_errors.labels("slow_consumer").inc()
+        return ws
+
+    async def _dispatch(self, conn: Connection, raw: str) -> None:
+        try:
+            frame = json.loads(raw)
+        except ValueError:
+            self.m_messages.labels("in", "invalid").inc()
+            self._error(conn, None, "bad_json", "the frame is not JSON")
+            return
+        if not isinstance(frame, dict):
+            self.m_messages.labels("in", "invalid").inc()
+            self._error(conn, None, "bad_envelope", "a frame is an object {type, id, data}")
+            return
+        frame_id = frame.get("id")
+        event_type = frame.get("type")
+        data = frame.get("data", {})
+        if data is None:
+            data = {}
+        if (
+            not isinstance(event_type, str)
+            or not isinstance(data, dict)
+            or (frame_id is not None and not isinstance(frame_id, str | int))
+        ):
+            self.m_messages.labels("in", "invalid").inc()
+            self._error(
+                conn,
+                frame_id,
+                "bad_envelope",
+                "a frame is {type: string, id?: string, data?: object}",
+            )
+            return
+        handler = self.handlers.get(event_type)
+        self.m_messages.labels("in", event_type if handler else "unknown").inc()
+        if not conn.allow_inbound():
+            self._error(conn, frame_id, "rate_limited", "too many frames; slow down")
+            return
+        if handler is None:
+            self._error(conn, frame_id, "unknown_type", f"unknown frame type {event_type!r}")
+            return
+        try:
+            async with asyncio.timeout(self.config.handler_timeout):
+                result = await handler(conn, data)
+        except Problem as problem:
+            self._error(conn, frame_id, problem.code, problem.detail)
+            return
+        except TimeoutError:
+            self._error(conn, frame_id, "timeout", "the handler took too long")
+            return
+        except Exception:
+            log.exception("WebSocket handler for %r failed", event_type)
+            self._error(conn, frame_id, "internal_error", "the server failed on this frame")
+            return
+        if frame_id is not None:
+            conn.enqueue(encode("ack", result, frame_id))
+
+    def _error(self, conn: Connection, frame_id: Any, code: str, message: str) -> None:
+        self.m_errors.labels(code).inc()
+        conn.enqueue(encode("error", {"code": code, "message": message}, frame_id))
+
+    # -- Server-Sent Events -----------------------------------------------------------
+    async def serve_sse(self, request: web.Request, topics: list[str]) -> web.StreamResponse:
+        principal = await self.authenticate(request)
+        try:
+            for topic in topics:
+                if not await self.authorize_topic(principal, topic):
+                    raise Forbidden(f"you may not subscribe to {topic}", code="topic_forbidden")
+            resp = web.StreamResponse(
+                headers={
+                    "Content-Type": "text/event-stream",
+                    "Cache-Control": "no-cache",
+                    "X-Accel-Buffering": "no",
+                }
+            )
+            await resp.prepare(request)
+        finally:
+            self._release(principal)  # no await until _register adds the connection
+        conn = SseConnection(self, principal)
+        conn.task = asyncio.current_task()
+        try:
+            await self._register(conn)
+            for topic in topics:
+                await conn.subscribe(topic)
+            await resp.write(b": connected\n\n")
+            while True:
+                frame = await conn.next_frame(self.config.sse_keepalive)
+                if frame is None:
+                    break
+                if frame == "":
+                    await resp.write(b": keepalive\n\n")
+                    continue
+                end = frame.find('"', 9)
+                event_type = frame[9:end] if end > 0 else "message"
+                await resp.write(f"event: {event_type}\ndata: {frame}\n\n".encode())
+                self.outbound_counter(frame)
+        except ConnectionResetError:
+            pass  # the client went away
+        except asyncio.CancelledError:
+            if not conn.close_reason:  # not our own cut of a stuck write: propagate
+                raise
+        finally:
+            conn.closing = True
+            # owned, and finished even when the serving task is cancelled
+            await asyncio.shield(self._spawn(self._unregister(conn)))
+        return resp
+
+
+def _topic_of(data: dict[str, Any]) -> str:
+    topic = data.get("topic")
+    if not isinstance(topic, str) or not topic or len(topic) > 200:
+        raise Problem(
+            "data.topic must be a non-empty string",
+            code="bad_envelope",
+            status=400,
+            title="Bad Request",
+        )
+    return topic

@@ -93,8 +93,12 @@ async def test_hook_sc_message_sent(sc_client):
     kernel = client.app[KERNEL]
     await kernel.notify("sc_message_sent", message={"id": "m1", "content": "observer-crash"})
     assert ("sent", "m1") in kernel.state["sink"]
-    assert kernel.metrics.value(
-        "plugin_hook_errors_total", {"hook": "sc_message_sent", "plugin": "kitchen_sink"}) == 1
+    assert (
+        kernel.metrics.value(
+            "plugin_hook_errors_total", {"hook": "sc_message_sent", "plugin": "kitchen_sink"}
+        )
+        == 1
+    )
 
 
 async def test_hook_sc_user_registered(sc_client):
@@ -109,3 +113,44 @@ async def test_hook_sc_user_deleted(sc_client):
     kernel = client.app[KERNEL]
     await kernel.notify("sc_user_deleted", user={"id": "u1"})
     assert ("deleted", "u1") in kernel.state["sink"]
+
+
+async def test_hook_sc_authorize_topic(sc_client, sc_ws):
+    from secureconnect.testing.accounts import register_and_login
+
+    client = await sc_client(plugins=[kitchen_sink])
+    kernel = client.app[KERNEL]
+    user = await register_and_login(client)
+    ws = await sc_ws(client, user.access_token)
+    refused = await ws.request("subscribe", {"topic": "sink:closed"})
+    assert refused["type"] == "error" and refused["data"]["code"] == "topic_forbidden"
+    assert (await ws.request("subscribe", {"topic": "sink:open"}))["type"] == "ack"
+    await kernel.ws.publish("sink:closed", "sink.event", {"topic": "closed"})
+    await kernel.ws.publish("sink:open", "sink.event", {"topic": "open"})
+    assert (await ws.expect("sink.event"))["data"] == {"topic": "open"}
+    await ws.expect_nothing("sink.event")
+
+
+async def test_hook_sc_ws_connected(sc_client, sc_ws):
+    from secureconnect.testing import wait_for
+    from secureconnect.testing.accounts import register_and_login
+
+    client = await sc_client(plugins=[kitchen_sink])
+    kernel = client.app[KERNEL]
+    user = await register_and_login(client)
+    await sc_ws(client, user.access_token)
+    await wait_for(lambda: ("connected", user.user_id) in kernel.state.get("sink", []))
+
+
+async def test_hook_sc_ws_disconnected(sc_client, sc_ws):
+    from secureconnect.testing import wait_for
+    from secureconnect.testing.accounts import register_and_login
+
+    client = await sc_client(plugins=[kitchen_sink])
+    kernel = client.app[KERNEL]
+    user = await register_and_login(client)
+    ws = await sc_ws(client, user.access_token)
+    await wait_for(lambda: ("connected", user.user_id) in kernel.state.get("sink", []))
+    await ws.close()
+    await wait_for(lambda: ("disconnected", user.user_id) in kernel.state["sink"])
+    assert not kernel.ws.connections
