@@ -1,0 +1,304 @@
+"""Conversations and their participants in the relational database.
+
+All SQL about conversations lives here (the service holds the rules, this module the
+statements). Every state change is one transaction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import and_, delete, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from .models import conversations, participants
+from .store import maybe_locked
+
+if TYPE_CHECKING:
+    from secureconnect.store.sql import Database
+
+c = conversations.c
+p = participants.c
+
+
+def direct_key(a: str, b: str) -> str:
+    low, high = sorted((a, b))
+    return f"{low}:{high}"
+
+
+class ConversationRepository:
+    def __init__(self, db: Database, *, write_lock: asyncio.Lock | None = None) -> None:
+        self.db = db
+        #: shared with the message store on SQLite (one writer), see SqlMessageStore
+        self.write_lock = write_lock
+
+    # -- create -------------------------------------------------------------------------
+    async def create(
+        self,
+        *,
+        conversation_id: str,
+        type_: str,
+        creator_id: str,
+        member_ids: Iterable[str],
+        name: str | None,
+        description: str | None,
+        now: datetime,
+        key: str | None = None,
+    ) -> dict[str, Any]:
+        """Insert a conversation with the creator as owner and the others as members.
+        Raises ``IntegrityError`` when ``key`` (a direct pair) exists already."""
+        async with self.db.connect() as conn:
+            await conn.execute(
+                insert(conversations).values(
+                    id=conversation_id,
+                    type=type_,
+                    name=name,
+                    description=description,
+                    direct_key=key,
+                    created_by=creator_id,
+                    created_at=now,
+                    updated_at=now,
+                    last_message_at=None,
+                    last_seq=0,
+                )
+            )
+            rows = [
+                {
+                    "conversation_id": conversation_id,
+                    "user_id": uid,
+                    "role": "owner" if uid == creator_id else "member",
+                    "joined_at": now,
+                    "last_read_seq": 0,
+                }
+                for uid in dict.fromkeys([creator_id, *member_ids])
+            ]
+            await conn.execute(insert(participants), rows)
+        conv = await self.get(conversation_id)
+        assert conv is not None
+        return conv
+
+    async def find_direct(self, a: str, b: str) -> dict[str, Any] | None:
+        async with self.db.connect() as conn:
+            row = (
+                await conn.execute(select(conversations).where(c.direct_key == direct_key(a, b)))
+            ).first()
+        return None if row is None else dict(row._mapping)
+
+    # -- read ---------------------------------------------------------------------------
+    async def get(self, conversation_id: str) -> dict[str, Any] | None:
+        async with self.db.connect() as conn:
+            row = (await conn.execute(select(conversations).where(c.id == conversation_id))).first()
+        return None if row is None else dict(row._mapping)
+
+    async def role_of(self, conversation_id: str, user_id: str) -> str | None:
+        async with self.db.connect() as conn:
+            row = (
+                await conn.execute(
+                    select(p.role).where(p.conversation_id == conversation_id, p.user_id == user_id)
+                )
+            ).first()
+        return None if row is None else str(row[0])
+
+    async def participants(self, conversation_id: str) -> list[dict[str, Any]]:
+        async with self.db.connect() as conn:
+            rows = (
+                await conn.execute(
+                    select(p.user_id, p.role, p.joined_at, p.last_read_seq, p.last_read_message_id)
+                    .where(p.conversation_id == conversation_id)
+                    .order_by(p.joined_at, p.user_id)
+                )
+            ).all()
+        return [dict(r._mapping) for r in rows]
+
+    async def participant_ids(self, conversation_id: str) -> list[str]:
+        async with self.db.connect() as conn:
+            rows = (
+                await conn.execute(select(p.user_id).where(p.conversation_id == conversation_id))
+            ).all()
+        return [str(r[0]) for r in rows]
+
+    async def conversation_ids_of(self, user_id: str) -> list[str]:
+        async with self.db.connect() as conn:
+            rows = (await conn.execute(select(p.conversation_id).where(p.user_id == user_id))).all()
+        return [str(r[0]) for r in rows]
+
+    async def list_for_user(self, user_id: str, *, limit: int) -> list[dict[str, Any]]:
+        """The user's conversations, newest activity first, with ``unread_count``.
+
+        Unread = messages after the user's read marker; sending advances the sender's
+        own marker, so one's own messages never count.
+        """
+        activity = func.coalesce(c.last_message_at, c.created_at)
+        query = (
+            select(
+                conversations,
+                p.role,
+                p.last_read_seq,
+                (c.last_seq - p.last_read_seq).label("unread_count"),
+            )
+            .join(participants, and_(p.conversation_id == c.id, p.user_id == user_id))
+            .order_by(activity.desc(), c.id.desc())
+            .limit(limit)
+        )
+        async with self.db.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return [dict(r._mapping) for r in rows]
+
+    async def unread_count(self, conversation_id: str, user_id: str) -> int:
+        async with self.db.connect() as conn:
+            row = (
+                await conn.execute(
+                    select(c.last_seq - p.last_read_seq)
+                    .join(participants, p.conversation_id == c.id)
+                    .where(c.id == conversation_id, p.user_id == user_id)
+                )
+            ).first()
+        return 0 if row is None else max(0, int(row[0]))
+
+    # -- change -------------------------------------------------------------------------
+    async def update_settings(
+        self, conversation_id: str, fields: dict[str, Any], now: datetime
+    ) -> dict[str, Any] | None:
+        async with self.db.connect() as conn:
+            await conn.execute(
+                update(conversations)
+                .where(c.id == conversation_id)
+                .values(**fields, updated_at=now)
+            )
+        return await self.get(conversation_id)
+
+    async def add_participant(
+        self, conversation_id: str, user_id: str, role: str, now: datetime, *, max_members: int
+    ) -> bool:
+        """Add unless present; ``False`` if already a participant. Raises
+        :class:`GroupFull` when the group has ``max_members`` participants."""
+        async with self.db.connect() as conn:
+            # bump updated_at first: serialises concurrent adds to one group so the
+            # member count below cannot be overtaken
+            await conn.execute(
+                update(conversations).where(c.id == conversation_id).values(updated_at=now)
+            )
+            exists = (
+                await conn.execute(
+                    select(p.role).where(p.conversation_id == conversation_id, p.user_id == user_id)
+                )
+            ).first()
+            if exists is not None:
+                return False
+            count = (
+                await conn.execute(select(func.count()).where(p.conversation_id == conversation_id))
+            ).scalar_one()
+            if int(count) >= max_members:
+                raise GroupFull(int(count))
+            last_seq = (
+                await conn.execute(select(c.last_seq).where(c.id == conversation_id))
+            ).scalar_one()
+            try:
+                await conn.execute(
+                    insert(participants).values(
+                        conversation_id=conversation_id,
+                        user_id=user_id,
+                        role=role,
+                        joined_at=now,
+                        # history before joining is not "unread"
+                        last_read_seq=int(last_seq),
+                    )
+                )
+            except IntegrityError:
+                return False
+        return True
+
+    async def remove_participant(
+        self, conversation_id: str, user_id: str
+    ) -> tuple[bool, str | None]:
+        """Remove ``user_id``; ``(removed, new_owner_id)`` — when the owner leaves,
+        ownership passes to the longest-standing admin, else the longest-standing member."""
+        new_owner: str | None = None
+        async with self.db.connect() as conn:
+            role = (
+                await conn.execute(
+                    delete(participants)
+                    .where(p.conversation_id == conversation_id, p.user_id == user_id)
+                    .returning(p.role)
+                )
+            ).first()
+            if role is None:
+                return False, None
+            if role[0] == "owner":
+                heir = (
+                    await conn.execute(
+                        select(p.user_id)
+                        .where(p.conversation_id == conversation_id)
+                        .order_by((p.role == "admin").desc(), p.joined_at, p.user_id)
+                        .limit(1)
+                    )
+                ).first()
+                if heir is not None:
+                    new_owner = str(heir[0])
+                    await conn.execute(
+                        update(participants)
+                        .where(p.conversation_id == conversation_id, p.user_id == new_owner)
+                        .values(role="owner")
+                    )
+        return True, new_owner
+
+    async def set_role(self, conversation_id: str, user_id: str, role: str) -> bool:
+        async with self.db.connect() as conn:
+            result = await conn.execute(
+                update(participants)
+                .where(p.conversation_id == conversation_id, p.user_id == user_id)
+                .values(role=role)
+            )
+        return bool(result.rowcount)
+
+    async def record_activity(
+        self,
+        conversation_id: str,
+        *,
+        seq: int,
+        at: datetime,
+        senders: dict[str, tuple[int, str]],
+    ) -> None:
+        """Newest seq/time on the conversation; each sender's read marker moves to their
+        newest message (one's own messages are never unread). Never moves backwards."""
+        async with maybe_locked(self.write_lock), self.db.connect() as conn:
+            await conn.execute(
+                update(conversations)
+                .where(c.id == conversation_id, c.last_seq < seq)
+                .values(last_seq=seq, last_message_at=at)
+            )
+            for sender_id, (sender_seq, message_id) in senders.items():
+                await conn.execute(
+                    update(participants)
+                    .where(
+                        p.conversation_id == conversation_id,
+                        p.user_id == sender_id,
+                        p.last_read_seq < sender_seq,
+                    )
+                    .values(last_read_seq=sender_seq, last_read_message_id=message_id)
+                )
+
+    async def mark_read(
+        self, conversation_id: str, user_id: str, *, seq: int, message_id: str
+    ) -> bool:
+        """Move the user's read marker forward to ``seq``; ``False`` if it was already there."""
+        async with self.db.connect() as conn:
+            result = await conn.execute(
+                update(participants)
+                .where(
+                    p.conversation_id == conversation_id,
+                    p.user_id == user_id,
+                    p.last_read_seq < seq,
+                )
+                .values(last_read_seq=seq, last_read_message_id=message_id)
+            )
+        return bool(result.rowcount)
+
+
+class GroupFull(Exception):
+    def __init__(self, count: int) -> None:
+        super().__init__(f"the group has {count} participants")
+        self.count = count

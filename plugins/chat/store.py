@@ -1,0 +1,405 @@
+"""Where messages live: the :class:`MessageStore` interface and its SQL implementation.
+
+The service talks to messages only through this interface, so another engine (the
+Cassandra store of a later issue) can replace the SQL one without touching the
+service. The contract, for every implementation:
+
+* ``append`` allocates the conversation's next ``seq`` (1, 2, 3, ... — gap-free and
+  strictly increasing per conversation, also under concurrent writers) and stores the
+  message atomically with it. With an ``idempotency_key`` it is idempotent per
+  ``(conversation_id, sender_id, idempotency_key)``: a retry — also a concurrent one —
+  gets back the message stored first and ``created=False``; no seq is consumed.
+* ``get`` / ``edit`` / ``delete`` address one message of one conversation; ``delete``
+  leaves a tombstone (same id and seq, ``content`` and ``metadata`` cleared,
+  ``deleted_at`` set) so clients keep a gap-free timeline.
+* ``page`` returns messages newest first, ``limit`` at most, older than an **opaque**
+  cursor the store produced itself (``next_cursor``, ``None`` at the start of the
+  history). A cursor the store cannot read raises :class:`InvalidCursor`.
+* Read receipts need only ``get`` (the receipt stores the message's ``seq`` with the
+  participant, which is relational data the conversation repository owns).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import json
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Protocol
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from .models import message_counters, messages
+
+if TYPE_CHECKING:
+    from secureconnect.store.sql import Database
+
+
+@dataclass(frozen=True)
+class NewMessage:
+    """A message about to be stored (validated and guarded by the service)."""
+
+    id: str
+    conversation_id: str
+    sender_id: str
+    message_type: str
+    content: str
+    is_encrypted: bool
+    metadata: dict[str, Any] | None
+    file_id: str | None
+    created_at: datetime
+    idempotency_key: str | None = None
+
+
+@dataclass(frozen=True)
+class StoredMessage:
+    id: str
+    conversation_id: str
+    seq: int
+    sender_id: str
+    message_type: str
+    content: str | None
+    is_encrypted: bool
+    metadata: dict[str, Any] | None
+    file_id: str | None
+    created_at: datetime
+    edited_at: datetime | None = None
+    deleted_at: datetime | None = None
+
+    @property
+    def deleted(self) -> bool:
+        return self.deleted_at is not None
+
+    def as_dict(self) -> dict[str, Any]:
+        """The client representation (JSON-ready)."""
+        return {
+            "id": self.id,
+            "conversation_id": self.conversation_id,
+            "seq": self.seq,
+            "sender_id": self.sender_id,
+            "message_type": self.message_type,
+            "content": self.content,
+            "is_encrypted": self.is_encrypted,
+            "metadata": self.metadata,
+            "file_id": self.file_id,
+            "created_at": self.created_at.isoformat(),
+            "edited_at": None if self.edited_at is None else self.edited_at.isoformat(),
+            "deleted": self.deleted,
+        }
+
+
+@dataclass(frozen=True)
+class Page:
+    messages: list[StoredMessage] = field(default_factory=list)
+    #: pass back as ``before`` for the next (older) page; ``None`` when there is none
+    next_cursor: str | None = None
+
+
+class InvalidCursor(ValueError):
+    """The cursor was not produced by this store (or was tampered with)."""
+
+
+class MessageStore(Protocol):
+    """What the chat service needs from a message store. See the module docstring."""
+
+    async def append(self, message: NewMessage) -> tuple[StoredMessage, bool]:
+        """Store ``message`` with the next seq; ``(stored, created)``."""
+        ...
+
+    async def get(self, conversation_id: str, message_id: str) -> StoredMessage | None: ...
+
+    async def find(
+        self, conversation_id: str, sender_id: str, idempotency_key: str
+    ) -> StoredMessage | None:
+        """The message an earlier ``append`` stored under this key, if any."""
+        ...
+
+    async def edit(
+        self,
+        conversation_id: str,
+        message_id: str,
+        *,
+        content: str,
+        metadata: dict[str, Any] | None,
+        edited_at: datetime,
+    ) -> StoredMessage | None:
+        """Replace content and metadata of a live message; ``None`` if unknown or deleted."""
+        ...
+
+    async def delete(
+        self, conversation_id: str, message_id: str, *, deleted_at: datetime
+    ) -> StoredMessage | None:
+        """Tombstone a message (idempotent); ``None`` if unknown."""
+        ...
+
+    async def page(self, conversation_id: str, *, before: str | None, limit: int) -> Page: ...
+
+
+# ---------------------------------------------------------------------------
+# SQL implementation (SQLite, PostgreSQL)
+# ---------------------------------------------------------------------------
+
+
+class _AlreadyStored(Exception):
+    """Raised inside the append transaction to roll back the seq it took."""
+
+    def __init__(self, message: StoredMessage) -> None:
+        self.message = message
+
+
+_CURSOR_PREFIX = "s1:"
+
+
+@asynccontextmanager
+async def maybe_locked(lock: asyncio.Lock | None) -> AsyncIterator[None]:
+    if lock is None:
+        yield
+        return
+    async with lock:
+        yield
+
+
+def encode_cursor(seq: int) -> str:
+    return base64.urlsafe_b64encode(f"{_CURSOR_PREFIX}{seq}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> int:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raise InvalidCursor("the cursor is not one this server produced") from None
+    if not raw.startswith(_CURSOR_PREFIX) or not raw[len(_CURSOR_PREFIX) :].isdigit():
+        raise InvalidCursor("the cursor is not one this server produced")
+    return int(raw[len(_CURSOR_PREFIX) :])
+
+
+class SqlMessageStore:
+    """Messages in the kernel's SQL database.
+
+    Seq allocation: ``UPDATE chat_message_counters SET last_seq = last_seq + 1 ...
+    RETURNING`` inside the insert's transaction. That statement serialises the writers
+    of one conversation (row lock on PostgreSQL, the write lock on SQLite), so the
+    idempotency lookup that follows sees every earlier commit and seqs never repeat or
+    skip: a rolled-back transaction gives its seq back.
+    """
+
+    def __init__(
+        self, db: Database, *, max_attempts: int = 5, write_lock: asyncio.Lock | None = None
+    ) -> None:
+        self.db = db
+        self.max_attempts = max_attempts
+        # SQLite has one writer: queueing writers here instead of in SQLite's busy
+        # handler (which sleeps in steps of up to 100 ms) keeps appends fast
+        self.write_lock = write_lock or (asyncio.Lock() if db.is_sqlite else None)
+
+    async def append(self, message: NewMessage) -> tuple[StoredMessage, bool]:
+        for _ in range(self.max_attempts):
+            try:
+                return await self._append_once(message), True
+            except _AlreadyStored as hit:
+                return hit.message, False
+            except IntegrityError:
+                # A concurrent writer created the counter row or stored the same key
+                # first; whichever it was, looking again settles it.
+                if message.idempotency_key is not None:
+                    existing = await self._by_key(message)
+                    if existing is not None:
+                        return existing, False
+        raise RuntimeError(
+            f"could not allocate a seq in conversation {message.conversation_id} "
+            f"after {self.max_attempts} attempts"
+        )
+
+    def _writing(self) -> Any:
+        return maybe_locked(self.write_lock)
+
+    async def _append_once(self, message: NewMessage) -> StoredMessage:
+        async with self._writing(), self.db.connect() as conn:
+            seq = await self._next_seq(conn, message.conversation_id)
+            if message.idempotency_key is not None:
+                existing = await self._by_key(message, conn)
+                if existing is not None:
+                    raise _AlreadyStored(existing)
+            await conn.execute(
+                insert(messages).values(
+                    id=message.id,
+                    conversation_id=message.conversation_id,
+                    seq=seq,
+                    sender_id=message.sender_id,
+                    message_type=message.message_type,
+                    content=message.content,
+                    is_encrypted=message.is_encrypted,
+                    metadata=_dump(message.metadata),
+                    file_id=message.file_id,
+                    idempotency_key=message.idempotency_key,
+                    created_at=message.created_at,
+                )
+            )
+        return StoredMessage(
+            id=message.id,
+            conversation_id=message.conversation_id,
+            seq=seq,
+            sender_id=message.sender_id,
+            message_type=message.message_type,
+            content=message.content,
+            is_encrypted=message.is_encrypted,
+            metadata=message.metadata,
+            file_id=message.file_id,
+            created_at=message.created_at,
+        )
+
+    @staticmethod
+    async def _next_seq(conn: AsyncConnection, conversation_id: str) -> int:
+        c = message_counters.c
+        row = (
+            await conn.execute(
+                update(message_counters)
+                .where(c.conversation_id == conversation_id)
+                .values(last_seq=c.last_seq + 1)
+                .returning(c.last_seq)
+            )
+        ).first()
+        if row is not None:
+            return int(row[0])
+        # first message: a concurrent first writer makes this fail (IntegrityError)
+        await conn.execute(
+            insert(message_counters).values(conversation_id=conversation_id, last_seq=1)
+        )
+        return 1
+
+    async def _by_key(
+        self, message: NewMessage, conn: AsyncConnection | None = None
+    ) -> StoredMessage | None:
+        assert message.idempotency_key is not None
+        if conn is None:
+            return await self.find(
+                message.conversation_id, message.sender_id, message.idempotency_key
+            )
+        row = (
+            await conn.execute(
+                select(messages).where(
+                    messages.c.conversation_id == message.conversation_id,
+                    messages.c.sender_id == message.sender_id,
+                    messages.c.idempotency_key == message.idempotency_key,
+                )
+            )
+        ).first()
+        return None if row is None else _from_row(row)
+
+    async def find(
+        self, conversation_id: str, sender_id: str, idempotency_key: str
+    ) -> StoredMessage | None:
+        query = select(messages).where(
+            messages.c.conversation_id == conversation_id,
+            messages.c.sender_id == sender_id,
+            messages.c.idempotency_key == idempotency_key,
+        )
+        async with self.db.connect() as conn:
+            row = (await conn.execute(query)).first()
+        return None if row is None else _from_row(row)
+
+    async def get(self, conversation_id: str, message_id: str) -> StoredMessage | None:
+        async with self.db.connect() as conn:
+            row = (
+                await conn.execute(
+                    select(messages).where(
+                        messages.c.conversation_id == conversation_id,
+                        messages.c.id == message_id,
+                    )
+                )
+            ).first()
+        return None if row is None else _from_row(row)
+
+    async def edit(
+        self,
+        conversation_id: str,
+        message_id: str,
+        *,
+        content: str,
+        metadata: dict[str, Any] | None,
+        edited_at: datetime,
+    ) -> StoredMessage | None:
+        async with self.db.connect() as conn:
+            row = (
+                await conn.execute(
+                    update(messages)
+                    .where(
+                        messages.c.conversation_id == conversation_id,
+                        messages.c.id == message_id,
+                        messages.c.deleted_at.is_(None),
+                    )
+                    .values(content=content, metadata=_dump(metadata), edited_at=edited_at)
+                    .returning(*messages.c)
+                )
+            ).first()
+        return None if row is None else _from_row(row)
+
+    async def delete(
+        self, conversation_id: str, message_id: str, *, deleted_at: datetime
+    ) -> StoredMessage | None:
+        async with self.db.connect() as conn:
+            row = (
+                await conn.execute(
+                    update(messages)
+                    .where(
+                        messages.c.conversation_id == conversation_id,
+                        messages.c.id == message_id,
+                        messages.c.deleted_at.is_(None),
+                    )
+                    .values(content=None, metadata=None, deleted_at=deleted_at)
+                    .returning(*messages.c)
+                )
+            ).first()
+        if row is not None:
+            return _from_row(row)
+        existing = await self.get(conversation_id, message_id)  # already a tombstone?
+        return existing
+
+    async def page(self, conversation_id: str, *, before: str | None, limit: int) -> Page:
+        query = select(messages).where(messages.c.conversation_id == conversation_id)
+        if before is not None:
+            query = query.where(messages.c.seq < decode_cursor(before))
+        query = query.order_by(messages.c.seq.desc()).limit(limit + 1)
+        async with self.db.connect() as conn:
+            rows: Sequence[Any] = (await conn.execute(query)).all()
+        found = [_from_row(r) for r in rows[:limit]]
+        more = len(rows) > limit and found
+        return Page(found, encode_cursor(found[-1].seq) if more else None)
+
+
+def _dump(metadata: dict[str, Any] | None) -> str | None:
+    return None if metadata is None else json.dumps(metadata, separators=(",", ":"))
+
+
+def _from_row(row: Any) -> StoredMessage:
+    m = row._mapping
+    return StoredMessage(
+        id=m["id"],
+        conversation_id=m["conversation_id"],
+        seq=int(m["seq"]),
+        sender_id=m["sender_id"],
+        message_type=m["message_type"],
+        content=m["content"],
+        is_encrypted=bool(m["is_encrypted"]),
+        metadata=None if m["metadata"] is None else json.loads(m["metadata"]),
+        file_id=m["file_id"],
+        created_at=m["created_at"],
+        edited_at=m["edited_at"],
+        deleted_at=m["deleted_at"],
+    )
+
+
+__all__ = [
+    "InvalidCursor",
+    "MessageStore",
+    "NewMessage",
+    "Page",
+    "SqlMessageStore",
+    "StoredMessage",
+]

@@ -1,0 +1,91 @@
+"""Plugin ``polls``: polls inside conversations, voted on live over WebSocket.
+
+Hook implementations only; the logic is in :mod:`.service`. Needs the ``chat`` plugin
+(conversation membership through ``kernel.require("chat.conversations")``).
+See docs/polls.md.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from dynaconf import Validator
+
+from secureconnect import ConfigError, Job, Kernel, Route, hookimpl
+from secureconnect.migrations import MigrationSource
+
+from .jobs import expire_job
+from .models import metadata
+from .routes import STATE_KEY, routes
+from .service import CONVERSATIONS, PollService, PollSettings
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+@hookimpl
+def sc_settings_validators() -> list[Validator]:
+    return [
+        Validator("polls.enabled", is_type_of=bool),
+        Validator("polls.max_options", is_type_of=int, gte=2, lte=50),
+        Validator("polls.max_question_length", is_type_of=int, gte=1, lte=4000),
+        Validator("polls.max_option_length", is_type_of=int, gte=1, lte=1000),
+        Validator("polls.default_results_visibility", is_in=("always", "after_close")),
+        Validator("polls.max_duration_days", is_type_of=(int, float), gt=0, lte=3650),
+        Validator("polls.expire_interval", is_type_of=(int, float), gte=1, lte=86400),
+        Validator("polls.expire_batch_size", is_type_of=int, gte=1, lte=100000),
+    ]
+
+
+def _enabled(kernel: Kernel) -> bool:
+    return bool(kernel.settings.polls.enabled)
+
+
+def _require_chat(kernel: Kernel) -> None:
+    if kernel.pm.is_blocked("chat"):
+        raise ConfigError(
+            "plugin 'polls' needs plugin 'chat' (polls live in conversations), but "
+            "`plugins.chat` is false; enable chat or also set `polls = false` under [plugins]"
+        )
+
+
+@hookimpl
+def sc_migrations() -> list[MigrationSource]:
+    return [MigrationSource("polls", metadata, MIGRATIONS)]
+
+
+@hookimpl
+def sc_routes(kernel: Kernel) -> list[Route]:
+    if not _enabled(kernel):
+        return []
+    _require_chat(kernel)
+    return list(routes)
+
+
+@hookimpl
+def sc_jobs(kernel: Kernel) -> list[Job]:
+    if not _enabled(kernel):
+        return []
+    return [expire_job(float(kernel.settings.polls.expire_interval))]
+
+
+async def _poll_service(kernel: Kernel) -> AsyncIterator[None]:
+    if not kernel.provides(CONVERSATIONS):
+        raise ConfigError(
+            f"plugin 'polls' needs the {CONVERSATIONS!r} interface of plugin 'chat', which "
+            "is not installed or not enabled; enable chat or set `polls = false` under "
+            "[plugins]"
+        )
+    service = PollService(kernel, PollSettings.from_settings(kernel.settings.polls))
+    kernel.state[STATE_KEY] = service
+    await service.sync_active_gauge()
+    try:
+        yield
+    finally:
+        kernel.state.pop(STATE_KEY, None)
+
+
+# trylast: opened after chat's context, so chat's interface is already provided.
+@hookimpl(trylast=True)
+def sc_cleanup_ctx(kernel: Kernel) -> list[object]:
+    return [_poll_service] if _enabled(kernel) else []

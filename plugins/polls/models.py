@@ -1,0 +1,149 @@
+"""The polls schema: polls, their options, and one row per (voter, chosen option).
+
+Integrity lives in the database, not in Python: a vote row references an option *of
+the same poll* (composite foreign key), a voter can pick an option only once (primary
+key), and every vote or close first bumps ``polls.version`` with a conditional
+``UPDATE``, which serialises the writers of one poll (row lock on PostgreSQL, the write
+lock on SQLite) so concurrent ballots are never lost or double-counted.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    Boolean,
+    CheckConstraint,
+    Column,
+    DateTime,
+    ForeignKey,
+    ForeignKeyConstraint,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.types import TypeDecorator
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(column_0_label)s",
+        "uq": "uq_%(table_name)s_%(column_0_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on every backend.
+
+    SQLite has no time zones: values are stored as naive UTC so that SQL comparisons
+    (``closes_at <= :now``) compare like with like; they come back tagged UTC.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def new_id() -> str:
+    """A time-ordered UUID (version 7, RFC 9562): 48-bit ms timestamp + randomness."""
+    millis = time.time_ns() // 1_000_000
+    raw = bytearray(millis.to_bytes(6, "big") + os.urandom(10))
+    raw[6] = (raw[6] & 0x0F) | 0x70
+    raw[8] = (raw[8] & 0x3F) | 0x80
+    return str(uuid.UUID(bytes=bytes(raw)))
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+ID = String(36)
+
+polls = Table(
+    "polls",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("conversation_id", ID, nullable=False),
+    Column("creator_id", ID, nullable=False),
+    Column("question", Text, nullable=False),
+    Column("allow_multiple", Boolean, nullable=False),
+    Column("max_choices", Integer, nullable=False),
+    Column("anonymous", Boolean, nullable=False),
+    # "always" or "after_close"
+    Column("results_visibility", String(16), nullable=False),
+    Column("closes_at", UtcDateTime, nullable=True),
+    Column("closed_at", UtcDateTime, nullable=True),
+    # "closed" (by a person) or "expired" (reached closes_at); NULL while open
+    Column("closed_reason", String(16), nullable=True),
+    Column("closed_by", ID, nullable=True),
+    Column("message_id", String(64), nullable=True),
+    # bumped by every vote, retraction and close: orders poll.updated events
+    Column("version", Integer, nullable=False, default=0),
+    Column("created_at", UtcDateTime, nullable=False),
+    CheckConstraint("max_choices >= 1", name="max_choices_positive"),
+    CheckConstraint("results_visibility IN ('always', 'after_close')", name="results_visibility"),
+    CheckConstraint(
+        "(closed_at IS NULL AND closed_reason IS NULL) OR "
+        "(closed_at IS NOT NULL AND closed_reason IN ('closed', 'expired'))",
+        name="closed_state",
+    ),
+)
+Index("ix_polls_conversation", polls.c.conversation_id, polls.c.created_at)
+# The expiry job scans open polls by deadline.
+Index("ix_polls_open_deadline", polls.c.closed_at, polls.c.closes_at)
+
+poll_options = Table(
+    "poll_options",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("poll_id", ID, ForeignKey("polls.id", ondelete="CASCADE"), nullable=False),
+    Column("position", Integer, nullable=False),
+    Column("text", Text, nullable=False),
+    UniqueConstraint("poll_id", "position", name="uq_poll_options_position"),
+    # target of the votes' composite key: an option id only counts for its own poll
+    UniqueConstraint("poll_id", "id", name="uq_poll_options_poll_option"),
+)
+
+poll_votes = Table(
+    "poll_votes",
+    metadata,
+    Column("poll_id", ID, ForeignKey("polls.id", ondelete="CASCADE"), primary_key=True),
+    Column("user_id", ID, primary_key=True),
+    Column("option_id", ID, primary_key=True),
+    Column("created_at", UtcDateTime, nullable=False),
+    ForeignKeyConstraint(
+        ["poll_id", "option_id"],
+        ["poll_options.poll_id", "poll_options.id"],
+        name="fk_poll_votes_option_of_poll",
+        ondelete="CASCADE",
+    ),
+)
+Index("ix_poll_votes_option", poll_votes.c.poll_id, poll_votes.c.option_id)
+
+
+def row_dict(row: Any) -> dict[str, Any]:
+    return dict(row._mapping)
