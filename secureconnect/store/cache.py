@@ -6,10 +6,34 @@ API (all async): ``get``, ``set(ttl=)``, ``delete``, ``incr(ttl=)``, ``set_if_ab
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 import time
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from tenacity import (
+    AsyncRetrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_exponential_jitter,
+)
 
 from ..metrics import Metrics
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+# Retried errors: connection trouble and timeouts (redis-py's errors derive from these
+# or from redis.exceptions.ConnectionError, itself an OSError-like RedisError).
+_TRANSIENT: tuple[type[BaseException], ...] = (OSError, TimeoutError, ConnectionError)
+try:  # the redis extra is optional
+    from redis.exceptions import ConnectionError as _RedisConnectionError
+    from redis.exceptions import TimeoutError as _RedisTimeout
+
+    _TRANSIENT += (_RedisConnectionError, _RedisTimeout)
+except ImportError:  # pragma: no cover - without the extra there is no Redis to retry
+    pass
 
 
 class MemoryStore:
@@ -84,40 +108,186 @@ class MemoryStore:
 
 
 class Cache:
-    """The kernel cache. Without ``redis.url`` it is the in-process store."""
+    """The kernel cache: Redis when ``redis.url`` is set, the in-process store otherwise.
+
+    With Redis configured, a failed command (after bounded retries with jittered
+    backoff) marks Redis *down*: from then on operations are served from the memory
+    store at once (``redis_fallback_total{operation}``), values written there live at
+    most ``redis.fallback_ttl`` seconds, and a background probe pings Redis. When it
+    answers again the keys written during the outage are copied back
+    (``redis_sync_operations_total``) and Redis serves again. No Redis error reaches
+    the caller. See docs/stores.md for what each kind of security state keeps.
+    """
 
     def __init__(self, settings: Any, metrics: Metrics) -> None:
         self.settings = settings
+        self.url = str(settings.url or "")
         self.memory = MemoryStore(int(settings.fallback_max_keys))
+        self.fallback_ttl = float(settings.fallback_ttl)
+        self._redis: Any = None
+        self._up = True
+        self._dirty: dict[str, None] = {}
+        self._probe: asyncio.Task[None] | None = None
+        self.fallbacks = metrics.counter(
+            "redis_fallback_total", "Cache operations served from memory", ("operation",))
+        self.available = metrics.gauge("redis_available", "1 while Redis answers")
+        self.syncs = metrics.counter(
+            "redis_sync_operations_total", "Keys re-synced to Redis after an outage")
+        self.retries = metrics.counter("redis_retry_total", "Redis commands retried")
+        self.retry_failures = metrics.counter(
+            "redis_retry_failed_total", "Redis commands that failed after every retry")
 
     @property
     def shared(self) -> bool:
         """True when the cache is shared between instances (Redis configured)."""
-        return False
+        return bool(self.url)
+
+    @property
+    def redis_up(self) -> bool:
+        return self._redis is not None and self._up
 
     async def start(self) -> None:
-        pass
+        if not self.url:
+            return
+        import redis.asyncio as aioredis
+
+        s = self.settings
+        self._redis = aioredis.from_url(
+            self.url, decode_responses=True,
+            socket_timeout=float(s.socket_timeout),
+            socket_connect_timeout=float(s.socket_timeout),
+            max_connections=int(s.max_connections),
+        )
+        try:
+            await self._redis.ping()
+            self.available.set(1)
+        except Exception:
+            self._mark_down()
 
     async def close(self) -> None:
-        pass
+        if self._probe is not None:
+            self._probe.cancel()
+            with contextlib.suppress(BaseException):
+                await self._probe
+        if self._redis is not None:
+            await self._redis.aclose()
+            self._redis = None
 
     async def ping(self) -> None:
-        pass
+        if self._redis is None:
+            return
+        await self._redis.ping()
 
+    # -- the fallback machinery ------------------------------------------------------
+    def _mark_down(self) -> None:
+        self._up = False
+        self.available.set(0)
+        if self._probe is None or self._probe.done():
+            self._probe = asyncio.create_task(self._recover(), name="redis-probe")
+
+    async def _recover(self) -> None:
+        delay = 0.2
+        while True:
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
+            try:
+                await self._redis.ping()
+                await self._resync()
+            except Exception:
+                continue
+            self._up = True
+            self.available.set(1)
+            log.warning("Redis is back; cache served from Redis again")
+            return
+
+    async def _resync(self) -> None:
+        for key in list(self._dirty):
+            value = self.memory.get(key)
+            if value is None:
+                await self._redis.delete(key)
+            else:
+                ttl = self.memory.ttl(key)
+                px = None if ttl is None else max(1, int(ttl * 1000))
+                await self._redis.set(key, value, px=px)
+            self._dirty.pop(key, None)
+            self.memory.delete(key)
+            self.syncs.inc()
+
+    async def _run(self, operation: str, command: Callable[[Any], Awaitable[T]],
+                   fallback: Callable[[], T], *, writes: str | None = None) -> T:
+        if self._redis is None:
+            return fallback()
+        if self._up:
+            attempts = int(self.settings.retry_attempts)
+            base = float(self.settings.retry_base_delay)
+            try:
+                async for attempt in AsyncRetrying(
+                    stop=stop_after_attempt(attempts),
+                    wait=wait_exponential_jitter(initial=base, max=base * 8),
+                    retry=retry_if_exception_type(_TRANSIENT),
+                    before_sleep=lambda _state: self.retries.inc(),
+                    reraise=True,
+                ):
+                    with attempt:
+                        return await command(self._redis)
+            except Exception as exc:
+                self.retry_failures.inc()
+                log.warning("Redis %s failed (%s); serving the cache from memory",
+                            operation, type(exc).__name__)
+                self._mark_down()
+        self.fallbacks.labels(operation).inc()
+        if writes is not None:
+            self._dirty[writes] = None
+        return fallback()
+
+    def _ttl(self, ttl: float | None) -> float:
+        return self.fallback_ttl if ttl is None else min(ttl, self.fallback_ttl)
+
+    # -- the API -----------------------------------------------------------------------
     async def get(self, key: str) -> str | None:
-        return self.memory.get(key)
+        async def command(r: Any) -> str | None:
+            value: str | None = await r.get(key)
+            return value
+
+        return await self._run("get", command, lambda: self.memory.get(key))
 
     async def set(self, key: str, value: str, *, ttl: float | None = None) -> None:
-        self.memory.set(key, value, ttl)
+        async def command(r: Any) -> None:
+            await r.set(key, value, px=None if ttl is None else max(1, int(ttl * 1000)))
+
+        await self._run("set", command,
+                        lambda: self.memory.set(key, value, self._ttl(ttl)), writes=key)
 
     async def delete(self, key: str) -> bool:
-        return self.memory.delete(key)
+        async def command(r: Any) -> bool:
+            return bool(await r.delete(key))
+
+        return await self._run("delete", command, lambda: self.memory.delete(key), writes=key)
 
     async def set_if_absent(self, key: str, value: str, *, ttl: float | None = None) -> bool:
-        return self.memory.set_if_absent(key, value, ttl)
+        async def command(r: Any) -> bool:
+            px = None if ttl is None else max(1, int(ttl * 1000))
+            return bool(await r.set(key, value, nx=True, px=px))
+
+        return await self._run(
+            "set_if_absent", command,
+            lambda: self.memory.set_if_absent(key, value, self._ttl(ttl)), writes=key)
 
     async def incr(self, key: str, amount: int = 1, *, ttl: float | None = None) -> int:
-        return self.memory.incr(key, amount, ttl)
+        async def command(r: Any) -> int:
+            pipe = r.pipeline(transaction=True)
+            pipe.incrby(key, amount)
+            if ttl is not None:
+                pipe.pexpire(key, max(1, int(ttl * 1000)), nx=True)
+            result = await pipe.execute()
+            return int(result[0])
+
+        return await self._run("incr", command,
+                               lambda: self.memory.incr(key, amount, self._ttl(ttl)), writes=key)
 
     async def expire(self, key: str, ttl: float) -> bool:
-        return self.memory.expire(key, ttl)
+        async def command(r: Any) -> bool:
+            return bool(await r.pexpire(key, max(1, int(ttl * 1000))))
+
+        return await self._run("expire", command,
+                               lambda: self.memory.expire(key, self._ttl(ttl)), writes=key)

@@ -355,12 +355,11 @@ async def test_sse_receives_the_same_events(sc_client, sc_ws):
 
 
 async def test_two_instances_share_events_through_redis(sc_client, sc_ws, redis_server):
-    from secureconnect.store.bus import InProcessBus, create_bus
+    from secureconnect.store.bus import RedisBus
 
     overrides = {**FAST, "redis": {"url": redis_server.url}}
     client_a, kernel_a = await _setup(sc_client, overrides)
-    if isinstance(create_bus(kernel_a.settings, kernel_a.metrics), InProcessBus):
-        pytest.skip("create_bus still returns InProcessBus for a redis url (RedisBus not landed)")
+    assert isinstance(kernel_a.bus, RedisBus)
     _, kernel_b = await _setup(sc_client, overrides)
     user = await register_and_login(client_a)
     ws = await sc_ws(client_a, user.access_token)
