@@ -50,3 +50,5 @@ def configure_logging(level: str = "INFO", fmt: str = "text") -> None:
     root.setLevel(level)
     # aiohttp's access log duplicates request_duration_seconds; keep it at WARNING.
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    # Alembic narrates its plugin set-up at INFO; the runner logs each applied revision.
+    logging.getLogger("alembic").setLevel(logging.WARNING)

@@ -7,18 +7,23 @@ See docs/polls.md.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 from dynaconf import Validator
+from sqlalchemy.exc import SQLAlchemyError
 
 from secureconnect import ConfigError, Job, Kernel, Route, hookimpl
+from secureconnect.errors import ServiceUnavailable
 from secureconnect.migrations import MigrationSource
 
 from .jobs import expire_job
 from .models import metadata
 from .routes import STATE_KEY, routes
 from .service import CONVERSATIONS, PollService, PollSettings
+
+log = logging.getLogger(__name__)
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -78,7 +83,12 @@ async def _poll_service(kernel: Kernel) -> AsyncIterator[None]:
         )
     service = PollService(kernel, PollSettings.from_settings(kernel.settings.polls))
     kernel.state[STATE_KEY] = service
-    await service.sync_active_gauge()
+    try:
+        await service.sync_active_gauge()
+    except (ServiceUnavailable, SQLAlchemyError):
+        # The gauge is cosmetic: a database that is down (or not migrated yet, when
+        # `secureconnect migrate` itself is starting) must not stop the app.
+        log.warning("polls: could not read the active poll count at start-up")
     try:
         yield
     finally:

@@ -1,0 +1,100 @@
+"""The SQL database on SQLite and on a real PostgreSQL: pools, timeouts, outages."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from aiohttp import web
+from sqlalchemy import text
+
+from secureconnect import RouteTable, hookimpl
+from secureconnect.app import KERNEL
+from secureconnect.http.handlers import json_response
+from secureconnect.testing import wait_for
+
+routes = RouteTable(tag="sql-test")
+
+
+@routes.get("/v1/sqltest/sleep/{seconds}", auth=False, rate_limit="none")
+async def sleep(request: web.Request) -> web.StreamResponse:
+    seconds = float(request.match_info["seconds"])
+    async with request.app[KERNEL].db.connect() as conn:
+        await conn.execute(text("SELECT pg_sleep(:s)"), {"s": seconds})
+    return json_response({"slept": seconds})
+
+
+@routes.get("/v1/sqltest/one", auth=False, rate_limit="none")
+async def one(request: web.Request) -> web.StreamResponse:
+    async with request.app[KERNEL].db.connect() as conn:
+        value = (await conn.execute(text("SELECT 1"))).scalar_one()
+    return json_response({"one": value})
+
+
+class SqlTestPlugin:
+    PLUGIN_NAME = "sqltest"
+
+    @hookimpl
+    def sc_routes(self) -> RouteTable:
+        return routes
+
+
+def _pg(url: str, **database: Any) -> dict[str, Any]:
+    return {"database": {"url": url, "acquire_timeout": 1.0, "query_timeout": 1.0,
+                         **database}}
+
+
+async def test_sqlite_default_answers(sc_client: Any) -> None:
+    client = await sc_client(plugins=[SqlTestPlugin()])
+    r = await client.get("/v1/sqltest/one")
+    assert (await r.json()) == {"one": 1}
+
+
+async def test_pool_exhaustion_is_a_fast_503(sc_client: Any, postgres_url: str) -> None:
+    client = await sc_client(_pg(postgres_url, pool_size=2, max_overflow=0, query_timeout=5),
+                             plugins=[SqlTestPlugin()])
+    start = time.monotonic()
+    results = await asyncio.gather(*(client.get("/v1/sqltest/sleep/2") for _ in range(3)))
+    statuses = sorted(r.status for r in results)
+    assert statuses == [200, 200, 503]
+    failed = next(r for r in results if r.status == 503)
+    assert (await failed.json())["code"] == "database_unavailable"
+    assert time.monotonic() - start < 4
+    metrics = client.app[KERNEL].metrics
+    assert metrics.value("db_connection_acquire_timeout_total") == 1
+
+
+async def test_slow_query_is_cut_at_the_query_timeout(sc_client: Any, postgres_url: str) -> None:
+    client = await sc_client(_pg(postgres_url), plugins=[SqlTestPlugin()])
+    start = time.monotonic()
+    r = await client.get("/v1/sqltest/sleep/10")
+    assert r.status == 503
+    assert (await r.json())["code"] == "database_timeout"
+    assert time.monotonic() - start < 3
+    assert client.app[KERNEL].metrics.value("db_query_timeout_total") == 1
+    r = await client.get("/v1/sqltest/one")  # the pool is healthy afterwards
+    assert r.status == 200
+
+
+async def test_postgres_outage_and_recovery(sc_client: Any, private_postgres: Any) -> None:
+    client = await sc_client(_pg(private_postgres.url), plugins=[SqlTestPlugin()])
+    assert (await client.get("/health/ready")).status == 200
+    private_postgres.stop()
+    start = time.monotonic()
+    r = await client.get("/health/ready")
+    assert r.status == 503
+    assert (await r.json())["failed"] == ["database"]
+    assert time.monotonic() - start < 5
+    start = time.monotonic()
+    r = await client.get("/v1/sqltest/one")
+    assert r.status == 503
+    assert (await r.json())["code"] == "database_unavailable"
+    assert time.monotonic() - start < 5
+    private_postgres.start()
+
+    async def recovered() -> bool:
+        return (await client.get("/v1/sqltest/one")).status == 200
+
+    await wait_for(recovered, timeout=15, interval=0.3, message="recovery without restart")
+    assert (await client.get("/health/ready")).status == 200
