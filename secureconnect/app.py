@@ -57,6 +57,7 @@ def build_kernel(settings: Any, pm: Any) -> Kernel:
     from .jobs import JobScheduler
     from .store.bus import create_bus
     from .store.cache import Cache
+    from .store.cassandra import Cassandra
     from .store.sql import Database
     from .ws.gateway import Gateway
 
@@ -64,6 +65,7 @@ def build_kernel(settings: Any, pm: Any) -> Kernel:
     kernel.db = Database(settings.database, kernel.metrics, data_dir=settings.app.data_dir)
     kernel.cache = Cache(settings.redis, kernel.metrics)
     kernel.bus = create_bus(settings, kernel.metrics)
+    kernel.cassandra = Cassandra(settings.cassandra, kernel.metrics)  # opened on demand
     kernel.rate_limits = RateLimits(kernel)
     kernel.auth = AuthService(kernel)
     kernel.ws = Gateway(kernel)

@@ -127,6 +127,15 @@ def sc_template_dirs() -> Sequence[str]:
 
 
 @hookspec
+def sc_migrate(kernel: Kernel) -> Sequence[str]:
+    """Upgrade schemas that live outside the SQL database (a Cassandra keyspace, a
+    search index). Called by ``secureconnect migrate`` after the SQL migrations, while
+    the app's resources are open. Return one line per change applied (empty when up
+    to date); raise to fail the command.
+    """
+
+
+@hookspec
 def sc_authorize_topic(kernel: Kernel, user: Any, topic: str) -> bool | None:
     """May ``user`` subscribe to ``topic`` (e.g. ``conversation:<id>``)?
 

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from .jobs import JobScheduler
     from .store.bus import Bus
     from .store.cache import Cache
+    from .store.cassandra import Cassandra
     from .store.sql import Database
     from .ws.gateway import Gateway
 
@@ -57,8 +58,8 @@ class Kernel:
     rate_limits: RateLimits
     ws: Gateway
     health: Health
-    #: the Cassandra session when a plugin uses Cassandra (set by that store)
-    cassandra: Any = None
+    #: Cassandra, connected by the first plugin that calls ``await kernel.cassandra.open()``
+    cassandra: Cassandra
 
     def __init__(self, settings: Any, pm: pluggy.PluginManager) -> None:
         self.settings = settings

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from secureconnect.testing.services import PostgresServer, RedisServer
+from secureconnect.testing.services import CassandraServer, PostgresServer, RedisServer
 
 REQUIRE_SERVICES = os.environ.get("SC_TEST_REQUIRE_SERVICES") == "1"
 _db_counter = itertools.count()
@@ -65,3 +65,24 @@ def private_postgres() -> Iterator[PostgresServer]:
     server.start()
     yield server
     server.close()
+
+
+@pytest.fixture(scope="session")
+def cassandra_server() -> Iterator[CassandraServer]:
+    """One private single-node Cassandra per test session (it takes ~10-20 s to start).
+    A test may stop it to simulate an outage; it is started again for the next test."""
+    if not CassandraServer.available():
+        _unavailable("Cassandra (java + scripts/services/cassandra.sh)")
+    server = CassandraServer()
+    server.start()
+    yield server
+    server.close()
+
+
+@pytest.fixture(autouse=True)
+def _cassandra_running(request: pytest.FixtureRequest) -> None:
+    """Bring the session's Cassandra back if an earlier test left it stopped."""
+    if "cassandra_server" in request.fixturenames:
+        server: CassandraServer = request.getfixturevalue("cassandra_server")
+        if not server.running:
+            server.start()

@@ -14,20 +14,22 @@ from typing import Any
 
 from dynaconf import Validator
 
-from secureconnect import Kernel, Route, hookimpl
+from secureconnect import HealthCheck, Kernel, Route, hookimpl
 from secureconnect.migrations import MigrationSource
 from secureconnect.ws.gateway import Connection, WsHandler
 
+from .cassandra_store import CassandraMessageStore
 from .conversations import ConversationRepository
 from .events import handlers
 from .models import metadata
 from .routes import STATE_KEY, routes
 from .service import ChatService, ChatSettings
-from .store import SqlMessageStore
+from .store import MessageStore, SqlMessageStore
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 #: the name other plugins ``kernel.require`` (docs/chat.md)
 CONVERSATIONS = "chat.conversations"
+STORE_KEY = "chat.message_store"
 MESSAGE_TYPES = ("text", "image", "video", "file", "system", "poll")
 
 
@@ -46,6 +48,8 @@ def sc_settings_validators() -> list[Validator]:
         Validator("chat.presence_ttl", is_type_of=(int, float), gt=0),
         Validator("chat.last_seen_ttl", is_type_of=(int, float), gt=0),
         Validator("chat.max_pending_notifications", is_type_of=int, gte=1, lte=1_000_000),
+        Validator("chat.message_store", is_in=("sql", "cassandra")),
+        Validator("chat.cassandra_bucket_size", is_type_of=int, gte=10, lte=100_000),
     ]
 
 
@@ -54,22 +58,56 @@ def sc_migrations() -> list[MigrationSource]:
     return [MigrationSource("chat", metadata, MIGRATIONS)]
 
 
+def _uses_cassandra(kernel: Kernel) -> bool:
+    return str(kernel.settings.chat.message_store) == "cassandra"
+
+
 async def _chat_service(kernel: Kernel) -> AsyncIterator[None]:
-    store = SqlMessageStore(kernel.db)
+    store: MessageStore
+    if _uses_cassandra(kernel):
+        await kernel.cassandra.open()
+        store = CassandraMessageStore(
+            kernel.cassandra,
+            bucket_size=int(kernel.settings.chat.cassandra_bucket_size),
+            auto_migrate=bool(kernel.settings.database.auto_migrate),
+        )
+        write_lock = SqlMessageStore(kernel.db).write_lock  # conversations stay in SQL
+    else:
+        sql_store = SqlMessageStore(kernel.db)
+        store, write_lock = sql_store, sql_store.write_lock
     service = ChatService(
         kernel,
         ChatSettings.from_settings(kernel.settings.chat),
         store,
-        ConversationRepository(kernel.db, write_lock=store.write_lock),
+        ConversationRepository(kernel.db, write_lock=write_lock),
     )
     service.start()
     kernel.state[STATE_KEY] = service
+    kernel.state[STORE_KEY] = store
     kernel.provide(CONVERSATIONS, service)
     try:
         yield
     finally:
         await service.close()
         kernel.state.pop(STATE_KEY, None)
+        kernel.state.pop(STORE_KEY, None)
+        if _uses_cassandra(kernel):
+            await kernel.cassandra.close()
+
+
+@hookimpl
+async def sc_migrate(kernel: Kernel) -> list[str]:
+    store = kernel.state.get(STORE_KEY)
+    if isinstance(store, CassandraMessageStore):
+        return await store.migrate()
+    return []
+
+
+@hookimpl
+def sc_health_checks(kernel: Kernel) -> list[HealthCheck]:
+    if not _uses_cassandra(kernel):
+        return []
+    return [HealthCheck("cassandra", kernel.cassandra.ping)]
 
 
 @hookimpl

@@ -11,6 +11,9 @@ from .. import hookimpl
 from ..health import HealthCheck
 from ..kernel import Kernel
 
+CONSISTENCY_LEVELS = ("ONE", "TWO", "THREE", "QUORUM", "ALL", "LOCAL_QUORUM", "EACH_QUORUM",
+                      "LOCAL_ONE")
+
 
 @hookimpl(trylast=True)
 def sc_settings_validators() -> list[Validator]:
@@ -31,6 +34,22 @@ def sc_settings_validators() -> list[Validator]:
         Validator("redis.retry_attempts", is_type_of=int, gte=1, lte=10),
         Validator("redis.retry_base_delay", is_type_of=(int, float), gte=0, lte=5),
         Validator("redis.max_connections", is_type_of=int, gte=1, lte=10000),
+        Validator("cassandra.contact_points", is_type_of=list, len_min=1),
+        Validator("cassandra.port", is_type_of=int, gte=1, lte=65535),
+        Validator("cassandra.keyspace", is_type_of=str, len_min=1, len_max=48),
+        Validator("cassandra.replication", is_type_of=dict),
+        Validator("cassandra.local_dc", is_type_of=str),
+        Validator("cassandra.consistency", is_in=CONSISTENCY_LEVELS),
+        Validator("cassandra.serial_consistency", is_in=("SERIAL", "LOCAL_SERIAL")),
+        Validator("cassandra.protocol_version", is_type_of=int, gte=3, lte=5),
+        Validator("cassandra.username", is_type_of=str),
+        Validator("cassandra.password", is_type_of=str),
+        Validator("cassandra.query_timeout", is_type_of=(int, float), gt=0, lte=600),
+        Validator("cassandra.connect_timeout", is_type_of=(int, float), gt=0, lte=60),
+        Validator("cassandra.reconnect_max_delay", is_type_of=(int, float), gt=0, lte=600),
+        Validator("cassandra.max_concurrent_requests", is_type_of=int, gte=1, lte=100_000),
+        Validator("cassandra.retry_attempts", is_type_of=int, gte=1, lte=10),
+        Validator("cassandra.retry_base_delay", is_type_of=(int, float), gte=0, lte=5),
         Validator("jobs.enabled", is_type_of=bool),
         Validator("jobs.jitter", is_type_of=(int, float), gte=0, lte=0.5),
         Validator("jobs.default_timeout", is_type_of=(int, float), gt=0),
@@ -47,7 +66,7 @@ async def _database(kernel: Kernel) -> AsyncIterator[None]:
         if kernel.settings.database.auto_migrate:
             from ..store.schema import migrate
 
-            await migrate(kernel)
+            await migrate(kernel, external=False)
         yield
     finally:
         await kernel.db.close()

@@ -112,8 +112,12 @@ def sources(kernel: Kernel) -> list[MigrationSource]:
     return found
 
 
-async def migrate(kernel: Kernel) -> list[str]:
-    """Upgrade every enabled owner to its head; returns one line per applied revision."""
+async def migrate(kernel: Kernel, *, external: bool = True) -> list[str]:
+    """Upgrade every enabled owner to its head; returns one line per applied revision.
+
+    With ``external`` the ``sc_migrate`` hook then upgrades schemas outside SQL (the
+    start-up auto-migration runs before plugins open those stores, so they migrate
+    their own when they open)."""
     applied: list[str] = []
     for source in sources(kernel):
         async with kernel.db.engine.begin() as conn:
@@ -121,6 +125,9 @@ async def migrate(kernel: Kernel) -> list[str]:
         for line in lines:
             log.info("migrated %s", line)
         applied.extend(lines)
+    if external:
+        for lines in await kernel.call("sc_migrate"):
+            applied.extend(lines or ())
     return applied
 
 

@@ -237,3 +237,148 @@ class PostgresServer(_Server):
                         str(self.port), "-U", self.user, name],
                        check=True, capture_output=True, timeout=60, env=env)
         return self.url_for(name)
+
+
+REPO = Path(__file__).resolve().parents[2]
+CASSANDRA_SCRIPT = REPO / "scripts" / "services" / "cassandra.sh"
+
+# Java 17 module flags Cassandra 5.0 needs (its conf/jvm17-server.options and friends).
+_JPMS_EXPORTS = [
+    "java.base/jdk.internal.misc", "java.base/jdk.internal.ref", "java.base/sun.nio.ch",
+    "java.management.rmi/com.sun.jmx.remote.internal.rmi",
+    "java.management/com.sun.jmx.remote.security", "java.rmi/sun.rmi.registry",
+    "java.rmi/sun.rmi.server", "java.sql/java.sql", "java.base/java.lang.ref",
+    "jdk.unsupported/sun.misc", "jdk.compiler/com.sun.tools.javac.file",
+    "jdk.attach/sun.tools.attach",
+]
+_JPMS_OPENS = [
+    "java.base/java.lang.module", "java.base/jdk.internal.loader",
+    "java.base/jdk.internal.ref", "java.base/jdk.internal.reflect",
+    "java.base/jdk.internal.math", "java.base/jdk.internal.module",
+    "java.base/jdk.internal.util.jar", "jdk.management/com.sun.management.internal",
+    "java.base/sun.nio.ch", "java.base/java.io", "java.base/java.nio",
+    "java.base/java.lang.reflect", "java.base/java.lang", "java.base/java.util",
+    "java.base/java.util.concurrent", "java.base/java.util.concurrent.atomic",
+    "jdk.compiler/com.sun.tools.javac",
+]
+
+_CASSANDRA_YAML = """\
+cluster_name: secureconnect-test
+num_tokens: 1
+partitioner: org.apache.cassandra.dht.Murmur3Partitioner
+endpoint_snitch: SimpleSnitch
+listen_address: 127.0.0.1
+rpc_address: 127.0.0.1
+storage_port: {storage_port}
+native_transport_port: {port}
+start_native_transport: true
+seed_provider:
+  - class_name: org.apache.cassandra.locator.SimpleSeedProvider
+    parameters:
+      - seeds: "127.0.0.1:{storage_port}"
+data_file_directories: [{dir}/data]
+commitlog_directory: {dir}/commitlog
+saved_caches_directory: {dir}/saved_caches
+hints_directory: {dir}/hints
+cdc_raw_directory: {dir}/cdc_raw
+commitlog_sync: periodic
+commitlog_sync_period: 10s
+auto_snapshot: false
+incremental_backups: false
+memtable_allocation_type: heap_buffers
+memtable_heap_space: 128MiB
+memtable_offheap_space: 128MiB
+concurrent_reads: 8
+concurrent_writes: 8
+concurrent_counter_writes: 8
+concurrent_compactors: 1
+key_cache_size: 16MiB
+"""
+
+_LOGBACK = """\
+<configuration>
+  <appender name="OUT" class="ch.qos.logback.core.ConsoleAppender">
+    <encoder><pattern>%-5level %date{ISO8601} [%thread] %logger{20} - %msg%n</pattern></encoder>
+  </appender>
+  <root level="INFO"><appender-ref ref="OUT"/></root>
+</configuration>
+"""
+
+
+def cassandra_home() -> Path | None:
+    """The folder with ``lib/`` of Cassandra's jars (fetched by scripts/services/
+    cassandra.sh, which is run when needed); ``None`` without java or the script."""
+    if shutil.which("java") is None or not CASSANDRA_SCRIPT.exists():
+        return None
+    r = subprocess.run(["bash", str(CASSANDRA_SCRIPT)], capture_output=True, text=True,
+                       timeout=900)
+    if r.returncode != 0:
+        raise ServiceError(f"scripts/services/cassandra.sh failed:\n{r.stderr[-2000:]}")
+    return Path(r.stdout.strip().splitlines()[-1])
+
+
+class CassandraServer(_Server):
+    """A private single-node Cassandra 5.0 (1 GB heap) on free loopback ports.
+
+    ``stop()`` keeps the data, so ``start()`` brings the same node back (an outage)."""
+
+    name = "cassandra"
+
+    def __init__(self, home: Path | None = None) -> None:
+        super().__init__()
+        found = home or cassandra_home()
+        if found is None:
+            raise ServiceError("Cassandra needs java and scripts/services/cassandra.sh")
+        self.home = found
+        self.storage_port = free_port()
+
+    @classmethod
+    def available(cls) -> bool:
+        return shutil.which("java") is not None and CASSANDRA_SCRIPT.exists()
+
+    @property
+    def contact_points(self) -> list[str]:
+        return [self.host]
+
+    def _prepare(self) -> None:
+        (self.dir / "cassandra.yaml").write_text(_CASSANDRA_YAML.format(
+            dir=self.dir, port=self.port, storage_port=self.storage_port))
+        (self.dir / "logback.xml").write_text(_LOGBACK)
+        (self.dir / "triggers").mkdir(exist_ok=True)
+
+    def _command(self) -> list[str]:
+        lib = self.home / "lib"
+        jamm = sorted(lib.glob("jamm-*.jar"))[-1]
+        flags = [f"--add-exports={m}=ALL-UNNAMED" for m in _JPMS_EXPORTS]
+        flags += [f"--add-opens={m}=ALL-UNNAMED" for m in _JPMS_OPENS]
+        d = self.dir
+        return [
+            "java", "-Xms1G", "-Xmx1G", "-XX:+UseG1GC", "-XX:+ExitOnOutOfMemoryError",
+            "-Xss512k", f"-javaagent:{jamm}",
+            "-Djava.net.preferIPv4Stack=true", "-Djava.security.manager=allow",
+            "-Djdk.attach.allowAttachSelf=true", "-Dio.netty.tryReflectionSetAccessible=true",
+            *flags,
+            f"-Dcassandra.config=file://{d}/cassandra.yaml",
+            f"-Dcassandra.storagedir={d}", f"-Dcassandra.logdir={d}/logs",
+            f"-Dcassandra.triggers_dir={d}/triggers",
+            f"-Dlogback.configurationFile={d}/logback.xml",
+            "-Dcassandra-foreground=yes",
+            "-Dcassandra.skip_wait_for_gossip_to_settle=0",
+            "-Dcassandra.unsafesystem=true",
+            "-Dcassandra.superuser_setup_delay_ms=0",
+            "-cp", f"{lib}/*", "org.apache.cassandra.service.CassandraDaemon",
+        ]
+
+    def _ready(self) -> bool:
+        if not _port_open(self.port):
+            return False
+        try:
+            return b"Starting listening for CQL clients" in self.log.read_bytes()[-200_000:]
+        except OSError:
+            return False
+
+    def start(self, timeout: float = 180.0) -> None:
+        # the readiness line of an earlier run must not count for this one
+        if self.log.exists() and not self.running:
+            self.log.rename(self.log.with_suffix(f".{int(time.time() * 1000)}.log"))
+        super().start(timeout=timeout)

@@ -87,6 +87,15 @@ def sc_migrations() -> list[MigrationSource]:
 
 
 @hookimpl
+async def sc_migrate(kernel: Kernel) -> list[str]:
+    """An external schema: versions applied are remembered in the plugin's state."""
+    if kernel.state.get("sink.index_version") == 1:
+        return []
+    kernel.state["sink.index_version"] = 1
+    return ["kitchen_sink (index): 1 create the search index"]
+
+
+@hookimpl
 def sc_template_dirs() -> list[str]:
     return [str(Path(__file__).parent / "templates")]
 

@@ -69,6 +69,15 @@ async def test_hook_sc_migrations(sc_client):
     assert [r[0] for r in rows] == ["spoon"]
 
 
+async def test_hook_sc_migrate(sc_client):
+    from secureconnect.store.schema import migrate
+
+    client = await sc_client(plugins=[kitchen_sink])
+    kernel = client.app[KERNEL]
+    assert "kitchen_sink (index): 1 create the search index" in await migrate(kernel)
+    assert await migrate(kernel) == []  # SQL already at head (auto-migrated), index too
+
+
 async def test_hook_sc_template_dirs(sc_client):
     client = await sc_client(plugins=[kitchen_sink])
     from secureconnect.app import render_template

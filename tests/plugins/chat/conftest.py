@@ -1,5 +1,9 @@
 """Fixtures for the chat black-box tests: a real app (auth, WebSocket gateway, chat) on
-a file SQLite database — concurrent writers need real connections."""
+a file SQLite database — concurrent writers need real connections.
+
+Every test that uses ``chat_client`` runs twice: with the SQL message store and with
+the Cassandra one against the real server (``message_store`` parameter), unchanged.
+"""
 
 from __future__ import annotations
 
@@ -11,11 +15,27 @@ import pytest
 from .helpers import SQLITE_FILE, merge
 
 
+@pytest.fixture(params=["sql", pytest.param("cassandra", marks=pytest.mark.cassandra)])
+def message_store(request: pytest.FixtureRequest) -> dict[str, Any]:
+    """Settings that select the message store under test."""
+    if request.param == "sql":
+        return {}
+    server = request.getfixturevalue("cassandra_server")
+    return {
+        "chat": {"message_store": "cassandra"},
+        "cassandra": {"contact_points": [server.host], "port": server.port,
+                      "keyspace": "sc_chat_tests"},
+    }
+
+
 @pytest.fixture
-def chat_client(sc_client: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+def chat_client(
+    sc_client: Callable[..., Awaitable[Any]], message_store: dict[str, Any]
+) -> Callable[..., Awaitable[Any]]:
     """``await chat_client(overrides)`` → a test client on a fresh file database."""
 
     async def factory(overrides: Mapping[str, Any] | None = None, **kwargs: Any) -> Any:
-        return await sc_client(merge({"database": {"url": SQLITE_FILE}}, overrides), **kwargs)
+        base = merge({"database": {"url": SQLITE_FILE}}, message_store)
+        return await sc_client(merge(base, overrides), **kwargs)
 
     return factory
