@@ -153,7 +153,12 @@ async def _jobs(app: web.Application, name: str | None) -> int:
         print(f"secureconnect: no job named {name!r}; see `secureconnect jobs`", file=sys.stderr)
         return 2
     async with _running(app) as kernel:
-        result: Any = await kernel.jobs.run(name)
+        try:
+            result: Any = await kernel.jobs.run(name, raise_errors=True)
+        except Exception as exc:
+            print(f"secureconnect: job {name} failed: {type(exc).__name__}: {exc}",
+                  file=sys.stderr)
+            return 1
         print(f"{name}: {result!r}")
     return 0
 

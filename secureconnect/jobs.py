@@ -1,15 +1,19 @@
 """Periodic jobs collected from ``sc_jobs``.
 
-Each job runs every ``interval`` seconds (± jitter) under its own timeout; a failing
-run is counted and logged and never stops the scheduler. Before a run the scheduler
-takes a lease in the shared cache (``set_if_absent`` with a TTL a little shorter than
-the interval), so among instances sharing Redis only one runs a job per interval.
+Each job runs once per ``interval`` under its own timeout; a failing run is counted and
+logged and never stops the scheduler. Time is cut into wall-clock windows of
+``interval`` seconds; every instance wakes once per window (at a random point in its
+first ``jitter`` fraction) and takes the window's lease in the shared cache
+(``set_if_absent``) before running, so among instances sharing Redis exactly one runs a
+job per window. During a Redis outage the lease falls back to the instance's memory:
+jobs may then run on several instances, so they must be idempotent (all of ours are).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import random
 import time
 import uuid
@@ -74,13 +78,15 @@ class JobScheduler:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
 
-    def _delay(self, job: Job) -> float:
-        jitter = float(self.settings.jitter)
-        return job.interval * (1 + random.uniform(-jitter, jitter))
+    def _until_next_slot(self, job: Job) -> float:
+        """Seconds to the start of the next interval window, plus jitter inside it."""
+        now = time.time()
+        next_start = (math.floor(now / job.interval) + 1) * job.interval
+        return next_start - now + random.uniform(0, float(self.settings.jitter) * job.interval)
 
     async def _loop(self, job: Job) -> None:
         if not job.run_at_start:
-            await asyncio.sleep(self._delay(job))
+            await asyncio.sleep(self._until_next_slot(job))
         while True:
             try:
                 if await self._acquire(job):
@@ -89,17 +95,22 @@ class JobScheduler:
                 raise
             except Exception:  # the scheduler itself must survive anything
                 log.exception("job scheduler error for %s", job.name)
-            await asyncio.sleep(self._delay(job))
+            await asyncio.sleep(self._until_next_slot(job))
 
     async def _acquire(self, job: Job) -> bool:
-        """One lease per job and interval across instances sharing the cache."""
-        ttl = max(1.0, job.interval * 0.9)
+        """One lease per job and interval window across instances sharing the cache.
+
+        Windows are aligned on the wall clock (``floor(now / interval)``), so every
+        instance names the same window and exactly one of them wins it, whatever the
+        instances' start times and jitter."""
+        window = math.floor(time.time() / job.interval)
         return await self.kernel.cache.set_if_absent(
-            f"sc:job-lease:{job.name}", self.instance_id, ttl=ttl
+            f"sc:job-lease:{job.name}:{window}", self.instance_id, ttl=job.interval * 2
         )
 
-    async def run(self, name: str) -> Any:
-        """Run one job now (also used by ``secureconnect jobs run NAME``)."""
+    async def run(self, name: str, *, raise_errors: bool = False) -> Any:
+        """Run one job now (also used by ``secureconnect jobs run NAME``, which passes
+        ``raise_errors`` to exit non-zero on a failed run)."""
         job = self.jobs[name]
         timeout = job.timeout or float(self.settings.default_timeout)
         start = time.perf_counter()
@@ -111,10 +122,14 @@ class JobScheduler:
         except TimeoutError:
             self.runs.labels(name, "timeout").inc()
             log.error("job %s timed out after %.1f s", name, timeout)
+            if raise_errors:
+                raise
             return None
         except Exception:
             self.runs.labels(name, "failed").inc()
             log.exception("job %s failed", name)
+            if raise_errors:
+                raise
             return None
         finally:
             self.duration.labels(name).observe(time.perf_counter() - start)

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from .auth.service import AuthService
     from .health import Health
     from .jobs import JobScheduler
+    from .resilience import CircuitBreaker
     from .store.bus import Bus
     from .store.cache import Cache
     from .store.cassandra import Cassandra
@@ -71,6 +72,7 @@ class Kernel:
         self.state: dict[str, Any] = {}
         self._services: dict[str, Any] = {}
         self._http: aiohttp.ClientSession | None = None
+        self._breakers: dict[str, CircuitBreaker] = {}
 
     # -- shared outbound HTTP client ---------------------------------------------
     @property
@@ -79,6 +81,24 @@ class Kernel:
         if self._http is None:
             raise RuntimeError("kernel.http is available only while the app runs")
         return self._http
+
+    # -- circuit breakers ------------------------------------------------------------
+    def breaker(self, name: str, **overrides: Any) -> CircuitBreaker:
+        """The circuit breaker of dependency ``name`` (one per app, created on first
+        use with the ``[resilience]`` settings, or ``overrides`` the first time)."""
+        from .resilience import CircuitBreaker
+
+        found = self._breakers.get(name)
+        if found is None:
+            r = self.settings.resilience
+            options: dict[str, Any] = {
+                "failure_threshold": int(r.failure_threshold),
+                "reset_timeout": float(r.reset_timeout),
+                "half_open_max_calls": int(r.half_open_max_calls),
+                **overrides,
+            }
+            found = self._breakers[name] = CircuitBreaker(name, self.metrics, **options)
+        return found
 
     # -- documented interfaces between plugins -----------------------------------
     def provide(self, name: str, service: Any) -> None:

@@ -17,7 +17,8 @@ from tenacity import (
     AsyncRetrying,
     retry_if_exception_type,
     stop_after_attempt,
-    wait_exponential_jitter,
+    wait_exponential,
+    wait_random,
 )
 
 from ..metrics import Metrics
@@ -223,7 +224,7 @@ class Cache:
             try:
                 async for attempt in AsyncRetrying(
                     stop=stop_after_attempt(attempts),
-                    wait=wait_exponential_jitter(initial=base, max=base * 8),
+                    wait=wait_exponential(multiplier=base, max=base * 8) + wait_random(0, base),
                     retry=retry_if_exception_type(_TRANSIENT),
                     before_sleep=lambda _state: self.retries.inc(),
                     reraise=True,

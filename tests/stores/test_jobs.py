@@ -1,0 +1,88 @@
+"""Periodic jobs: failures and timeouts never stop the scheduler; instances sharing a
+real Redis run a job exactly once per interval window; the `jobs` command."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from typing import Any
+
+from secureconnect import Job, hookimpl
+from secureconnect.app import KERNEL
+from secureconnect.testing import wait_for
+from tests.kernel.test_cli import run_cli
+
+
+class JobPlugin:
+    """Jobs that record who ran them and when."""
+
+    PLUGIN_NAME = "jobtest"
+
+    def __init__(self, runs: list[tuple[str, float]], tag: str, interval: float = 1.0,
+                 behaviour: str = "ok") -> None:
+        self.runs, self.tag, self.interval, self.behaviour = runs, tag, interval, behaviour
+
+    @hookimpl
+    def sc_jobs(self) -> list[Job]:
+        async def tick(kernel: Any) -> int:
+            self.runs.append((self.tag, time.time()))
+            if self.behaviour == "fail":
+                raise RuntimeError("this run fails")
+            if self.behaviour == "hang":
+                await asyncio.sleep(30)
+            return 1
+
+        return [Job("jobtest.tick", self.interval, tick, timeout=0.2, run_at_start=True)]
+
+
+def jobs_on(redis_url: str = "") -> dict[str, Any]:
+    return {"jobs": {"enabled": True, "jitter": 0.05}, "redis": {"url": redis_url}}
+
+
+async def test_failing_and_hanging_runs_are_counted_and_the_scheduler_goes_on(
+        sc_client: Any) -> None:
+    for behaviour, status in (("fail", "failed"), ("hang", "timeout")):
+        runs: list[tuple[str, float]] = []
+        client = await sc_client(jobs_on(), plugins=[JobPlugin(runs, "a", 0.3, behaviour)])
+        metrics = client.app[KERNEL].metrics
+        labels = {"job": "jobtest.tick", "status": status}
+        await wait_for(lambda: metrics.value("job_runs_total", labels) >= 3, timeout=5,  # noqa: B023
+                       message=f"three {status} runs")
+        assert metrics.value("job_duration_seconds_count", {"job": "jobtest.tick"}) >= 3
+        await client.close()
+
+
+async def test_two_instances_sharing_redis_run_a_job_once_per_interval(
+        sc_client: Any, redis_server: Any) -> None:
+    runs: list[tuple[str, float]] = []
+    interval = 1.0
+    first = await sc_client(jobs_on(redis_server.url),
+                            plugins=[JobPlugin(runs, "first", interval)])
+    second = await sc_client(jobs_on(redis_server.url),
+                             plugins=[JobPlugin(runs, "second", interval)])
+    # count from the first full window after both instances are up (building an app
+    # blocks the loop for a moment, which would blur the window of an early run)
+    counted_from = (math.floor(time.time() / interval) + 1) * interval
+
+    def counted() -> list[tuple[str, float]]:
+        return [(who, at) for who, at in runs if at >= counted_from]
+
+    await wait_for(lambda: len(counted()) >= 4, timeout=10, message="four runs")
+    await first.close()
+    await second.close()
+    windows = [math.floor(at / interval) for _, at in counted()]
+    assert len(windows) == len(set(windows)), f"a window ran twice: {runs}"
+    # and no window was skipped between the first and the last run
+    assert max(windows) - min(windows) + 1 == len(windows), runs
+
+
+def test_jobs_command_lists_and_runs_a_job() -> None:
+    listed = run_cli("jobs")
+    assert listed.returncode == 0, listed.stderr
+    assert "auth.cleanup_expired_tokens" in listed.stdout and "polls.expire" in listed.stdout
+    ran = run_cli("jobs", "run", "auth.cleanup_expired_tokens")
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout.startswith("auth.cleanup_expired_tokens: ")
+    unknown = run_cli("jobs", "run", "no.such.job")
+    assert unknown.returncode == 2 and "no job named" in unknown.stderr
