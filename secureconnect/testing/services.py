@@ -42,6 +42,8 @@ def _port_open(port: int) -> bool:
 
 class _Server:
     name = "server"
+    #: the signal that stops the server promptly (PostgreSQL: SIGINT, "fast" shutdown)
+    stop_signal = signal.SIGTERM
 
     def __init__(self) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix=f"sc-{self.name}-"))
@@ -92,7 +94,7 @@ class _Server:
         proc, self.proc = self.proc, None
         if proc is None or proc.poll() is not None:
             return
-        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(self.stop_signal)
         try:
             proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -158,6 +160,8 @@ class PostgresServer(_Server):
     """A private PostgreSQL cluster (initdb on first start), tuned for tests."""
 
     name = "postgres"
+    # SIGTERM waits for every client to disconnect; SIGINT ends their sessions now
+    stop_signal = signal.SIGINT
     user = "secureconnect"
     password = "secureconnect"
     database = "secureconnect"
