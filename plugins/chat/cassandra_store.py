@@ -22,10 +22,11 @@ receipts stay in SQL. Tables, all in the kernel's keyspace:
                           conversation is remembered, so the usual case costs one round
                           trip.
 
-A message and its id row are one logged batch (both or neither). Failure cases: if the
-batch fails after the seq was taken, that seq stays unused (a gap a client sees as a
-missing number, never a duplicate); if a claim's writer dies, a retry takes the claim
-over after ``claim_timeout`` seconds.
+A message is written as its id row, then its history row (both idempotent, retried
+within the deadline); until the second exists the message is invisible. Failure
+cases: if the writes fail after the seq was taken, that seq stays unused (a gap a
+client sees as a missing number, never a duplicate); if a claim's writer dies, a retry
+takes the claim over after ``claim_timeout`` seconds.
 
 History cursors are opaque and the same shape as the SQL store's (the seq to read
 below); a page walks buckets downwards from the cursor's bucket.
@@ -132,12 +133,16 @@ class CassandraMessageStore:
                 return existing, False
         try:
             seq = await self._next_seq(message.conversation_id)
+            # The id row first: until the message row exists too, get() finds nothing,
+            # so a reader never sees half a message. Both writes are idempotent (same
+            # values again), so they are retried within the deadline. No logged batch:
+            # it would cost a batchlog write and warn above 5 KB on every big message.
+            await self._run("insert_id", message.conversation_id, message.id, seq)
             await self._run(
                 "insert_message", message.conversation_id, self.bucket(seq), seq, message.id,
                 message.sender_id, message.message_type, message.content,
                 message.is_encrypted, _dump(message.metadata), message.file_id,
-                message.idempotency_key, message.created_at,
-                message.conversation_id, message.id, seq)
+                message.idempotency_key, message.created_at)
         except BaseException:
             if message.idempotency_key is not None:  # let a retry write it
                 await self._release(message)
@@ -256,13 +261,14 @@ class CassandraMessageStore:
 
 # name → (cql, operation, table, idempotent)
 _STATEMENTS: dict[str, tuple[str, str, str, bool]] = {
+    "insert_id": (
+        "INSERT INTO {keyspace}.chat_message_ids (conversation_id, id, seq) VALUES (?, ?, ?)",
+        "insert", "chat_message_ids", True),
     "insert_message": (
-        "BEGIN BATCH "
         "INSERT INTO {keyspace}.chat_messages (conversation_id, bucket, seq, id, sender_id,"
         " message_type, content, is_encrypted, metadata, file_id, idempotency_key,"
-        " created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?); "
-        "INSERT INTO {keyspace}.chat_message_ids (conversation_id, id, seq) VALUES (?, ?, ?); "
-        "APPLY BATCH", "batch", "chat_messages", True),
+        " created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "insert", "chat_messages", True),
     "read_message": (
         f"SELECT {_COLUMNS} FROM {{keyspace}}.chat_messages"
         " WHERE conversation_id = ? AND bucket = ? AND seq = ?", "select", "chat_messages",

@@ -44,6 +44,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+#: how the gateway's encoder starts a chat.message frame (``type`` comes first)
+_MESSAGE_FRAME = '{"type":"chat.message"'
+
 TOPIC_PREFIX = "conversation:"
 CLIENT_MESSAGE_TYPES = frozenset({"text", "image", "video", "file"})
 #: types only the server and plugins may post (``post_message``), never clients
@@ -184,6 +187,14 @@ class ChatService:
 
     def start(self) -> None:
         self.activity.start()
+        self.kernel.ws.on_dropped(self._count_dropped)
+
+    def _count_dropped(self, _conn: Any, frames: list[str]) -> None:
+        """A slow consumer's queue was dropped: count the chat messages in it (the
+        client gets ``resync`` and re-reads history)."""
+        lost = sum(1 for f in frames if f.startswith(_MESSAGE_FRAME))
+        if lost:
+            self.metrics.client_dropped.inc(lost)
 
     async def close(self) -> None:
         """Stop typing timers; give pending ``sc_message_sent`` calls a moment, then
@@ -860,10 +871,9 @@ class ChatService:
     async def _publish(self, topic: str, event_type: str, data: dict[str, Any]) -> None:
         """Publish through the gateway; a failure is counted and logged, never raised."""
         try:
-            # The gateway delivers locally and through the bus; it reports a bus failure
-            # by raising or by returning False (it may also count it itself).
-            publish: Any = self.kernel.ws.publish
-            delivered = await publish(topic, event_type, data)
+            # The gateway delivers locally at once and reports (False) when the bus
+            # could not reach the other instances.
+            delivered = await self.kernel.ws.publish(topic, event_type, data)
             if delivered is False:
                 raise ConnectionError("the gateway could not publish to the bus")
         except Exception:

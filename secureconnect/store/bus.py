@@ -60,8 +60,11 @@ class InProcessBus:
         if not subs:
             del self._subs[sub.topic]
 
-    async def publish(self, topic: str, message: bytes) -> None:
+    async def publish(self, topic: str, message: bytes) -> bool:
+        """Deliver to every subscriber; ``False`` when other instances could not be
+        reached (counted, never raised)."""
         await self._deliver(topic, message)
+        return True
 
     async def _deliver(self, topic: str, message: bytes) -> None:
         for sub in list(self._subs.get(topic, ())):
@@ -129,13 +132,15 @@ class RedisBus(InProcessBus):
             with contextlib.suppress(Exception):
                 await self._pubsub.unsubscribe(sub.topic)
 
-    async def publish(self, topic: str, message: bytes) -> None:
+    async def publish(self, topic: str, message: bytes) -> bool:
         await self._deliver(topic, message)
         try:
             await self._redis.publish(topic, self.instance + b"|" + message)
         except Exception as exc:
             self.publish_errors.inc()
             log.warning("Redis publish on %s failed: %s", topic, type(exc).__name__)
+            return False
+        return True
 
     async def _read_forever(self) -> None:
         delay = 0.1

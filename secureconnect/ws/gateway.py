@@ -127,15 +127,16 @@ class Connection:
         if self.closing:
             return
         if len(self._queue) >= self._limit:
-            self._overflow()
+            self._overflow(text)
             return
         self._queue.append(text)
         self._wakeup.set()
 
-    def _overflow(self) -> None:
+    def _overflow(self, text: str) -> None:
         dropped = len(self._queue) + 1
         self.dropped += dropped
         self.gateway.m_dropped.inc(dropped)
+        self.gateway._tell_dropped(self, [f for f in (*self._queue, text) if f])
         self._queue.clear()
         if self.gateway.config.slow_consumer == "close":
             self.request_close(CLOSE_TRY_AGAIN_LATER, "slow consumer")
@@ -285,6 +286,7 @@ class Gateway:
         self._control: list[Subscription] = []
         self._reserved: dict[str, int] = {}
         self._reserved_total = 0
+        self._drop_listeners: list[Callable[[Connection, list[str]], None]] = []
         #: tells this instance's control messages from other instances'
         self.instance_id = uuid.uuid4().hex
         self.accepting = True
@@ -365,16 +367,36 @@ class Gateway:
         task.add_done_callback(self._tasks.discard)
         return task
 
-    # -- publishing -------------------------------------------------------------------
-    async def publish(self, topic: str, event_type: str, data: Any) -> None:
-        try:
-            await self.kernel.bus.publish(topic, encode(event_type, data).encode())
-        except Exception:
-            self.m_publish_errors.inc()
-            log.warning("publishing %s to %s failed", event_type, topic, exc_info=True)
+    # -- slow consumers -----------------------------------------------------------------
+    def on_dropped(self, listener: Callable[[Connection, list[str]], None]) -> None:
+        """Call ``listener(conn, frames)`` with the encoded frames a slow consumer's
+        queue dropped (plugins count their own events, e.g. chat's messages)."""
+        self._drop_listeners.append(listener)
 
-    async def publish_to_user(self, user_id: str, event_type: str, data: Any) -> None:
-        await self.publish(USER_TOPIC_PREFIX + str(user_id), event_type, data)
+    def _tell_dropped(self, conn: Connection, frames: list[str]) -> None:
+        for listener in self._drop_listeners:
+            try:
+                listener(conn, frames)
+            except Exception:
+                log.exception("a dropped-frames listener failed")
+
+    # -- publishing -------------------------------------------------------------------
+    async def publish(self, topic: str, event_type: str, data: Any) -> bool:
+        """Deliver an event to a topic's sockets on every instance. Never raises:
+        ``False`` (and ``websocket_publish_errors_total``) when other instances could
+        not be reached — local sockets got it anyway."""
+        try:
+            reached = await self.kernel.bus.publish(topic, encode(event_type, data).encode())
+        except Exception:
+            reached = False
+            log.warning("publishing %s to %s failed", event_type, topic, exc_info=True)
+        if reached is False:
+            self.m_publish_errors.inc()
+            return False
+        return True
+
+    async def publish_to_user(self, user_id: str, event_type: str, data: Any) -> bool:
+        return await self.publish(USER_TOPIC_PREFIX + str(user_id), event_type, data)
 
     async def add_user_to_topic(self, user_id: str, topic: str) -> None:
         await self._control_all("add", str(user_id), topic)
