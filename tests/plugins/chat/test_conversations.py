@@ -146,3 +146,23 @@ async def test_list_orders_by_activity_with_unread_counts(chat_client):
     assert (await r.json())["unread_count"] == 0
     r = await client.get("/v1/conversations", headers=x.headers)
     assert (await r.json())["conversations"][0]["unread_count"] == 0
+
+
+async def test_deleted_account_leaves_every_conversation(chat_client):
+    """sc_user_deleted: the account's memberships go (ownership passes on); the others
+    keep the conversation and its history."""
+    from secureconnect.app import KERNEL
+
+    client = await chat_client()
+    owner, b, c = await users(client, 3)
+    group = await create_group(client, owner, [b, c])
+    direct = await client.post("/v1/conversations", headers=b.headers,
+                               json={"type": "direct", "participant_ids": [owner.user_id]})
+    assert direct.status == 201
+    await client.app[KERNEL].notify("sc_user_deleted", user={"id": owner.user_id})
+    r = await client.get(f"/v1/conversations/{group}", headers=b.headers)
+    assert r.status == 200
+    members = {p["user_id"]: p["role"] for p in (await r.json())["participants"]}
+    assert owner.user_id not in members and "owner" in members.values()
+    mine = await client.get("/v1/conversations", headers=b.headers)
+    assert {c["id"] for c in (await mine.json())["conversations"]} >= {group}
