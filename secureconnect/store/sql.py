@@ -75,7 +75,9 @@ class Database:
 
     async def start(self) -> None:
         s = self.settings
-        kwargs: dict[str, Any] = {"echo": bool(s.echo), "pool_pre_ping": bool(s.pool_pre_ping)}
+        # a local SQLite file never goes stale; pinging it costs a thread hop per checkout
+        pre_ping = bool(s.pool_pre_ping) and not self.is_sqlite
+        kwargs: dict[str, Any] = {"echo": bool(s.echo), "pool_pre_ping": pre_ping}
         if self.is_sqlite:
             path = self.url.split("///", 1)[-1]
             if path and path != ":memory:" and not path.startswith("file:"):
