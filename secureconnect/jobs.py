@@ -104,9 +104,13 @@ class JobScheduler:
         instance names the same window and exactly one of them wins it, whatever the
         instances' start times and jitter."""
         window = math.floor(time.time() / job.interval)
-        return await self.kernel.cache.set_if_absent(
-            f"sc:job-lease:{job.name}:{window}", self.instance_id, ttl=job.interval * 2
-        )
+        key = f"sc:job-lease:{job.name}:{window}"
+        cache = self.kernel.cache
+        if await cache.set_if_absent(key, self.instance_id, ttl=job.interval * 2):
+            return True
+        # a retried SET NX whose first attempt landed but whose reply was lost reads
+        # as "taken": the lease is ours if it carries our id
+        return await cache.get(key) == self.instance_id
 
     async def run(self, name: str, *, raise_errors: bool = False) -> Any:
         """Run one job now (also used by ``secureconnect jobs run NAME``, which passes
