@@ -50,6 +50,8 @@ def sc_settings_validators() -> list[Validator]:
         Validator("chat.max_pending_notifications", is_type_of=int, gte=1, lte=1_000_000),
         Validator("chat.message_store", is_in=("sql", "cassandra")),
         Validator("chat.cassandra_bucket_size", is_type_of=int, gte=10, lte=100_000),
+        Validator("chat.membership_cache_ttl", is_type_of=(int, float), gte=0, lte=60),
+        Validator("chat.membership_cache_size", is_type_of=int, gte=1, lte=10_000_000),
     ]
 
 
@@ -82,6 +84,7 @@ async def _chat_service(kernel: Kernel) -> AsyncIterator[None]:
         ConversationRepository(kernel.db, write_lock=write_lock),
     )
     service.start()
+    await service.membership.start(kernel)
     kernel.state[STATE_KEY] = service
     kernel.state[STORE_KEY] = store
     kernel.provide(CONVERSATIONS, service)

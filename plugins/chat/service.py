@@ -35,6 +35,7 @@ from secureconnect.ids import new_id_str
 
 from .activity import ActivityRecorder
 from .conversations import ConversationRepository, GroupFull, direct_key
+from .membership import MembershipCache
 from .metrics import ChatMetrics
 from .models import utcnow
 from .store import InvalidCursor, MessageStore, NewMessage, StoredMessage
@@ -101,6 +102,8 @@ class ChatSettings:
     last_seen_ttl: float
     presence_ttl: float
     max_pending_notifications: int
+    membership_cache_ttl: float = 0.0
+    membership_cache_size: int = 100_000
 
     @classmethod
     def from_settings(cls, t: Any) -> ChatSettings:
@@ -116,6 +119,8 @@ class ChatSettings:
             last_seen_ttl=float(t.last_seen_ttl),
             presence_ttl=float(t.presence_ttl),
             max_pending_notifications=int(t.max_pending_notifications),
+            membership_cache_ttl=float(t.membership_cache_ttl),
+            membership_cache_size=int(t.membership_cache_size),
         )
 
 
@@ -183,6 +188,9 @@ class ChatService:
         # publishes a conversation's messages in seq order
         self._ordering = KeyedLocks()
         self.activity = ActivityRecorder(repo)
+        self.membership = MembershipCache(
+            settings.membership_cache_ttl, settings.membership_cache_size
+        )
         self._closed = False
 
     def start(self) -> None:
@@ -200,6 +208,7 @@ class ChatService:
         """Stop typing timers; give pending ``sc_message_sent`` calls a moment, then
         cancel them (every background task is owned)."""
         self._closed = True
+        await self.membership.close()
         await self.activity.close()
         for handle in self._typing_timers.values():
             handle.cancel()
@@ -231,6 +240,16 @@ class ChatService:
                 "you are not a participant of this conversation (or it does not exist)"
             )
         return role
+
+    async def _require_sender(self, conversation_id: str, user_id: str) -> None:
+        """Membership on the send path, through the short-lived positive cache (see
+        membership.py: removals forget at once, on every instance the bus reaches)."""
+        cache = self.membership
+        if cache.holds(conversation_id, user_id):
+            return
+        epoch = cache.epoch
+        await self.require_participant(conversation_id, user_id)
+        cache.remember(conversation_id, user_id, epoch)
 
     async def participant_ids(self, conversation_id: str) -> list[str]:
         return await self.repo.participant_ids(str(conversation_id))
@@ -440,7 +459,9 @@ class ChatService:
         if not removed:
             raise ParticipantNotFound("that user is not a participant")
         topic = self.topic(conversation_id)
-        # Unsubscribe first (on every instance): nothing published after this reaches them.
+        # Sends stop being authorized from cache, and then the sockets are unsubscribed
+        # (both on every instance): nothing published after this reaches them.
+        await self.membership.forget(conversation_id, user_id)
         await self._remove_from_topic(user_id, topic)
         event = {
             "conversation_id": conversation_id,
@@ -503,7 +524,7 @@ class ChatService:
                 code="invalid_message_type",
             )
         self._check_size(draft.message_type, draft.content, draft.metadata)
-        await self.require_participant(conversation_id, sender_id)
+        await self._require_sender(conversation_id, sender_id)
         if idempotency_key is not None:
             earlier = await self.store.find(conversation_id, sender_id, idempotency_key)
             if earlier is not None:

@@ -1,0 +1,106 @@
+"""A short-lived cache of "this user is a participant" for the send path.
+
+Checking membership costs a SQL round trip per message, the largest single cost of a
+send under load. Only *positive* answers are cached, for at most ``ttl`` seconds, and
+every removal forgets them at once:
+
+* on this instance directly, and on the others through the bus topic
+  ``chat:membership`` (``forget`` is published before the removal is announced);
+* a look-up that started before a removal never stores its (stale) answer: each
+  ``forget`` moves an epoch, and ``remember`` is refused when the epoch moved since the
+  look-up began;
+* if the bus cannot reach another instance (Redis down), that instance keeps a stale
+  positive for at most ``ttl`` seconds — the bound documented in docs/chat.md.
+
+Non-participants are never cached: they always reach the database, so someone added
+on another instance can send at once, and refusals are never stale.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections import OrderedDict
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from secureconnect.kernel import Kernel
+    from secureconnect.store.bus import Subscription
+
+log = logging.getLogger(__name__)
+
+#: bus topic carrying removals to every instance
+BUS_TOPIC = "chat:membership"
+
+
+class MembershipCache:
+    def __init__(self, ttl: float, max_entries: int) -> None:
+        self.ttl = ttl
+        self.max_entries = max_entries
+        self._entries: OrderedDict[tuple[str, str], float] = OrderedDict()  # -> expiry
+        self.epoch = 0
+        self._subscription: Subscription | None = None
+        self._kernel: Kernel | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return self.ttl > 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def holds(self, conversation_id: str, user_id: str) -> bool:
+        key = (conversation_id, user_id)
+        expiry = self._entries.get(key)
+        if expiry is None:
+            return False
+        if expiry <= time.monotonic():
+            del self._entries[key]
+            return False
+        return True
+
+    def remember(self, conversation_id: str, user_id: str, epoch: int) -> None:
+        """Store a positive answer obtained by a look-up that began at ``epoch``."""
+        if not self.enabled or epoch != self.epoch:
+            return
+        self._entries[(conversation_id, user_id)] = time.monotonic() + self.ttl
+        self._entries.move_to_end((conversation_id, user_id))
+        while len(self._entries) > self.max_entries:
+            self._entries.popitem(last=False)
+
+    def forget_local(self, conversation_id: str, user_id: str) -> None:
+        self.epoch += 1
+        self._entries.pop((conversation_id, user_id), None)
+
+    # -- across instances ---------------------------------------------------------------
+    async def start(self, kernel: Kernel) -> None:
+        self._kernel = kernel
+        self._subscription = await kernel.bus.subscribe(BUS_TOPIC, self._on_bus)
+
+    async def close(self) -> None:
+        if self._subscription is not None:
+            await self._subscription.close()
+            self._subscription = None
+        self._entries.clear()
+
+    async def forget(self, conversation_id: str, user_id: str) -> bool:
+        """Forget here and on every instance; False when other instances could not be
+        told (their entries then expire within ``ttl``)."""
+        self.forget_local(conversation_id, user_id)
+        if self._kernel is None:
+            return True
+        message = json.dumps({"c": conversation_id, "u": user_id}).encode()
+        try:
+            return await self._kernel.bus.publish(BUS_TOPIC, message)
+        except Exception:
+            log.warning("could not tell other instances that %s left %s", user_id,
+                        conversation_id, exc_info=True)
+            return False
+
+    def _on_bus(self, _topic: str, message: bytes) -> None:
+        try:
+            data = json.loads(message)
+            self.forget_local(str(data["c"]), str(data["u"]))
+        except (ValueError, KeyError, TypeError):
+            log.warning("ignored a malformed membership message on %s", BUS_TOPIC)
