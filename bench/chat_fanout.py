@@ -264,7 +264,7 @@ async def measure(name: str, driver: Driver, pid: int, args: argparse.Namespace)
         own_echo: dict[int, asyncio.Queue[str]] = {g: asyncio.Queue() for g in senders}
         expected = args.messages * (args.sockets - args.groups)
         done = asyncio.Event()
-        counters = {"delivered": 0, "last": 0.0}
+        counters = {"delivered": 0, "last": 0.0, "errors": 0}
 
         async def reader(index: int, ws: aiohttp.ClientWebSocketResponse) -> None:
             is_sender = index in senders.values()
@@ -273,6 +273,12 @@ async def measure(name: str, driver: Driver, pid: int, args: argparse.Namespace)
                     break
                 key = driver.delivery(msg.data)
                 if key is None:
+                    if '"type":"resync"' in msg.data[:40]:
+                        print(f"  [{name}] resync on socket {index}: {msg.data[:200]}")
+                    if '"type":"error"' in msg.data[:40]:
+                        counters["errors"] += 1
+                        if counters["errors"] == 1:
+                            print(f"  [{name}] error frame: {msg.data[:200]}")
                     continue
                 now = time.perf_counter()
                 if is_sender:
@@ -314,7 +320,8 @@ async def measure(name: str, driver: Driver, pid: int, args: argparse.Namespace)
         try:
             await asyncio.wait_for(done.wait(), timeout=args.timeout)
         except TimeoutError:
-            print(f"  [{name}] timed out: {counters['delivered']}/{expected} delivered")
+            print(f"  [{name}] timed out: {counters['delivered']}/{expected} delivered, "
+                  f"{counters['errors']} error frames")
         result.deliveries = counters["delivered"]
         result.elapsed = (counters["last"] or time.perf_counter()) - start
         for ws in sockets:

@@ -8,6 +8,7 @@ plugins"), never by importing this package.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -73,7 +74,8 @@ async def _chat_service(kernel: Kernel) -> AsyncIterator[None]:
             bucket_size=int(kernel.settings.chat.cassandra_bucket_size),
             auto_migrate=bool(kernel.settings.database.auto_migrate),
         )
-        write_lock = SqlMessageStore(kernel.db).write_lock  # conversations stay in SQL
+        # conversations stay in SQL: SQLite's single writer still needs its queue
+        write_lock = asyncio.Lock() if kernel.db.is_sqlite else None
     else:
         sql_store = SqlMessageStore(kernel.db)
         store, write_lock = sql_store, sql_store.write_lock
@@ -94,6 +96,8 @@ async def _chat_service(kernel: Kernel) -> AsyncIterator[None]:
         await service.close()
         kernel.state.pop(STATE_KEY, None)
         kernel.state.pop(STORE_KEY, None)
+        if isinstance(store, SqlMessageStore):
+            await store.close()
         if _uses_cassandra(kernel):
             await kernel.cassandra.close()
 

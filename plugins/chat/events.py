@@ -7,8 +7,9 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import UUID4, BaseModel, ConfigDict, Field, StrictBool, StrictStr
 
 from secureconnect.http.handlers import parse_model
+from secureconnect.ws.gateway import Deferred
 
-from .service import ChatService, Draft
+from .service import ChatService, Draft, Ticket
 
 if TYPE_CHECKING:
     from secureconnect.kernel import Kernel
@@ -44,10 +45,21 @@ def handlers(kernel: Kernel) -> dict[str, WsHandler]:
         return found
 
     async def send(conn: Connection, data: dict[str, Any]) -> Any:
+        # The quick part, in frame order: validate and take the place in the
+        # conversation's line. The rest runs deferred, so the socket's next frames are
+        # read meanwhile and one client's sends still get their seqs in order.
         body = parse_model(WsSendIn, data)
-        user_id = str(conn.user_id)
-        await kernel.rate_limits.hit(SEND_RATE_CLASS, user_id)
-        message, _ = await service().send_message(
+        chat = service()
+        ticket = chat.reserve(body.conversation_id)
+        return Deferred(_send(chat, str(conn.user_id), body, ticket))
+
+    async def _send(chat: ChatService, user_id: str, body: WsSendIn, ticket: Ticket) -> Any:
+        try:
+            await kernel.rate_limits.hit(SEND_RATE_CLASS, user_id)
+        except BaseException:
+            ticket.close()
+            raise
+        message, _ = await chat.send_message(
             user_id,
             body.conversation_id,
             Draft(
@@ -58,6 +70,7 @@ def handlers(kernel: Kernel) -> dict[str, WsHandler]:
                 file_id=None if body.file_id is None else str(body.file_id),
             ),
             idempotency_key=body.client_id,
+            ticket=ticket,
         )
         return message
 

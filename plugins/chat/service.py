@@ -21,8 +21,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Iterable
-from contextlib import asynccontextmanager
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -135,29 +134,60 @@ class Draft:
     file_id: str | None = None
 
 
-class KeyedLocks:
-    """One asyncio lock per key, dropped when nobody holds or waits for it (bounded by
-    the number of conversations with a send in flight)."""
+class Ticket:
+    """A place in a key's line. ``async with ticket:`` waits until every earlier ticket
+    of the key is done; leaving (or :meth:`close`, for work that failed before its
+    turn) lets the next one go — never before the earlier ones are done."""
+
+    __slots__ = ("_key", "_line", "_mine", "_prev")
+
+    def __init__(self, line: OrderedLines, key: str, prev: asyncio.Future[None] | None,
+                 mine: asyncio.Future[None]) -> None:
+        self._line, self._key, self._prev, self._mine = line, key, prev, mine
+
+    async def __aenter__(self) -> Ticket:
+        if self._prev is not None and not self._prev.done():
+            # shielded: a cancelled waiter must not cancel its predecessor's future
+            await asyncio.shield(self._prev)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._mine.done():
+            return
+        if self._prev is None or self._prev.done():
+            self._finish()
+        else:
+            self._prev.add_done_callback(lambda _: self._finish())
+
+    def _finish(self) -> None:
+        if not self._mine.done():
+            self._mine.set_result(None)
+        self._line._done(self._key, self._mine)
+
+
+class OrderedLines:
+    """One FIFO line per key (a conversation): places are taken synchronously, in the
+    order requests arrive, and served in that order. Bounded by the keys with work in
+    flight (a finished line is dropped)."""
 
     def __init__(self) -> None:
-        self._locks: dict[str, list[Any]] = {}  # key -> [lock, users]
+        self._tails: dict[str, asyncio.Future[None]] = {}
 
-    @asynccontextmanager
-    async def hold(self, key: str) -> AsyncIterator[None]:
-        entry = self._locks.get(key)
-        if entry is None:
-            entry = self._locks[key] = [asyncio.Lock(), 0]
-        entry[1] += 1
-        try:
-            async with entry[0]:
-                yield
-        finally:
-            entry[1] -= 1
-            if entry[1] == 0:
-                del self._locks[key]
+    def reserve(self, key: str) -> Ticket:
+        mine: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        prev = self._tails.get(key)
+        self._tails[key] = mine
+        return Ticket(self, key, prev, mine)
+
+    def _done(self, key: str, future: asyncio.Future[None]) -> None:
+        if self._tails.get(key) is future:
+            del self._tails[key]
 
     def __len__(self) -> int:
-        return len(self._locks)
+        return len(self._tails)
 
 
 def _user(value: Any) -> str:
@@ -186,7 +216,7 @@ class ChatService:
         self._typing_timers: dict[tuple[str, str], asyncio.TimerHandle] = {}
         # append → publish runs under the conversation's lock, so this instance
         # publishes a conversation's messages in seq order
-        self._ordering = KeyedLocks()
+        self._ordering = OrderedLines()
         self.activity = ActivityRecorder(repo)
         self.membership = MembershipCache(
             settings.membership_cache_ttl, settings.membership_cache_size
@@ -511,9 +541,35 @@ class ChatService:
         *,
         idempotency_key: str | None = None,
         origin: str = "client",
+        ticket: Ticket | None = None,
     ) -> tuple[dict[str, Any], bool]:
         """``(message, created)``; ``created`` is False when ``idempotency_key`` matched
-        an earlier send (the original message comes back; nothing is published again)."""
+        an earlier send (the original message comes back; nothing is published again).
+
+        ``ticket`` is a place in the conversation's line taken when the request arrived
+        (:meth:`reserve`), so that one client's pipelined sends keep their order; without
+        one the place is taken now."""
+        if ticket is None:
+            ticket = self._ordering.reserve(str(conversation_id))
+        try:
+            return await self._send(sender_id, conversation_id, draft, idempotency_key,
+                                    origin, ticket)
+        finally:
+            ticket.close()  # work that failed before its turn still lets the line move
+
+    def reserve(self, conversation_id: str) -> Ticket:
+        """Take the next place in a conversation's send line (synchronous)."""
+        return self._ordering.reserve(str(conversation_id))
+
+    async def _send(
+        self,
+        sender_id: str,
+        conversation_id: str,
+        draft: Draft,
+        idempotency_key: str | None,
+        origin: str,
+        ticket: Ticket,
+    ) -> tuple[dict[str, Any], bool]:
         started = time.perf_counter()
         sender_id, conversation_id = str(sender_id), str(conversation_id)
         allowed = CLIENT_MESSAGE_TYPES if origin == "client" else PLUGIN_MESSAGE_TYPES
@@ -559,7 +615,7 @@ class ChatService:
             created_at=utcnow(),
             idempotency_key=idempotency_key,
         )
-        async with self._ordering.hold(conversation_id):
+        async with ticket:
             try:
                 stored, created = await self.store.append(new)
             except BaseException:

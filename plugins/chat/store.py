@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import Connection, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -197,8 +197,65 @@ class SqlMessageStore:
         # SQLite has one writer: queueing writers here instead of in SQLite's busy
         # handler (which sleeps in steps of up to 100 ms) keeps appends fast
         self.write_lock = write_lock or (asyncio.Lock() if db.is_sqlite else None)
+        # Group commit (SQLite, one writer): appends that arrive while a write runs are
+        # stored together in the next transaction instead of queueing one by one.
+        self.group_commit = db.is_sqlite
+        # ... and on a SQLite file that transaction is one call on a dedicated writer
+        # thread with its own connection: one hop to a thread per batch instead of a few
+        # per statement (each hop waits for an event-loop iteration under load).
+        self._writer: _SqliteWriter | None = None
+        if db.is_sqlite and ":memory:" not in db.url and "mode=memory" not in db.url:
+            self._writer = _SqliteWriter(db.url, timeout=db.acquire_timeout)
+        self._waiting: list[tuple[NewMessage, asyncio.Future[tuple[StoredMessage, bool]]]] = []
+        self._flusher: asyncio.Task[None] | None = None
+
+    async def close(self) -> None:
+        if self._flusher is not None:
+            await asyncio.gather(self._flusher, return_exceptions=True)
+        if self._writer is not None:
+            self._writer.close()
 
     async def append(self, message: NewMessage) -> tuple[StoredMessage, bool]:
+        if not self.group_commit:
+            return await self.append_one(message)
+        future: asyncio.Future[tuple[StoredMessage, bool]] = (
+            asyncio.get_running_loop().create_future())
+        self._waiting.append((message, future))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush(), name="chat-group-commit")
+        return await asyncio.shield(future)
+
+    async def _flush(self) -> None:
+        while self._waiting:
+            batch, self._waiting = self._waiting[:256], self._waiting[256:]
+            try:
+                results = await self._append_batch([m for m, _ in batch])
+            except Exception:
+                # one by one, so that a failure stays with its own message
+                for message, future in batch:
+                    try:
+                        result = await self.append_one(message)
+                    except Exception as exc:
+                        if not future.done():
+                            future.set_exception(exc)
+                    else:
+                        if not future.done():
+                            future.set_result(result)
+                continue
+            for (_, future), result in zip(batch, results, strict=True):
+                if not future.done():
+                    future.set_result(result)
+
+    async def _append_batch(self, batch: list[NewMessage]) -> list[tuple[StoredMessage, bool]]:
+        async with self._writing():
+            if self._writer is not None:
+                return await self._writer.run(_append_batch, batch,  # type: ignore[no-any-return]
+                                              timeout=self.db.query_timeout)
+            async with self.db.connect() as conn:
+                return await conn.run_sync(_append_batch, batch)
+
+    async def append_one(self, message: NewMessage) -> tuple[StoredMessage, bool]:
+        """Append in a transaction of its own."""
         for _ in range(self.max_attempts):
             try:
                 return await self._append_once(message), True
@@ -226,33 +283,8 @@ class SqlMessageStore:
                 existing = await self._by_key(message, conn)
                 if existing is not None:
                     raise _AlreadyStored(existing)
-            await conn.execute(
-                insert(messages).values(
-                    id=message.id,
-                    conversation_id=message.conversation_id,
-                    seq=seq,
-                    sender_id=message.sender_id,
-                    message_type=message.message_type,
-                    content=message.content,
-                    is_encrypted=message.is_encrypted,
-                    metadata=_dump(message.metadata),
-                    file_id=message.file_id,
-                    idempotency_key=message.idempotency_key,
-                    created_at=message.created_at,
-                )
-            )
-        return StoredMessage(
-            id=message.id,
-            conversation_id=message.conversation_id,
-            seq=seq,
-            sender_id=message.sender_id,
-            message_type=message.message_type,
-            content=message.content,
-            is_encrypted=message.is_encrypted,
-            metadata=message.metadata,
-            file_id=message.file_id,
-            created_at=message.created_at,
-        )
+            await conn.execute(insert(messages).values(**_row(message, seq)))
+        return _stored(message, seq)
 
     @staticmethod
     async def _next_seq(conn: AsyncConnection, conversation_id: str) -> int:
@@ -371,6 +403,140 @@ class SqlMessageStore:
         found = [_from_row(r) for r in rows[:limit]]
         more = len(rows) > limit and found
         return Page(found, encode_cursor(found[-1].seq) if more else None)
+
+
+def _append_batch(conn: Connection, batch: list[NewMessage]) -> list[tuple[StoredMessage, bool]]:
+    """Store a batch in one transaction (the caller's): idempotency lookups, one counter
+    update per conversation, one multi-row insert."""
+    results: list[tuple[StoredMessage, bool] | None] = [None] * len(batch)
+    first_of_key: dict[tuple[str, str, str], int] = {}
+    fresh: list[int] = []
+    for i, message in enumerate(batch):
+        key = message.idempotency_key
+        if key is not None:
+            slot = (message.conversation_id, message.sender_id, key)
+            if slot in first_of_key:
+                continue  # the same key twice in one batch: answered below
+            found = conn.execute(select(messages).where(
+                messages.c.conversation_id == message.conversation_id,
+                messages.c.sender_id == message.sender_id,
+                messages.c.idempotency_key == key,
+            )).first()
+            if found is not None:
+                results[i] = (_from_row(found), False)
+                continue
+            first_of_key[slot] = i
+        fresh.append(i)
+    counts: dict[str, int] = {}
+    for i in fresh:
+        cid = batch[i].conversation_id
+        counts[cid] = counts.get(cid, 0) + 1
+    c = message_counters.c
+    next_seq: dict[str, int] = {}
+    for cid, n in counts.items():
+        row = conn.execute(
+            update(message_counters).where(c.conversation_id == cid)
+            .values(last_seq=c.last_seq + n).returning(c.last_seq)
+        ).first()
+        if row is None:
+            conn.execute(insert(message_counters).values(conversation_id=cid, last_seq=n))
+            next_seq[cid] = 1
+        else:
+            next_seq[cid] = int(row[0]) - n + 1
+    rows = []
+    for i in fresh:
+        message = batch[i]
+        seq = next_seq[message.conversation_id]
+        next_seq[message.conversation_id] = seq + 1
+        rows.append(_row(message, seq))
+        results[i] = (_stored(message, seq), True)
+    if rows:
+        conn.execute(insert(messages), rows)
+    out: list[tuple[StoredMessage, bool]] = []
+    for i, message in enumerate(batch):
+        result = results[i]
+        if result is None:
+            assert message.idempotency_key is not None
+            first = results[first_of_key[(message.conversation_id, message.sender_id,
+                                          message.idempotency_key)]]
+            assert first is not None
+            result = (first[0], False)
+        out.append(result)
+    return out
+
+
+class _SqliteWriter:
+    """One thread with one SQLite connection: ``await run(fn, *args)`` calls
+    ``fn(connection, *args)`` there inside a transaction (committed on success)."""
+
+    def __init__(self, url: str, *, timeout: float) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        from sqlalchemy import create_engine, event
+        from sqlalchemy.pool import StaticPool
+
+        from secureconnect.store.sql import sqlite_pragmas
+
+        self.engine = create_engine(
+            url.replace("sqlite+aiosqlite", "sqlite+pysqlite", 1),
+            poolclass=StaticPool,
+            connect_args={"check_same_thread": False, "timeout": timeout},
+        )
+        event.listen(self.engine, "connect", sqlite_pragmas)
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="chat-sqlite")
+
+    def _call(self, fn: Any, args: tuple[Any, ...]) -> Any:
+        with self.engine.begin() as conn:
+            return fn(conn, *args)
+
+    async def run(self, fn: Any, *args: Any, timeout: float) -> Any:
+        from sqlalchemy.exc import OperationalError
+
+        from secureconnect.store.sql import DatabaseTimeout, DatabaseUnavailable
+
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(timeout):
+                return await loop.run_in_executor(self.executor, self._call, fn, args)
+        except TimeoutError:
+            raise DatabaseTimeout("the database did not answer in time") from None
+        except OperationalError:
+            raise DatabaseUnavailable("the database is unavailable; retry shortly") from None
+
+    def close(self) -> None:
+        self.executor.shutdown(wait=True)
+        self.engine.dispose()
+
+
+def _row(message: NewMessage, seq: int) -> dict[str, Any]:
+    return {
+        "id": message.id,
+        "conversation_id": message.conversation_id,
+        "seq": seq,
+        "sender_id": message.sender_id,
+        "message_type": message.message_type,
+        "content": message.content,
+        "is_encrypted": message.is_encrypted,
+        "metadata": _dump(message.metadata),
+        "file_id": message.file_id,
+        "idempotency_key": message.idempotency_key,
+        "created_at": message.created_at,
+    }
+
+
+def _stored(message: NewMessage, seq: int) -> StoredMessage:
+    return StoredMessage(
+        id=message.id,
+        conversation_id=message.conversation_id,
+        seq=seq,
+        sender_id=message.sender_id,
+        message_type=message.message_type,
+        content=message.content,
+        is_encrypted=message.is_encrypted,
+        metadata=message.metadata,
+        file_id=message.file_id,
+        created_at=message.created_at,
+    )
 
 
 def _dump(metadata: dict[str, Any] | None) -> str | None:

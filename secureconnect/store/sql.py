@@ -101,7 +101,7 @@ class Database:
             }
         engine = create_async_engine(self.url, **kwargs)
         if self.is_sqlite:
-            event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+            event.listen(engine.sync_engine, "connect", sqlite_pragmas)
         pool = engine.sync_engine.pool
         event.listen(pool, "checkout", lambda *a: self._pool_changed())
         event.listen(pool, "checkin", lambda *a: self._pool_changed())
@@ -173,7 +173,7 @@ class Database:
             await conn.execute(text("SELECT 1"))
 
 
-def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+def sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur = dbapi_conn.cursor()
     for pragma in ("journal_mode=WAL", "synchronous=NORMAL", "foreign_keys=ON",
                    "busy_timeout=5000"):

@@ -16,7 +16,12 @@ Interfaces other parts use (keep them stable)
   ``await conn.subscribe(topic)``, ``await conn.unsubscribe(topic)``,
   ``await conn.send(event_type, data)``.
 * :data:`WsHandler` — ``async def handler(conn, data) -> ack data``; raise a
-  :class:`~secureconnect.errors.Problem` to answer with an ``error`` frame.
+  :class:`~secureconnect.errors.Problem` to answer with an ``error`` frame. A socket's
+  frames are handled one after another; a handler with slow work may return
+  :class:`Deferred` (``Deferred(coro)``) after its quick part: the gateway reads the
+  next frame at once and answers this one when ``coro`` finishes (at most
+  ``ws.max_deferred`` per socket; more wait). Order work that must stay ordered in the
+  quick part (chat takes its per-conversation place in line there).
 
 How it works
 ------------
@@ -93,6 +98,8 @@ class Connection:
         self._limit = gateway.config.send_queue_size
         self._wakeup = asyncio.Event()
         self._expiry: asyncio.TimerHandle | None = None
+        #: frames whose handler returned Deferred and is still running
+        self.deferred = asyncio.Semaphore(gateway.config.max_deferred)
         # inbound token bucket
         self._tokens = float(gateway.config.inbound_burst)
         self._refilled = time.monotonic()
@@ -234,6 +241,15 @@ class SseConnection(Connection):
 WsHandler = Callable[[Connection, dict[str, Any]], Awaitable[Any]]
 
 
+class Deferred:
+    """Returned by a handler: ``awaitable`` finishes the frame; its result is the ack."""
+
+    __slots__ = ("awaitable",)
+
+    def __init__(self, awaitable: Awaitable[Any]) -> None:
+        self.awaitable = awaitable
+
+
 def encode(event_type: str, data: Any, frame_id: Any = None) -> str:
     frame: dict[str, Any] = {"type": event_type}
     if frame_id is not None:
@@ -253,6 +269,7 @@ class GatewayConfig:
     inbound_rate: float = 50.0
     inbound_burst: int = 200
     handler_timeout: float = 10.0
+    max_deferred: int = 32
     close_timeout: float = 2.0
     sse_keepalive: float = 15.0
 
@@ -637,19 +654,25 @@ class Gateway:
     # -- WebSocket --------------------------------------------------------------------
     async def serve_ws(self, request: web.Request) -> web.StreamResponse:
         principal = await self.authenticate(request)
-        try:
-            ws = web.WebSocketResponse(
-                heartbeat=self.config.heartbeat,
-                max_msg_size=self.config.max_frame_bytes,
-                timeout=self.config.close_timeout,
-            )
-            await ws.prepare(request)
-        finally:
-            self._release(principal)  # no await until _register adds the connection
+        ws = web.WebSocketResponse(
+            heartbeat=self.config.heartbeat,
+            max_msg_size=self.config.max_frame_bytes,
+            timeout=self.config.close_timeout,
+        )
         conn = WsConnection(self, principal, ws)
-        conn.writer = asyncio.ensure_future(conn.write_loop())
         try:
-            await self._register(conn)
+            try:
+                # Subscribed (own topic and the plugins' topics) *before* the client sees
+                # the upgrade: everything published after it reaches this socket, queued
+                # until the writer starts.
+                await self._register(conn)
+            finally:
+                self._release(principal)  # counted by _register from its first line
+            await ws.prepare(request)
+            conn.writer = asyncio.ensure_future(conn.write_loop())
+            if conn.closing:  # closed while upgrading (revoked, overflowed)
+                await conn._close_transport()
+                return ws
             async for msg in ws:
                 if msg.type == WSMsgType.TEXT:
                     await self._dispatch(conn, msg.data)
@@ -711,21 +734,37 @@ class Gateway:
         if handler is None:
             self._error(conn, frame_id, "unknown_type", f"unknown frame type {event_type!r}")
             return
+        result = await self._answer(conn, frame_id, event_type, handler(conn, data))
+        if isinstance(result, Deferred):
+            await conn.deferred.acquire()  # back-pressure: the socket's reads wait
+            task = self._spawn(self._finish_deferred(conn, frame_id, event_type, result))
+            task.add_done_callback(lambda _: conn.deferred.release())
+
+    async def _finish_deferred(self, conn: Connection, frame_id: Any, event_type: str,
+                               deferred: Deferred) -> None:
+        await self._answer(conn, frame_id, event_type, deferred.awaitable)
+
+    async def _answer(self, conn: Connection, frame_id: Any, event_type: str,
+                      work: Awaitable[Any]) -> Any:
+        """Await a handler's work; ack or error the frame (a Deferred is passed back)."""
         try:
             async with asyncio.timeout(self.config.handler_timeout):
-                result = await handler(conn, data)
+                result = await work
         except Problem as problem:
             self._error(conn, frame_id, problem.code, problem.detail)
-            return
+            return None
         except TimeoutError:
             self._error(conn, frame_id, "timeout", "the handler took too long")
-            return
+            return None
         except Exception:
             log.exception("WebSocket handler for %r failed", event_type)
             self._error(conn, frame_id, "internal_error", "the server failed on this frame")
-            return
+            return None
+        if isinstance(result, Deferred):
+            return result
         if frame_id is not None:
             conn.enqueue(encode("ack", result, frame_id))
+        return None
 
     def _error(self, conn: Connection, frame_id: Any, code: str, message: str) -> None:
         self.m_errors.labels(code).inc()

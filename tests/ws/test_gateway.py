@@ -419,3 +419,24 @@ async def test_logout_ends_event_stream(sc_client):
         while await stream.content.readline():
             pass
     await wait_for(lambda: not kernel.ws.connections)
+
+
+class SlowLobbyPlugin:
+    """Subscribes every new socket to `lobby` after a slow look-up, as chat does with
+    its database query on connect."""
+
+    @hookimpl
+    async def sc_ws_connected(self, conn: Any) -> None:
+        await asyncio.sleep(0.3)
+        await conn.subscribe("lobby")
+
+
+async def test_topics_joined_on_connect_are_live_when_the_upgrade_answers(sc_client, sc_ws):
+    """A client may send or expect events as soon as its upgrade is answered: whatever
+    the plugins subscribe on connect is in place by then, however slowly they work."""
+    client = await sc_client(FAST, plugins=[SlowLobbyPlugin()])
+    kernel = client.server.app[KERNEL]
+    user = await register_and_login(client)
+    ws = await sc_ws(client, user.access_token)
+    await kernel.ws.publish("lobby", "lobby.news", {"n": 1})
+    assert (await ws.expect("lobby.news", timeout=2))["data"] == {"n": 1}

@@ -85,6 +85,30 @@ async def test_ws_send_is_idempotent_by_client_id(chat_client, sc_ws):
     assert len(await all_messages(client, b, cid)) == 1
 
 
+async def test_a_refused_ws_send_does_not_hold_up_the_next_ones(chat_client, sc_ws):
+    """Pipelined sends: one that fails (too large, then a conversation the sender is not
+    in) answers with an error and the sends behind it go through, in order."""
+    client = await chat_client()
+    a, b, c = await users(client, 3)
+    cid = await create_group(client, a, [b])
+    other = await create_group(client, c, [b])
+    sender = await sc_ws(client, a.access_token)
+    frames = [
+        {"conversation_id": cid, "content": "first"},
+        {"conversation_id": cid, "content": "x" * 20_000},
+        {"conversation_id": other, "content": "not mine"},
+        {"conversation_id": cid, "content": "second"},
+    ]
+    ids = [await sender.send("chat.send", f) for f in frames]
+    replies = [
+        await sender.expect(lambda f, i=i: f.get("id") == i and f["type"] in ("ack", "error"))
+        for i in ids
+    ]
+    assert [r["type"] for r in replies] == ["ack", "error", "error", "ack"]
+    assert replies[2]["data"]["code"] == "not_a_participant"
+    assert [replies[0]["data"]["seq"], replies[3]["data"]["seq"]] == [1, 2]
+
+
 async def test_removed_participant_receives_nothing_after_removal(chat_client, sc_ws):
     client = await chat_client()
     owner, stays, leaves = await users(client, 3)
@@ -210,6 +234,10 @@ async def test_thousand_rapid_sends_from_ten_senders(chat_client, sc_ws):
     replies = await asyncio.gather(*(burst(ws, 100, f"s{k}") for k, ws in enumerate(sockets)))
     acks = [r for batch in replies for r in batch]
     assert all(r["type"] == "ack" for r in acks), [r for r in acks if r["type"] != "ack"][:3]
+    # a socket's sends are answered while it keeps sending, yet keep their order
+    for batch in replies:
+        seqs = [r["data"]["seq"] for r in batch]
+        assert seqs == sorted(seqs)
     assert await listening == list(range(1, 1001))
     stored = await all_messages(client, listener_user, cid)
     assert sorted(m["seq"] for m in stored) == list(range(1, 1001))
