@@ -91,12 +91,7 @@ class MembershipCache:
         if self._kernel is None:
             return True
         message = json.dumps({"c": conversation_id, "u": user_id}).encode()
-        try:
-            return await self._kernel.bus.publish(BUS_TOPIC, message)
-        except Exception:
-            log.warning("could not tell other instances that %s left %s", user_id,
-                        conversation_id, exc_info=True)
-            return False
+        return await self._kernel.bus.publish(BUS_TOPIC, message)  # never raises
 
     def _on_bus(self, _topic: str, message: bytes) -> None:
         try:

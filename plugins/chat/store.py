@@ -198,22 +198,15 @@ class SqlMessageStore:
         # handler (which sleeps in steps of up to 100 ms) keeps appends fast
         self.write_lock = write_lock or (asyncio.Lock() if db.is_sqlite else None)
         # Group commit (SQLite, one writer): appends that arrive while a write runs are
-        # stored together in the next transaction instead of queueing one by one.
+        # stored together in the next transaction (one ``db.write`` hand-off) instead of
+        # queueing one by one.
         self.group_commit = db.is_sqlite
-        # ... and on a SQLite file that transaction is one call on a dedicated writer
-        # thread with its own connection: one hop to a thread per batch instead of a few
-        # per statement (each hop waits for an event-loop iteration under load).
-        self._writer: _SqliteWriter | None = None
-        if db.is_sqlite and ":memory:" not in db.url and "mode=memory" not in db.url:
-            self._writer = _SqliteWriter(db.url, timeout=db.acquire_timeout)
         self._waiting: list[tuple[NewMessage, asyncio.Future[tuple[StoredMessage, bool]]]] = []
         self._flusher: asyncio.Task[None] | None = None
 
     async def close(self) -> None:
         if self._flusher is not None:
             await asyncio.gather(self._flusher, return_exceptions=True)
-        if self._writer is not None:
-            self._writer.close()
 
     async def append(self, message: NewMessage) -> tuple[StoredMessage, bool]:
         if not self.group_commit:
@@ -248,11 +241,7 @@ class SqlMessageStore:
 
     async def _append_batch(self, batch: list[NewMessage]) -> list[tuple[StoredMessage, bool]]:
         async with self._writing():
-            if self._writer is not None:
-                return await self._writer.run(_append_batch, batch,  # type: ignore[no-any-return]
-                                              timeout=self.db.query_timeout)
-            async with self.db.connect() as conn:
-                return await conn.run_sync(_append_batch, batch)
+            return await self.db.write(_append_batch, batch)
 
     async def append_one(self, message: NewMessage) -> tuple[StoredMessage, bool]:
         """Append in a transaction of its own."""
@@ -313,25 +302,14 @@ class SqlMessageStore:
             return await self.find(
                 message.conversation_id, message.sender_id, message.idempotency_key
             )
-        row = (
-            await conn.execute(
-                select(messages).where(
-                    messages.c.conversation_id == message.conversation_id,
-                    messages.c.sender_id == message.sender_id,
-                    messages.c.idempotency_key == message.idempotency_key,
-                )
-            )
-        ).first()
+        query = _key_query(message.conversation_id, message.sender_id, message.idempotency_key)
+        row = (await conn.execute(query)).first()
         return None if row is None else _from_row(row)
 
     async def find(
         self, conversation_id: str, sender_id: str, idempotency_key: str
     ) -> StoredMessage | None:
-        query = select(messages).where(
-            messages.c.conversation_id == conversation_id,
-            messages.c.sender_id == sender_id,
-            messages.c.idempotency_key == idempotency_key,
-        )
+        query = _key_query(conversation_id, sender_id, idempotency_key)
         async with self.db.connect() as conn:
             row = (await conn.execute(query)).first()
         return None if row is None else _from_row(row)
@@ -417,11 +395,7 @@ def _append_batch(conn: Connection, batch: list[NewMessage]) -> list[tuple[Store
             slot = (message.conversation_id, message.sender_id, key)
             if slot in first_of_key:
                 continue  # the same key twice in one batch: answered below
-            found = conn.execute(select(messages).where(
-                messages.c.conversation_id == message.conversation_id,
-                messages.c.sender_id == message.sender_id,
-                messages.c.idempotency_key == key,
-            )).first()
+            found = conn.execute(_key_query(*slot)).first()
             if found is not None:
                 results[i] = (_from_row(found), False)
                 continue
@@ -465,47 +439,13 @@ def _append_batch(conn: Connection, batch: list[NewMessage]) -> list[tuple[Store
     return out
 
 
-class _SqliteWriter:
-    """One thread with one SQLite connection: ``await run(fn, *args)`` calls
-    ``fn(connection, *args)`` there inside a transaction (committed on success)."""
-
-    def __init__(self, url: str, *, timeout: float) -> None:
-        from concurrent.futures import ThreadPoolExecutor
-
-        from sqlalchemy import create_engine, event
-        from sqlalchemy.pool import StaticPool
-
-        from secureconnect.store.sql import sqlite_pragmas
-
-        self.engine = create_engine(
-            url.replace("sqlite+aiosqlite", "sqlite+pysqlite", 1),
-            poolclass=StaticPool,
-            connect_args={"check_same_thread": False, "timeout": timeout},
-        )
-        event.listen(self.engine, "connect", sqlite_pragmas)
-        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="chat-sqlite")
-
-    def _call(self, fn: Any, args: tuple[Any, ...]) -> Any:
-        with self.engine.begin() as conn:
-            return fn(conn, *args)
-
-    async def run(self, fn: Any, *args: Any, timeout: float) -> Any:
-        from sqlalchemy.exc import OperationalError
-
-        from secureconnect.store.sql import DatabaseTimeout, DatabaseUnavailable
-
-        loop = asyncio.get_running_loop()
-        try:
-            async with asyncio.timeout(timeout):
-                return await loop.run_in_executor(self.executor, self._call, fn, args)
-        except TimeoutError:
-            raise DatabaseTimeout("the database did not answer in time") from None
-        except OperationalError:
-            raise DatabaseUnavailable("the database is unavailable; retry shortly") from None
-
-    def close(self) -> None:
-        self.executor.shutdown(wait=True)
-        self.engine.dispose()
+def _key_query(conversation_id: str, sender_id: str, idempotency_key: str) -> Any:
+    """The statement finding the message stored under an idempotency key."""
+    return select(messages).where(
+        messages.c.conversation_id == conversation_id,
+        messages.c.sender_id == sender_id,
+        messages.c.idempotency_key == idempotency_key,
+    )
 
 
 def _row(message: NewMessage, seq: int) -> dict[str, Any]:

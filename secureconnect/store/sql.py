@@ -7,6 +7,8 @@
   ``database_unavailable`` and ``db_connection_acquire_timeout_total``.
 * Each statement is bounded by ``query_timeout`` (``statement_timeout`` on PostgreSQL,
   an asyncio deadline everywhere) → 503 ``database_timeout`` and ``db_query_timeout_total``.
+* ``write(fn, *args)`` runs a synchronous transaction function in one hand-off; on a
+  SQLite file that is one call on a single writer thread with its own connection.
 """
 
 from __future__ import annotations
@@ -14,12 +16,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy import event, text
+from sqlalchemy import Connection, create_engine, event, text
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import (
@@ -29,11 +32,13 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
+from sqlalchemy.pool import StaticPool
 
 from ..errors import ServiceUnavailable
 from ..metrics import Metrics
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class DatabaseUnavailable(ServiceUnavailable):
@@ -55,6 +60,7 @@ class Database:
         self.acquire_timeout = float(settings.acquire_timeout)
         self._engine: AsyncEngine | None = None
         self._sessions: async_sessionmaker[AsyncSession] | None = None
+        self._writer: _WriterThread | None = None
         self.acquire_timeouts = metrics.counter(
             "db_connection_acquire_timeout_total", "Connection acquisitions that timed out")
         self.acquire_duration = metrics.histogram(
@@ -82,6 +88,8 @@ class Database:
             path = self.url.split("///", 1)[-1]
             if path and path != ":memory:" and not path.startswith("file:"):
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
+                self._writer = _WriterThread(self.url, timeout=self.acquire_timeout)
+                self._instrument(self._writer.engine)
             kwargs["connect_args"] = {"timeout": self.acquire_timeout}
         else:
             kwargs.update(
@@ -100,20 +108,27 @@ class Database:
                 },
             }
         engine = create_async_engine(self.url, **kwargs)
-        if self.is_sqlite:
-            event.listen(engine.sync_engine, "connect", sqlite_pragmas)
+        self._instrument(engine.sync_engine)
         pool = engine.sync_engine.pool
         event.listen(pool, "checkout", lambda *a: self._pool_changed())
         event.listen(pool, "checkin", lambda *a: self._pool_changed())
-        event.listen(engine.sync_engine, "before_cursor_execute", _start_timer)
-        event.listen(engine.sync_engine, "after_cursor_execute", self._stop_timer)
         self._engine = engine
         self._sessions = async_sessionmaker(engine, expire_on_commit=False)
 
     async def close(self) -> None:
+        if self._writer is not None:
+            await asyncio.to_thread(self._writer.close)  # after its current transaction
+            self._writer = None
         if self._engine is not None:
             await self._engine.dispose()
             self._engine = None
+
+    def _instrument(self, sync_engine: Any) -> None:
+        """SQLite pragmas and statement timing on every engine of this database."""
+        if self.is_sqlite:
+            event.listen(sync_engine, "connect", _sqlite_pragmas)
+        event.listen(sync_engine, "before_cursor_execute", _start_timer)
+        event.listen(sync_engine, "after_cursor_execute", self._stop_timer)
 
     def _pool_changed(self) -> None:
         pool: Any = self.engine.sync_engine.pool
@@ -136,6 +151,22 @@ class Database:
             async with self.engine.begin() as conn:
                 self.acquire_duration.observe(time.perf_counter() - start)
                 yield conn
+
+    async def write(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(connection, *args)`` — ``connection`` a synchronous SQLAlchemy
+        ``Connection`` — in one write transaction (committed on success), handed off in
+        a single call: a transaction of many statements costs one thread hop instead of
+        one per statement, which matters when the event loop is busy.
+
+        On a SQLite file the call runs on the database's one writer thread, with its own
+        connection (SQLite has a single writer anyway); elsewhere on a pooled
+        connection. Bounded by ``query_timeout``; errors map as for :meth:`connect`. A
+        transaction cut by the timeout on SQLite may still commit afterwards."""
+        if self._writer is None:
+            async with self.connect() as conn:
+                return await conn.run_sync(fn, *args)
+        async with self._guard(), asyncio.timeout(self.query_timeout):
+            return await self._writer.run(fn, *args)
 
     @asynccontextmanager
     async def session(self) -> AsyncIterator[AsyncSession]:
@@ -173,7 +204,32 @@ class Database:
             await conn.execute(text("SELECT 1"))
 
 
-def sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+class _WriterThread:
+    """One thread holding one synchronous SQLite connection (see ``Database.write``)."""
+
+    def __init__(self, url: str, *, timeout: float) -> None:
+        self.engine = create_engine(
+            url.replace("sqlite+aiosqlite", "sqlite+pysqlite", 1),
+            poolclass=StaticPool,
+            connect_args={"check_same_thread": False, "timeout": timeout},
+        )
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sc-sqlite-writer")
+
+    def _call(self, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
+        conn: Connection
+        with self.engine.begin() as conn:
+            return fn(conn, *args)
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.executor, self._call, fn, args)
+
+    def close(self) -> None:
+        self.executor.shutdown(wait=True)
+        self.engine.dispose()
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur = dbapi_conn.cursor()
     for pragma in ("journal_mode=WAL", "synchronous=NORMAL", "foreign_keys=ON",
                    "busy_timeout=5000"):

@@ -98,8 +98,9 @@ class Connection:
         self._limit = gateway.config.send_queue_size
         self._wakeup = asyncio.Event()
         self._expiry: asyncio.TimerHandle | None = None
-        #: frames whose handler returned Deferred and is still running
-        self.deferred = asyncio.Semaphore(gateway.config.max_deferred)
+        #: slots for frames whose handler returned Deferred and is still running (the
+        #: frame being dispatched is started before it waits, hence one fewer)
+        self.deferred = asyncio.Semaphore(gateway.config.max_deferred - 1)
         # inbound token bucket
         self._tokens = float(gateway.config.inbound_burst)
         self._refilled = time.monotonic()
@@ -269,7 +270,7 @@ class GatewayConfig:
     inbound_rate: float = 50.0
     inbound_burst: int = 200
     handler_timeout: float = 10.0
-    max_deferred: int = 32
+    max_deferred: int = 8
     close_timeout: float = 2.0
     sse_keepalive: float = 15.0
 
@@ -736,13 +737,12 @@ class Gateway:
             return
         result = await self._answer(conn, frame_id, event_type, handler(conn, data))
         if isinstance(result, Deferred):
-            await conn.deferred.acquire()  # back-pressure: the socket's reads wait
-            task = self._spawn(self._finish_deferred(conn, frame_id, event_type, result))
+            # Started at once, so the work always runs and cleans up after itself (chat's
+            # place in line is released by it) even if this socket is going away; then
+            # back-pressure: past ws.max_deferred the socket's reads wait for a slot.
+            task = self._spawn(self._answer(conn, frame_id, event_type, result.awaitable))
             task.add_done_callback(lambda _: conn.deferred.release())
-
-    async def _finish_deferred(self, conn: Connection, frame_id: Any, event_type: str,
-                               deferred: Deferred) -> None:
-        await self._answer(conn, frame_id, event_type, deferred.awaitable)
+            await conn.deferred.acquire()
 
     async def _answer(self, conn: Connection, frame_id: Any, event_type: str,
                       work: Awaitable[Any]) -> Any:

@@ -6,12 +6,14 @@ import asyncio
 import time
 from typing import Any
 
+import pytest
 from aiohttp import web
-from sqlalchemy import text
+from sqlalchemy import Connection, text
 
 from secureconnect import RouteTable, hookimpl
 from secureconnect.app import KERNEL
 from secureconnect.http.handlers import json_response
+from secureconnect.store.sql import DatabaseTimeout
 from secureconnect.testing import wait_for
 
 routes = RouteTable(tag="sql-test")
@@ -98,3 +100,38 @@ async def test_postgres_outage_and_recovery(sc_client: Any, private_postgres: An
 
     await wait_for(recovered, timeout=15, interval=0.3, message="recovery without restart")
     assert (await client.get("/health/ready")).status == 200
+
+
+async def test_write_runs_one_transaction_in_one_hand_off_and_is_bounded(
+        sc_client: Any, tmp_path: Any) -> None:
+    """``kernel.db.write`` on a SQLite file: the transaction commits (seen through the
+    pooled connections), statements are timed, a failing function rolls back whole, and
+    one that overruns the query timeout is a counted 503."""
+    client = await sc_client({"database": {"url": f"sqlite+aiosqlite:///{tmp_path}/w.db",
+                                           "query_timeout": 0.5}})
+    kernel = client.app[KERNEL]
+    metrics = kernel.metrics
+    timed = metrics.value("db_query_duration_seconds_count") or 0
+
+    def create(conn: Connection, n: int) -> int:
+        conn.execute(text("CREATE TABLE t (n INTEGER)"))
+        for i in range(n):
+            conn.execute(text("INSERT INTO t VALUES (:n)"), {"n": i})
+        return n
+
+    def half_then_fail(conn: Connection) -> None:
+        conn.execute(text("INSERT INTO t VALUES (99)"))
+        raise ValueError("after one insert")
+
+    def slow(conn: Connection) -> None:
+        time.sleep(1.0)
+
+    assert await kernel.db.write(create, 3) == 3
+    with pytest.raises(ValueError, match="after one insert"):
+        await kernel.db.write(half_then_fail)
+    async with kernel.db.connect() as conn:
+        assert (await conn.execute(text("SELECT count(*) FROM t"))).scalar_one() == 3
+    assert (metrics.value("db_query_duration_seconds_count") or 0) >= timed + 5
+    with pytest.raises(DatabaseTimeout):
+        await kernel.db.write(slow)
+    assert metrics.value("db_query_timeout_total") == 1
