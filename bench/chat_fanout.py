@@ -82,6 +82,9 @@ def chat_app(data_dir: str) -> web.Application:
         {
             "database": {"url": f"sqlite+aiosqlite:///{data_dir}/bench.db"},
             "rate_limits": {"enabled": False},
+            # a sender here pipelines hundreds of frames a second: measure fan-out, not
+            # the per-socket inbound limit (ws.inbound_rate, 50/s by default)
+            "ws": {"inbound_rate": 100_000.0, "inbound_burst": 100_000},
             "logging": {"level": "WARNING"},
         },
         data_dir=data_dir,

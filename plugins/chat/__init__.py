@@ -53,6 +53,7 @@ def sc_settings_validators() -> list[Validator]:
         Validator("chat.cassandra_bucket_size", is_type_of=int, gte=10, lte=100_000),
         Validator("chat.membership_cache_ttl", is_type_of=(int, float), gte=0, lte=60),
         Validator("chat.membership_cache_size", is_type_of=int, gte=1, lte=10_000_000),
+        Validator("chat.activity_flush_interval", is_type_of=(int, float), gte=0, lte=10),
     ]
 
 

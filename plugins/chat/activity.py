@@ -4,35 +4,30 @@ off the send path and coalesced.
 Every send moves its conversation's ``last_seq``/``last_message_at`` and the sender's
 read marker. Writing that in each send would add a transaction to every message; here
 sends only *note* it, and one owned task writes what accumulated (under load, many
-messages per conversation become one write). Reads that show activity (conversation
-list, unread counts) call :meth:`ActivityRecorder.flush` first, so a client never
-sees its own send missing; other instances see it within one flush.
+messages per conversation become one write). The first note after a quiet spell is
+written at once; under load at most one write per ``interval`` seconds
+(``chat.activity_flush_interval``), every conversation in one transaction. Reads that
+show activity (conversation list, unread counts) call :meth:`ActivityRecorder.flush`
+first, so a client never sees its own send missing; other instances see it within
+about ``interval`` seconds.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass, field
 from datetime import datetime
 
-from .conversations import ConversationRepository
+from .conversations import Activity, ConversationRepository
 
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class _Activity:
-    seq: int
-    at: datetime
-    #: sender id → (seq, message id) of their newest message
-    senders: dict[str, tuple[int, str]] = field(default_factory=dict)
-
-
 class ActivityRecorder:
-    def __init__(self, repo: ConversationRepository) -> None:
+    def __init__(self, repo: ConversationRepository, interval: float = 0.0) -> None:
         self.repo = repo
-        self._pending: dict[str, _Activity] = {}
+        self.interval = interval
+        self._pending: dict[str, Activity] = {}
         self._wake = asyncio.Event()
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
@@ -52,7 +47,7 @@ class ActivityRecorder:
     ) -> None:
         entry = self._pending.get(conversation_id)
         if entry is None:
-            entry = self._pending[conversation_id] = _Activity(seq, at)
+            entry = self._pending[conversation_id] = Activity(seq, at)
         elif seq > entry.seq:
             entry.seq, entry.at = seq, at
         mine = entry.senders.get(sender_id)
@@ -63,18 +58,15 @@ class ActivityRecorder:
     async def flush(self) -> None:
         async with self._lock:
             batch, self._pending = self._pending, {}
-            for index, (conversation_id, entry) in enumerate(batch.items()):
-                try:
-                    await self.repo.record_activity(
-                        conversation_id, seq=entry.seq, at=entry.at, senders=entry.senders
-                    )
-                except BaseException:
-                    # keep what was not written for the next flush
-                    for cid, rest in list(batch.items())[index:]:
-                        self._merge(cid, rest)
-                    raise
+            try:
+                await self.repo.record_activity(batch)
+            except BaseException:
+                # keep what was not written for the next flush
+                for cid, rest in batch.items():
+                    self._merge(cid, rest)
+                raise
 
-    def _merge(self, conversation_id: str, entry: _Activity) -> None:
+    def _merge(self, conversation_id: str, entry: Activity) -> None:
         for sender_id, (seq, message_id) in entry.senders.items():
             self.note(
                 conversation_id,
@@ -96,3 +88,6 @@ class ActivityRecorder:
                 log.warning("writing conversation activity failed; retrying", exc_info=True)
                 await asyncio.sleep(1.0)
                 self._wake.set()
+                continue
+            if self.interval:
+                await asyncio.sleep(self.interval)  # what arrives meanwhile waits for one write

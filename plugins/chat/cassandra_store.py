@@ -125,6 +125,12 @@ class CassandraMessageStore:
         return await self.db.execute(await self._stmt(name), params)
 
     # -- append --------------------------------------------------------------------------
+    #: concurrent appends race for seqs (compare-and-set): submission order is not kept
+    ordered_appends = False
+
+    def submit(self, message: NewMessage) -> asyncio.Future[tuple[StoredMessage, bool]]:
+        return asyncio.ensure_future(self.append(message))
+
     async def append(self, message: NewMessage) -> tuple[StoredMessage, bool]:
         message = _millis(message)
         if message.idempotency_key is not None:

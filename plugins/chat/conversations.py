@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import and_, delete, func, insert, select, update
+from sqlalchemy import and_, bindparam, delete, func, insert, select, update
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
 from .models import conversations, participants
@@ -254,32 +256,13 @@ class ConversationRepository:
             )
         return bool(result.rowcount)
 
-    async def record_activity(
-        self,
-        conversation_id: str,
-        *,
-        seq: int,
-        at: datetime,
-        senders: dict[str, tuple[int, str]],
-    ) -> None:
-        """Newest seq/time on the conversation; each sender's read marker moves to their
-        newest message (one's own messages are never unread). Never moves backwards."""
-        async with maybe_locked(self.write_lock), self.db.connect() as conn:
-            await conn.execute(
-                update(conversations)
-                .where(c.id == conversation_id, c.last_seq < seq)
-                .values(last_seq=seq, last_message_at=at)
-            )
-            for sender_id, (sender_seq, message_id) in senders.items():
-                await conn.execute(
-                    update(participants)
-                    .where(
-                        p.conversation_id == conversation_id,
-                        p.user_id == sender_id,
-                        p.last_read_seq < sender_seq,
-                    )
-                    .values(last_read_seq=sender_seq, last_read_message_id=message_id)
-                )
+    async def record_activity(self, batch: dict[str, Activity]) -> None:
+        """Per conversation: newest seq/time, and each sender's read marker moves to
+        their newest message (one's own messages are never unread). Never moves
+        backwards. The whole batch is one transaction in one hand-off (``db.write``)."""
+        if batch:
+            async with maybe_locked(self.write_lock):
+                await self.db.write(_record_activity, batch)
 
     async def mark_read(
         self, conversation_id: str, user_id: str, *, seq: int, message_id: str
@@ -302,3 +285,42 @@ class GroupFull(Exception):
     def __init__(self, count: int) -> None:
         super().__init__(f"the group has {count} participants")
         self.count = count
+
+
+@dataclass
+class Activity:
+    """What sends changed in one conversation since the last write."""
+
+    seq: int
+    at: datetime
+    #: sender id → (seq, message id) of their newest message
+    senders: dict[str, tuple[int, str]] = field(default_factory=dict)
+
+
+_ACTIVITY = (
+    update(conversations)
+    .where(c.id == bindparam("cid"), c.last_seq < bindparam("seq"))
+    .values(last_seq=bindparam("seq"), last_message_at=bindparam("at"))
+)
+_READ_MARKER = (
+    update(participants)
+    .where(
+        p.conversation_id == bindparam("cid"),
+        p.user_id == bindparam("uid"),
+        p.last_read_seq < bindparam("seq"),
+    )
+    .values(last_read_seq=bindparam("seq"), last_read_message_id=bindparam("mid"))
+)
+
+
+def _record_activity(conn: Connection, batch: dict[str, Activity]) -> None:
+    conn.execute(
+        _ACTIVITY, [{"cid": cid, "seq": a.seq, "at": a.at} for cid, a in batch.items()]
+    )
+    markers = [
+        {"cid": cid, "uid": uid, "seq": seq, "mid": mid}
+        for cid, a in batch.items()
+        for uid, (seq, mid) in a.senders.items()
+    ]
+    if markers:
+        conn.execute(_READ_MARKER, markers)

@@ -103,6 +103,7 @@ class ChatSettings:
     max_pending_notifications: int
     membership_cache_ttl: float = 0.0
     membership_cache_size: int = 100_000
+    activity_flush_interval: float = 0.0
 
     @classmethod
     def from_settings(cls, t: Any) -> ChatSettings:
@@ -120,6 +121,7 @@ class ChatSettings:
             max_pending_notifications=int(t.max_pending_notifications),
             membership_cache_ttl=float(t.membership_cache_ttl),
             membership_cache_size=int(t.membership_cache_size),
+            activity_flush_interval=float(t.activity_flush_interval),
         )
 
 
@@ -135,37 +137,66 @@ class Draft:
 
 
 class Ticket:
-    """A place in a key's line. ``async with ticket:`` waits until every earlier ticket
-    of the key is done; leaving (or :meth:`close`, for work that failed before its
-    turn) lets the next one go — never before the earlier ones are done."""
+    """A place in a key's line, in two steps. ``await ticket.submit_turn()`` waits until
+    every earlier ticket of the key has *submitted* its work (:meth:`submitted`);
+    ``async with ticket:`` waits until every earlier ticket is *done*. Leaving (or
+    :meth:`close`, for work that failed early) completes both steps for this ticket —
+    never before the earlier tickets completed them."""
 
-    __slots__ = ("_key", "_line", "_mine", "_prev")
+    __slots__ = ("_done", "_key", "_line", "_prev", "_submitted")
 
-    def __init__(self, line: OrderedLines, key: str, prev: asyncio.Future[None] | None,
-                 mine: asyncio.Future[None]) -> None:
-        self._line, self._key, self._prev, self._mine = line, key, prev, mine
+    def __init__(self, line: OrderedLines, key: str, prev: Ticket | None) -> None:
+        loop = asyncio.get_running_loop()
+        self._line, self._key, self._prev = line, key, prev
+        self._submitted: asyncio.Future[None] = loop.create_future()
+        self._done: asyncio.Future[None] = loop.create_future()
+
+    async def submit_turn(self) -> None:
+        prev = self._prev
+        if prev is not None and not prev._submitted.done():
+            # shielded: a cancelled waiter must not cancel its predecessor's future
+            await asyncio.shield(prev._submitted)
+
+    def submitted(self) -> None:
+        """This ticket's work is submitted (call after :meth:`submit_turn`)."""
+        if not self._submitted.done():
+            self._submitted.set_result(None)
+
+    async def turn(self) -> None:
+        """Wait until every earlier ticket of the key is done."""
+        prev = self._prev
+        if prev is not None and not prev._done.done():
+            await asyncio.shield(prev._done)
 
     async def __aenter__(self) -> Ticket:
-        if self._prev is not None and not self._prev.done():
-            # shielded: a cancelled waiter must not cancel its predecessor's future
-            await asyncio.shield(self._prev)
+        await self.turn()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         self.close()
 
     def close(self) -> None:
-        if self._mine.done():
+        if self._done.done():
             return
-        if self._prev is None or self._prev.done():
+        prev = self._prev
+        if prev is None:
+            self._finish()
+            return
+        if prev._submitted.done():
+            self.submitted()
+        else:
+            prev._submitted.add_done_callback(lambda _: self.submitted())
+        if prev._done.done():
             self._finish()
         else:
-            self._prev.add_done_callback(lambda _: self._finish())
+            prev._done.add_done_callback(lambda _: self._finish())
 
     def _finish(self) -> None:
-        if not self._mine.done():
-            self._mine.set_result(None)
-        self._line._done(self._key, self._mine)
+        self.submitted()
+        if not self._done.done():
+            self._done.set_result(None)
+        self._prev = None  # a finished line keeps no chain of tickets alive
+        self._line._done(self._key, self)
 
 
 class OrderedLines:
@@ -174,16 +205,15 @@ class OrderedLines:
     flight (a finished line is dropped)."""
 
     def __init__(self) -> None:
-        self._tails: dict[str, asyncio.Future[None]] = {}
+        self._tails: dict[str, Ticket] = {}
 
     def reserve(self, key: str) -> Ticket:
-        mine: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        prev = self._tails.get(key)
-        self._tails[key] = mine
-        return Ticket(self, key, prev, mine)
+        ticket = Ticket(self, key, self._tails.get(key))
+        self._tails[key] = ticket
+        return ticket
 
-    def _done(self, key: str, future: asyncio.Future[None]) -> None:
-        if self._tails.get(key) is future:
+    def _done(self, key: str, ticket: Ticket) -> None:
+        if self._tails.get(key) is ticket:
             del self._tails[key]
 
     def __len__(self) -> int:
@@ -217,7 +247,7 @@ class ChatService:
         # append → publish runs under the conversation's lock, so this instance
         # publishes a conversation's messages in seq order
         self._ordering = OrderedLines()
-        self.activity = ActivityRecorder(repo)
+        self.activity = ActivityRecorder(repo, settings.activity_flush_interval)
         self.membership = MembershipCache(
             settings.membership_cache_ttl, settings.membership_cache_size
         )
@@ -615,20 +645,34 @@ class ChatService:
             created_at=utcnow(),
             idempotency_key=idempotency_key,
         )
-        async with ticket:
-            try:
+        try:
+            if self.store.ordered_appends:
+                # Appends submitted in line order get their seqs in that order: the next
+                # message may be submitted before this one is stored (one group commit
+                # holds several), and the results of a commit wake their senders in
+                # that order, so each finds its turn to publish already come.
+                await ticket.submit_turn()
+                appended = self.store.submit(new)
+                ticket.submitted()
+                # (cancelled by a timeout: the message is stored anyway, as it would be
+                # by a send whose client went away)
+                stored, created = await appended
+                await ticket.turn()
+            else:
+                await ticket.turn()
                 stored, created = await self.store.append(new)
-            except BaseException:
-                self.metrics.persisted.labels("error").inc()
-                raise
-            if not created:
-                self.metrics.idempotency_hits.inc()
-                return stored.as_dict(), False
-            now = time.perf_counter()
-            self.metrics.delivery_duration.labels("persist").observe(now - step)
-            message = stored.as_dict()
-            await self._publish(self.topic(conversation_id), "chat.message", message)
-            self.metrics.delivery_duration.labels("publish").observe(time.perf_counter() - now)
+        except Exception:
+            self.metrics.persisted.labels("error").inc()
+            raise
+        # still this message's turn: the line moves on when send_message closes it
+        if not created:
+            self.metrics.idempotency_hits.inc()
+            return stored.as_dict(), False
+        now = time.perf_counter()
+        self.metrics.delivery_duration.labels("persist").observe(now - step)
+        message = stored.as_dict()
+        await self._publish(self.topic(conversation_id), "chat.message", message)
+        self.metrics.delivery_duration.labels("publish").observe(time.perf_counter() - now)
         self.metrics.persisted.labels("success").inc()
         if idempotency_key is not None:
             self.metrics.idempotency_misses.inc()

@@ -108,8 +108,18 @@ class InvalidCursor(ValueError):
 class MessageStore(Protocol):
     """What the chat service needs from a message store. See the module docstring."""
 
+    @property
+    def ordered_appends(self) -> bool:
+        """True when appends *submitted* in some order get their seqs in that order, so
+        a caller may submit the next message before the previous one is stored."""
+        ...
+
     async def append(self, message: NewMessage) -> tuple[StoredMessage, bool]:
         """Store ``message`` with the next seq; ``(stored, created)``."""
+        ...
+
+    def submit(self, message: NewMessage) -> asyncio.Future[tuple[StoredMessage, bool]]:
+        """:meth:`append`, submitted now (synchronously); the future has its result."""
         ...
 
     async def get(self, conversation_id: str, message_id: str) -> StoredMessage | None: ...
@@ -208,15 +218,25 @@ class SqlMessageStore:
         if self._flusher is not None:
             await asyncio.gather(self._flusher, return_exceptions=True)
 
+    @property
+    def ordered_appends(self) -> bool:
+        # a group commit stores what waits in submission order, seqs in that order
+        return self.group_commit
+
     async def append(self, message: NewMessage) -> tuple[StoredMessage, bool]:
         if not self.group_commit:
             return await self.append_one(message)
+        return await asyncio.shield(self.submit(message))
+
+    def submit(self, message: NewMessage) -> asyncio.Future[tuple[StoredMessage, bool]]:
+        if not self.group_commit:
+            return asyncio.ensure_future(self.append_one(message))
         future: asyncio.Future[tuple[StoredMessage, bool]] = (
             asyncio.get_running_loop().create_future())
         self._waiting.append((message, future))
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush(), name="chat-group-commit")
-        return await asyncio.shield(future)
+        return future
 
     async def _flush(self) -> None:
         while self._waiting:

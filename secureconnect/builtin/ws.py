@@ -31,6 +31,7 @@ def sc_settings_validators() -> list[Validator]:
         Validator("ws.handler_timeout", is_type_of=(int, float), gt=0, lte=300),
         Validator("ws.close_timeout", is_type_of=(int, float), gt=0, lte=60),
         Validator("ws.max_deferred", is_type_of=int, gte=1, lte=10_000),
+        Validator("ws.write_buffer_bytes", is_type_of=int, gte=1024, lte=64 * 1024 * 1024),
         Validator("ws.sse_keepalive", is_type_of=(int, float), gt=0, lte=600),
     ]
 

@@ -46,6 +46,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import struct
 import time
 import uuid
 from collections import deque
@@ -131,14 +132,18 @@ class Connection:
     def queued(self) -> int:
         return len(self._queue)
 
-    def enqueue(self, text: str) -> None:
+    def enqueue(self, text: str, wire: bytes | None = None) -> bool:
+        """Queue a frame (``wire``: the same frame already framed for a WebSocket, which
+        a WebSocket connection may write at once). ``True`` when it was written here and
+        now; ``False`` when queued for the writer (or dropped)."""
         if self.closing:
-            return
+            return False
         if len(self._queue) >= self._limit:
             self._overflow(text)
-            return
+            return False
         self._queue.append(text)
         self._wakeup.set()
+        return False
 
     def _overflow(self, text: str) -> None:
         dropped = len(self._queue) + 1
@@ -203,6 +208,53 @@ class WsConnection(Connection):
         super().__init__(gateway, principal)
         self.ws = ws
         self.writer: asyncio.Task[None] | None = None
+        #: the socket's transport while frames may be written straight to it
+        self._direct: asyncio.WriteTransport | None = None
+        #: whole frames to write when the loop finishes its current round
+        self._out: list[bytes] = []
+        self._out_bytes = 0
+
+    def write_directly(self, transport: Any) -> None:
+        """After the upgrade: while nothing is queued and the socket's unsent bytes are
+        below ``ws.write_buffer_bytes``, frames skip the queue and the writer task. The
+        frames one round of the event loop produces for a socket leave in one write
+        (under load, a burst of messages costs one system call per socket, not one per
+        message). Not with permessage-deflate: aiohttp compresses those frames."""
+        if not self.ws.compress and isinstance(transport, asyncio.WriteTransport):
+            self._direct = transport
+
+    def enqueue(self, text: str, wire: bytes | None = None) -> bool:
+        direct = self._direct
+        if (
+            direct is not None
+            and not self._queue
+            and not self.closing
+            and not self.ws.closed
+            and not direct.is_closing()
+            and direct.get_write_buffer_size() + self._out_bytes
+            < self.gateway.config.write_buffer_bytes
+        ):
+            if wire is None:
+                wire = text_frame(text.encode())
+                self.gateway.outbound_counter(text)
+            # (a topic's fan-out counts once for all its sockets)
+            if not self._out:
+                self.gateway._flush_soon(self)
+            self._out.append(wire)
+            self._out_bytes += len(wire)
+            return True
+        return super().enqueue(text)
+
+    def flush_out(self) -> None:
+        """Write the frames gathered this round: whole frames, so they never interleave
+        with aiohttp's own (pings, close). Dropped once the socket is closing."""
+        if not self._out:
+            return
+        out, self._out, self._out_bytes = self._out, [], 0
+        direct = self._direct
+        if direct is None or direct.is_closing() or self.ws.closed:
+            return
+        direct.write(out[0] if len(out) == 1 else b"".join(out))
 
     async def write_loop(self) -> None:
         sent = self.gateway.outbound_counter
@@ -210,6 +262,7 @@ class WsConnection(Connection):
             frame = await self.next_frame()
             if frame is None:
                 return
+            self.flush_out()  # frames gathered before this one leave first
             await self.ws.send_str(frame)
             sent(frame)
 
@@ -251,6 +304,22 @@ class Deferred:
         self.awaitable = awaitable
 
 
+_FRAME_HEADER_SHORT = struct.Struct("!BB")
+_FRAME_HEADER_MEDIUM = struct.Struct("!BBH")
+_FRAME_HEADER_LONG = struct.Struct("!BBQ")
+
+
+def text_frame(payload: bytes) -> bytes:
+    """A whole, final, unmasked, uncompressed WebSocket text frame (RFC 6455 §5.2) —
+    what a server sends; built once per event and written to every socket as is."""
+    size = len(payload)
+    if size < 126:
+        return _FRAME_HEADER_SHORT.pack(0x81, size) + payload
+    if size < 65536:
+        return _FRAME_HEADER_MEDIUM.pack(0x81, 126, size) + payload
+    return _FRAME_HEADER_LONG.pack(0x81, 127, size) + payload
+
+
 def encode(event_type: str, data: Any, frame_id: Any = None) -> str:
     frame: dict[str, Any] = {"type": event_type}
     if frame_id is not None:
@@ -271,6 +340,7 @@ class GatewayConfig:
     inbound_burst: int = 200
     handler_timeout: float = 10.0
     max_deferred: int = 8
+    write_buffer_bytes: int = 65536
     close_timeout: float = 2.0
     sse_keepalive: float = 15.0
 
@@ -335,6 +405,8 @@ class Gateway:
             "websocket_publish_errors_total", "Publishes the bus failed (never raised)"
         )
         self._out_children: dict[str, Any] = {}
+        #: sockets with frames gathered this round (see WsConnection.write_directly)
+        self._to_flush: list[WsConnection] = []
 
     # -- start-up ---------------------------------------------------------------------
     def install_handlers(self, handlers: Iterable[tuple[str, tuple[str, WsHandler]]]) -> None:
@@ -384,6 +456,19 @@ class Gateway:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task
+
+    def _flush_soon(self, conn: WsConnection) -> None:
+        if not self._to_flush:
+            asyncio.get_running_loop().call_soon(self._flush_all)
+        self._to_flush.append(conn)
+
+    def _flush_all(self) -> None:
+        conns, self._to_flush = self._to_flush, []
+        for conn in conns:
+            try:
+                conn.flush_out()
+            except Exception:  # one broken socket must not keep frames from the others
+                log.debug("writing to a WebSocket failed", exc_info=True)
 
     # -- slow consumers -----------------------------------------------------------------
     def on_dropped(self, listener: Callable[[Connection, list[str]], None]) -> None:
@@ -461,14 +546,14 @@ class Gateway:
             for conn in list(self._by_session.get(sid, ())):
                 conn.request_close(CLOSE_POLICY, "session revoked")
 
-    def outbound_counter(self, frame: str) -> None:
+    def outbound_counter(self, frame: str, count: int = 1) -> None:
         # the type is the envelope's first key: no need to parse the frame again
         end = frame.find('"', 9)
         event_type = frame[9:end] if frame.startswith('{"type":"') and end > 0 else "unknown"
         child = self._out_children.get(event_type)
         if child is None:
             child = self._out_children[event_type] = self.m_messages.labels("out", event_type)
-        child.inc()
+        child.inc(count)
 
     # -- topics (one bus subscription per topic per instance) ------------------------
     def topic_count(self) -> int:
@@ -488,8 +573,13 @@ class Gateway:
 
         def deliver(_topic: str, message: bytes) -> None:
             text = message.decode()
+            wire = text_frame(message)  # one frame for every socket
+            written = 0
             for target in list(entry.conns):
-                target.enqueue(text)
+                if target.enqueue(text, wire):
+                    written += 1
+            if written:
+                self.outbound_counter(text, written)
 
         try:
             entry.sub = await self.kernel.bus.subscribe(topic, deliver)
@@ -671,6 +761,7 @@ class Gateway:
                 self._release(principal)  # counted by _register from its first line
             await ws.prepare(request)
             conn.writer = asyncio.ensure_future(conn.write_loop())
+            conn.write_directly(request.transport)
             if conn.closing:  # closed while upgrading (revoked, overflowed)
                 await conn._close_transport()
                 return ws
