@@ -66,6 +66,8 @@ class Kernel:
         self.settings = settings
         self.pm = pm
         self.hooks = pm.hook
+        #: hook name → (pluggy's registrations, their call order)
+        self._hook_order: dict[str, tuple[list[pluggy.HookImpl], list[pluggy.HookImpl]]] = {}
         self.metrics = Metrics()
         self.http_metrics = HttpMetrics(self.metrics)
         #: per-plugin state: ``kernel.state["polls"] = ...`` (never module globals)
@@ -124,12 +126,18 @@ class Kernel:
 
     # -- calling runtime hooks ---------------------------------------------------
     def hook_impls(self, name: str) -> list[pluggy.HookImpl]:
-        """Implementations of hook ``name`` in call order (pluggy's LIFO order)."""
+        """Implementations of hook ``name`` in call order (pluggy's LIFO order).
+        The order is worked out again only when the registrations changed."""
         impls = getattr(self.hooks, name).get_hookimpls()
+        cached = self._hook_order.get(name)
+        if cached is not None and cached[0] == impls:
+            return cached[1]
         first = [i for i in impls if i.tryfirst]
         last = [i for i in impls if i.trylast]
         middle = [i for i in impls if not i.tryfirst and not i.trylast]
-        return [*reversed(first), *reversed(middle), *reversed(last)]
+        ordered = [*reversed(first), *reversed(middle), *reversed(last)]
+        self._hook_order[name] = (impls, ordered)
+        return ordered
 
     async def call(self, name: str, **kwargs: Any) -> list[Any]:
         """Call every implementation of ``name`` and await what needs awaiting.

@@ -242,6 +242,12 @@ class ChatService:
         self.store = store
         self.repo = repo
         self.metrics = ChatMetrics.build(kernel.metrics)
+        # the send path's fixed-label series, bound once
+        m = self.metrics
+        self._took = {step: m.delivery_duration.labels(step)
+                      for step in ("guard", "persist", "publish")}
+        self._persisted_ok = m.persisted.labels("success")
+        self._published_ok = m.published.labels("success")
         self._notifications: set[asyncio.Task[None]] = set()
         self._typing_timers: dict[tuple[str, str], asyncio.TimerHandle] = {}
         # append → publish runs under the conversation's lock, so this instance
@@ -632,7 +638,7 @@ class ChatService:
         if content != draft.content or metadata != draft.metadata:
             self._check_size(draft.message_type, content, metadata)
         step = time.perf_counter()
-        self.metrics.delivery_duration.labels("guard").observe(step - started)
+        self._took["guard"].observe(step - started)
         new = NewMessage(
             id=new_id_str(),
             conversation_id=conversation_id,
@@ -669,11 +675,11 @@ class ChatService:
             self.metrics.idempotency_hits.inc()
             return stored.as_dict(), False
         now = time.perf_counter()
-        self.metrics.delivery_duration.labels("persist").observe(now - step)
+        self._took["persist"].observe(now - step)
         message = stored.as_dict()
         await self._publish(self.topic(conversation_id), "chat.message", message)
-        self.metrics.delivery_duration.labels("publish").observe(time.perf_counter() - now)
-        self.metrics.persisted.labels("success").inc()
+        self._took["publish"].observe(time.perf_counter() - now)
+        self._persisted_ok.inc()
         if idempotency_key is not None:
             self.metrics.idempotency_misses.inc()
         self.metrics.created.labels(
@@ -1007,7 +1013,7 @@ class ChatService:
                 exc_info=True,
             )
             return
-        self.metrics.published.labels("success").inc()
+        self._published_ok.inc()
         self.metrics.publish_success.inc()
 
     async def _publish_to_user(self, user_id: str, event_type: str, data: dict[str, Any]) -> None:

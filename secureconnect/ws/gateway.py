@@ -27,7 +27,9 @@ How it works
 ------------
 * One bus subscription per topic per instance, reference counted over the local
   connections subscribed to it; an event is encoded once and fanned out as text.
-* Every connection has a bounded send queue drained by exactly one writer task. A
+* A WebSocket with nothing queued and little unsent takes frames at once; what one
+  loop round gathers for it leaves in one write (``WsConnection.write_directly``).
+* Otherwise a connection has a bounded send queue drained by exactly one writer task. A
   connection whose queue overflows is a slow consumer: its queue is replaced by one
   ``resync`` event (or it is closed with 1013, ``ws.slow_consumer``) and the dropped
   events are counted; nothing else waits for it.
@@ -213,6 +215,7 @@ class WsConnection(Connection):
         #: whole frames to write when the loop finishes its current round
         self._out: list[bytes] = []
         self._out_bytes = 0
+        self._write_limit = gateway.config.write_buffer_bytes
 
     def write_directly(self, transport: Any) -> None:
         """After the upgrade: while nothing is queued and the socket's unsent bytes are
@@ -229,11 +232,8 @@ class WsConnection(Connection):
             direct is not None
             and not self._queue
             and not self.closing
-            and not self.ws.closed
-            and not direct.is_closing()
-            and direct.get_write_buffer_size() + self._out_bytes
-            < self.gateway.config.write_buffer_bytes
-        ):
+            and direct.get_write_buffer_size() + self._out_bytes < self._write_limit
+        ):  # (a socket that is closing drops these in flush_out)
             if wire is None:
                 wire = text_frame(text.encode())
                 self.gateway.outbound_counter(text)

@@ -440,3 +440,36 @@ async def test_topics_joined_on_connect_are_live_when_the_upgrade_answers(sc_cli
     ws = await sc_ws(client, user.access_token)
     await kernel.ws.publish("lobby", "lobby.news", {"n": 1})
     assert (await ws.expect("lobby.news", timeout=2))["data"] == {"n": 1}
+
+
+@pytest.mark.parametrize("compress", [0, 15], ids=["plain", "permessage-deflate"])
+async def test_a_burst_arrives_whole_and_in_order_across_direct_and_queued_writes(
+    sc_client, compress
+):
+    # A small write buffer makes frames switch between the direct path (gathered and
+    # written once per loop round) and the send queue many times during the burst;
+    # with permessage-deflate every frame takes the queue (aiohttp compresses it).
+    total = 3000
+    client, kernel = await _setup(
+        sc_client, {"ws": {"write_buffer_bytes": 2048, "send_queue_size": total + 10}}
+    )
+    user = await register_and_login(client)
+    ws = await client.ws_connect("/v1/ws", headers=user.headers, compress=compress)
+    assert ws.compress == compress
+    await ws.send_str(json.dumps({"type": "subscribe", "id": "s", "data": {"topic": "room:open"}}))
+    assert json.loads((await ws.receive(timeout=5)).data)["type"] == "ack"
+    for n in range(total):  # one loop round: the in-process bus never suspends
+        await kernel.ws.publish("room:open", "room.said", {"n": n, "pad": "y" * 200})
+    await ws.send_str(json.dumps({"type": "room.echo", "id": "last", "data": {}}))
+    received = []
+    while True:
+        frame = json.loads((await ws.receive(timeout=10)).data)
+        if frame["type"] == "ack":
+            assert frame["id"] == "last"  # queued behind the burst, not ahead of it
+            break
+        received.append(frame["data"]["n"])
+    assert received == list(range(total))
+    assert kernel.metrics.value(
+        "websocket_messages_total", {"direction": "out", "type": "room.said"}
+    ) == total
+    await ws.close()
