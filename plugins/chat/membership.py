@@ -18,10 +18,12 @@ on another instance can send at once, and refusals are never stale.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
 from collections import OrderedDict
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -39,6 +41,8 @@ class MembershipCache:
         self.ttl = ttl
         self.max_entries = max_entries
         self._entries: OrderedDict[tuple[str, str], float] = OrderedDict()  # -> expiry
+        #: look-ups in flight: pair → (epoch it began at, its answer to come)
+        self._running: dict[tuple[str, str], tuple[int, asyncio.Future[bool | None]]] = {}
         self.epoch = 0
         self._subscription: Subscription | None = None
         self._kernel: Kernel | None = None
@@ -59,6 +63,37 @@ class MembershipCache:
             del self._entries[key]
             return False
         return True
+
+    async def check(
+        self, conversation_id: str, user_id: str, fetch: Callable[[], Awaitable[bool]]
+    ) -> bool:
+        """Is the user a participant: a cached "yes", else ``fetch()`` (whose "yes" is
+        remembered). Concurrent checks of one pair share one ``fetch`` when it began
+        after the last removal — a burst of sends, or a cache entry expiring under
+        load, costs one look-up, not one per send. If the shared look-up fails, each
+        waiter looks up for itself."""
+        if self.holds(conversation_id, user_id):
+            return True
+        key = (conversation_id, user_id)
+        epoch = self.epoch
+        running = self._running.get(key)
+        if running is not None and running[0] == epoch:
+            answer = await asyncio.shield(running[1])
+            if answer is not None:
+                return answer
+            return await fetch()
+        shared: asyncio.Future[bool | None] = asyncio.get_running_loop().create_future()
+        self._running[key] = (epoch, shared)
+        answer = None
+        try:
+            answer = await fetch()
+        finally:
+            shared.set_result(answer)  # None (failed): the waiters look up themselves
+            if self._running.get(key, (0, None))[1] is shared:
+                del self._running[key]
+        if answer:
+            self.remember(conversation_id, user_id, epoch)
+        return answer
 
     def remember(self, conversation_id: str, user_id: str, epoch: int) -> None:
         """Store a positive answer obtained by a look-up that began at ``epoch``."""

@@ -301,21 +301,22 @@ class ChatService:
         — for unknown conversations too, so ids cannot be probed."""
         role = await self.repo.role_of(str(conversation_id), str(user_id))
         if role is None:
-            self.metrics.send_unauthorized.inc()
-            raise NotAParticipant(
-                "you are not a participant of this conversation (or it does not exist)"
-            )
+            raise self._not_a_participant()
         return role
+
+    def _not_a_participant(self) -> NotAParticipant:
+        self.metrics.send_unauthorized.inc()
+        return NotAParticipant(
+            "you are not a participant of this conversation (or it does not exist)"
+        )
 
     async def _require_sender(self, conversation_id: str, user_id: str) -> None:
         """Membership on the send path, through the short-lived positive cache (see
         membership.py: removals forget at once, on every instance the bus reaches)."""
-        cache = self.membership
-        if cache.holds(conversation_id, user_id):
-            return
-        epoch = cache.epoch
-        await self.require_participant(conversation_id, user_id)
-        cache.remember(conversation_id, user_id, epoch)
+        if not await self.membership.check(
+            conversation_id, user_id, lambda: self.is_participant(conversation_id, user_id)
+        ):
+            raise self._not_a_participant()
 
     async def participant_ids(self, conversation_id: str) -> list[str]:
         return await self.repo.participant_ids(str(conversation_id))

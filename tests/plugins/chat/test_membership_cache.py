@@ -4,6 +4,7 @@ even with a long cache lifetime, and a look-up racing a removal never stores a s
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -76,3 +77,67 @@ def test_a_look_up_that_began_before_a_removal_stores_nothing() -> None:
     cache.remember("c3", "u1", cache.epoch)
     assert len(cache) == 2 and not cache.holds("c1", "u1") and cache.holds("c3", "u1")
     assert not MembershipCache(ttl=0, max_entries=10).enabled
+
+
+async def test_concurrent_checks_of_one_pair_share_one_look_up() -> None:
+    cache = MembershipCache(ttl=60, max_entries=10)
+    calls = 0
+    release = asyncio.Event()
+
+    async def fetch(answer: bool | None) -> bool:
+        nonlocal calls
+        calls += 1
+        await release.wait()
+        if answer is None:
+            raise ConnectionError("database went away")
+        return answer
+
+    # a burst of sends from one member: one look-up, every send let in, then cached
+    burst = [asyncio.ensure_future(cache.check("c", "u", lambda: fetch(True))) for _ in range(50)]
+    await wait_for(lambda: calls == 1)
+    release.set()
+    assert await asyncio.gather(*burst) == [True] * 50
+    assert calls == 1 and cache.holds("c", "u")
+
+    # a refusal is shared too, and never cached
+    release.clear()
+    calls = 0
+    burst = [asyncio.ensure_future(cache.check("c", "x", lambda: fetch(False))) for _ in range(5)]
+    await wait_for(lambda: calls == 1)
+    release.set()
+    assert await asyncio.gather(*burst) == [False] * 5
+    assert calls == 1 and not cache.holds("c", "x")
+
+    # a failed shared look-up: its own caller gets the error, the others look up again
+    release.clear()
+    calls = 0
+    first = asyncio.ensure_future(cache.check("c", "y", lambda: fetch(None)))
+    await wait_for(lambda: calls == 1)
+    others = [asyncio.ensure_future(cache.check("c", "y", lambda: fetch(True))) for _ in range(3)]
+    await asyncio.sleep(0.01)
+    release.set()
+    with pytest.raises(ConnectionError):
+        await first
+    assert await asyncio.gather(*others) == [True] * 3
+    assert calls == 4
+
+
+async def test_a_check_after_a_removal_does_not_join_a_look_up_begun_before_it() -> None:
+    cache = MembershipCache(ttl=60, max_entries=10)
+    release = asyncio.Event()
+    answers = iter([True, False])  # a member, then removed
+
+    async def fetch() -> bool:
+        answer = next(answers)
+        await release.wait()
+        return answer
+
+    before = asyncio.ensure_future(cache.check("c", "u", fetch))
+    await asyncio.sleep(0)
+    cache.forget_local("c", "u")  # the removal commits while that look-up runs
+    after = asyncio.ensure_future(cache.check("c", "u", fetch))
+    await asyncio.sleep(0)
+    release.set()
+    assert await before is True  # began before the removal
+    assert await after is False  # looked up for itself
+    assert not cache.holds("c", "u")  # the stale yes was not stored
