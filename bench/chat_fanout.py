@@ -11,9 +11,11 @@ load through each from this process:
 
 N sockets are spread over G groups; one sender per group sends M messages, keeping at
 most W in flight (a message is "done" when the sender's own socket gets it back), or at
-a fixed rate with ``--rate``. Printed for each: delivered messages/s (deliveries to the
-other members' sockets), p50/p99 send→deliver latency, server memory per idle socket
-(RSS growth of the server process while K idle sockets are open), and the ratios.
+a fixed rate with ``--rate``. The load runs ``--rounds`` times over the same sockets.
+Printed for each: delivered messages/s (deliveries to the other members' sockets; the
+median round, each round listed), p50/p99 send→deliver latency over all rounds, server
+memory per idle socket (RSS growth of the server process while K idle sockets are
+open), and the ratios.
 
     .venv/bin/python bench/chat_fanout.py --sockets 200 --groups 10 --messages 200
 """
@@ -32,6 +34,7 @@ import time
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 from aiohttp import web
@@ -119,9 +122,14 @@ class Result:
     elapsed: float = 0.0
     latencies: list[float] = field(default_factory=list)
     idle_bytes_per_socket: float = 0.0
+    #: delivered/s of each round
+    rounds: list[float] = field(default_factory=list)
 
     @property
     def rate(self) -> float:
+        """The median round's delivered/s (one round: deliveries / elapsed)."""
+        if self.rounds:
+            return sorted(self.rounds)[len(self.rounds) // 2]
         return self.deliveries / self.elapsed if self.elapsed else 0.0
 
     def pct(self, q: float) -> float:
@@ -273,8 +281,7 @@ async def measure(name: str, driver: Driver, pid: int, args: argparse.Namespace)
         sent_at: dict[str, float] = {}
         own_echo: dict[int, asyncio.Queue[str]] = {g: asyncio.Queue() for g in senders}
         expected = args.messages * (args.sockets - args.groups)
-        done = asyncio.Event()
-        counters = {"delivered": 0, "last": 0.0, "errors": 0}
+        state: dict[str, Any] = {}
 
         async def reader(index: int, ws: aiohttp.ClientWebSocketResponse) -> None:
             is_sender = index in senders.values()
@@ -286,8 +293,8 @@ async def measure(name: str, driver: Driver, pid: int, args: argparse.Namespace)
                     if '"type":"resync"' in msg.data[:40]:
                         print(f"  [{name}] resync on socket {index}: {msg.data[:200]}")
                     if '"type":"error"' in msg.data[:40]:
-                        counters["errors"] += 1
-                        if counters["errors"] == 1:
+                        state["errors"] += 1
+                        if state["errors"] == 1:
                             print(f"  [{name}] error frame: {msg.data[:200]}")
                     continue
                 now = time.perf_counter()
@@ -295,14 +302,14 @@ async def measure(name: str, driver: Driver, pid: int, args: argparse.Namespace)
                     own_echo[index].put_nowait(key)
                     continue
                 result.latencies.append(now - sent_at[key])
-                counters["delivered"] += 1
-                counters["last"] = now
-                if counters["delivered"] >= expected:
-                    done.set()
+                state["delivered"] += 1
+                state["last"] = now
+                if state["delivered"] >= expected:
+                    state["done"].set()
 
         readers = [asyncio.create_task(reader(i, ws)) for i, ws in enumerate(sockets)]
 
-        async def sender(group: int) -> None:
+        async def sender(round_no: int, group: int) -> None:
             ws = sockets[senders[group]]
             window = asyncio.Semaphore(args.window)
             interval = 1.0 / args.rate if args.rate else 0.0
@@ -316,24 +323,31 @@ async def measure(name: str, driver: Driver, pid: int, args: argparse.Namespace)
             try:
                 for n in range(args.messages):
                     await window.acquire()
-                    key = f"g{group}-{n}"
+                    key = f"r{round_no}-g{group}-{n}"
                     sent_at[key] = time.perf_counter()
                     await ws.send_str(driver.frame(group, key, n))
                     if interval:
                         await asyncio.sleep(interval)
+                # the last echoes come back before the next round starts
+                for _ in range(args.window):
+                    await window.acquire()
             finally:
-                await asyncio.sleep(0)
                 releaser.cancel()
 
-        start = time.perf_counter()
-        await asyncio.gather(*(sender(g) for g in senders))
-        try:
-            await asyncio.wait_for(done.wait(), timeout=args.timeout)
-        except TimeoutError:
-            print(f"  [{name}] timed out: {counters['delivered']}/{expected} delivered, "
-                  f"{counters['errors']} error frames")
-        result.deliveries = counters["delivered"]
-        result.elapsed = (counters["last"] or time.perf_counter()) - start
+        for round_no in range(args.rounds):
+            state.update(delivered=0, last=0.0, errors=0, done=asyncio.Event())
+            start = time.perf_counter()
+            try:
+                async with asyncio.timeout(args.timeout):
+                    await asyncio.gather(*(sender(round_no, g) for g in senders))
+                    await state["done"].wait()
+            except TimeoutError:
+                print(f"  [{name}] timed out: {state['delivered']}/{expected} delivered, "
+                      f"{state['errors']} error frames")
+            elapsed = (state["last"] or time.perf_counter()) - start
+            result.deliveries += state["delivered"]
+            result.elapsed += elapsed
+            result.rounds.append(state["delivered"] / elapsed if elapsed else 0.0)
         for ws in sockets:
             await ws.close()
         for task in readers:
@@ -386,6 +400,7 @@ def report(results: list[Result], args: argparse.Namespace) -> None:
         print(
             f"{r.name:<8}{r.rate:>14.0f}{r.pct(0.50):>10.2f}{r.pct(0.99):>10.2f}"
             f"{r.deliveries:>12}{r.idle_bytes_per_socket / 1024:>18.1f}"
+            f"   rounds: {' / '.join(f'{x:.0f}' for x in r.rounds)}"
         )
     by = {r.name: r for r in results}
     if "chat" in by and "bare" in by and by["bare"].rate:
@@ -408,6 +423,10 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=0.0, help="msgs/s per sender; 0 = max")
     parser.add_argument("--idle", type=int, default=500, help="idle sockets for the memory figure")
     parser.add_argument("--timeout", type=float, default=120.0)
+    parser.add_argument(
+        "--rounds", type=int, default=3,
+        help="load rounds per server over the same sockets; the median round is reported",
+    )
     parser.add_argument("--only", choices=("chat", "bare"))
     args = parser.parse_args()
     kinds = [args.only] if args.only else ["bare", "chat"]
