@@ -214,6 +214,7 @@ class WsConnection(Connection):
         self._direct: asyncio.WriteTransport | None = None
         #: whole frames to write when the loop finishes its current round
         self._out: list[bytes] = []
+        #: the transport's unsent bytes when this round began, plus ``_out``'s
         self._out_bytes = 0
         self._write_limit = gateway.config.write_buffer_bytes
 
@@ -228,21 +229,20 @@ class WsConnection(Connection):
 
     def enqueue(self, text: str, wire: bytes | None = None) -> bool:
         direct = self._direct
-        if (
-            direct is not None
-            and not self._queue
-            and not self.closing
-            and direct.get_write_buffer_size() + self._out_bytes < self._write_limit
-        ):  # (a socket that is closing drops these in flush_out)
-            if wire is None:
-                wire = text_frame(text.encode())
-                self.gateway.outbound_counter(text)
-            # (a topic's fan-out counts once for all its sockets)
-            if not self._out:
-                self.gateway._flush_soon(self)
-            self._out.append(wire)
-            self._out_bytes += len(wire)
-            return True
+        if direct is not None and not self._queue and not self.closing:
+            # (a socket that is closing drops these in flush_out)
+            if not self._out:  # the transport's backlog only changes when we flush
+                self._out_bytes = direct.get_write_buffer_size()
+            if self._out_bytes < self._write_limit:
+                if wire is None:
+                    wire = text_frame(text.encode())
+                    self.gateway.outbound_counter(text)
+                # (a topic's fan-out counts once for all its sockets)
+                if not self._out:
+                    self.gateway._flush_soon(self)
+                self._out.append(wire)
+                self._out_bytes += len(wire)
+                return True
         return super().enqueue(text)
 
     def flush_out(self) -> None:
@@ -302,6 +302,66 @@ class Deferred:
 
     def __init__(self, awaitable: Awaitable[Any]) -> None:
         self.awaitable = awaitable
+
+
+class Deadlines:
+    """Bounds the tasks awaiting frame handlers with one loop timer for all of them.
+
+    ``asyncio.timeout`` schedules a timer per use and leaves it cancelled in the loop's
+    heap; at thousands of frames a second (two uses per chat send) that heap grows to
+    tens of thousands and every push pays for it. Here a task is noted with its
+    deadline, and while anything is noted a sweep runs every ``tick`` seconds and
+    cancels the tasks past theirs. A deadline is kept at most ``tick`` late — a quarter
+    of the timeout, at most a second — which is fine for a bound meant to catch stuck
+    work. Since every deadline is ``now + timeout``, the notes are in deadline order
+    and a sweep stops at the first one not yet due.
+    """
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+        self.tick = min(1.0, timeout / 4)
+        self._due: dict[asyncio.Task[Any], float] = {}
+        self._expired: set[asyncio.Task[Any]] = set()
+        self._timer: asyncio.TimerHandle | None = None
+
+    def enter(self, task: asyncio.Task[Any]) -> int:
+        """Note ``task``; returns what :meth:`leave` needs (its pending cancellations)."""
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        self._due.pop(task, None)  # (re-noted: keep the notes in deadline order)
+        self._due[task] = now + self.timeout
+        if self._timer is None:
+            self._timer = loop.call_at(now + self.tick, self._sweep)
+        return task.cancelling()
+
+    def leave(self, task: asyncio.Task[Any], cancelling: int) -> bool:
+        """Forget ``task``; True when its deadline cancelled it (and nothing else did)."""
+        self._due.pop(task, None)
+        if task not in self._expired:
+            return False
+        self._expired.discard(task)
+        return task.uncancel() <= cancelling
+
+    def _sweep(self) -> None:
+        self._timer = None
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        late = []
+        for task, due in self._due.items():
+            if due > now:
+                break
+            late.append(task)
+        for task in late:
+            del self._due[task]
+            self._expired.add(task)
+            task.cancel()
+        if self._due:
+            self._timer = loop.call_at(now + self.tick, self._sweep)
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
 
 _FRAME_HEADER_SHORT = struct.Struct("!BB")
@@ -405,6 +465,7 @@ class Gateway:
             "websocket_publish_errors_total", "Publishes the bus failed (never raised)"
         )
         self._out_children: dict[str, Any] = {}
+        self._deadlines = Deadlines(self.config.handler_timeout)
         #: sockets with frames gathered this round (see WsConnection.write_directly)
         self._to_flush: list[WsConnection] = []
 
@@ -437,6 +498,7 @@ class Gateway:
             with contextlib.suppress(Exception):
                 await sub.close()
         self._control = []
+        self._deadlines.close()
         if self._tasks:
             for task in list(self._tasks):
                 task.cancel()
@@ -838,9 +900,21 @@ class Gateway:
     async def _answer(self, conn: Connection, frame_id: Any, event_type: str,
                       work: Awaitable[Any]) -> Any:
         """Await a handler's work; ack or error the frame (a Deferred is passed back)."""
+        task = asyncio.current_task()
+        assert task is not None
+        deadlines = self._deadlines
+        cancelling = deadlines.enter(task)
+        timed_out = False
         try:
-            async with asyncio.timeout(self.config.handler_timeout):
+            try:
                 result = await work
+            finally:
+                timed_out = deadlines.leave(task, cancelling)
+        except asyncio.CancelledError:
+            if not timed_out:
+                raise
+            self._error(conn, frame_id, "timeout", "the handler took too long")
+            return None
         except Problem as problem:
             self._error(conn, frame_id, problem.code, problem.detail)
             return None

@@ -14,8 +14,11 @@ def test_ids_are_version_7_time_ordered_and_unique() -> None:
     assert all(i.version == 7 and i.variant == uuid.RFC_4122 for i in ids)
     millis = [int.from_bytes(i.bytes[:6], "big") for i in ids]
     assert millis == sorted(millis)
-    text = new_id_str()
-    assert len(text) == 36 and uuid.UUID(text).version == 7
+    texts = [new_id_str() for _ in range(500)]
+    assert len(set(texts)) == len(texts)
+    for text in texts:  # the canonical form, exactly as uuid prints it
+        parsed = uuid.UUID(text)
+        assert str(parsed) == text and parsed.version == 7 and parsed.variant == uuid.RFC_4122
 
 
 def test_a_forked_child_does_not_reuse_the_parents_random_bits() -> None:

@@ -14,6 +14,7 @@ from secureconnect.app import KERNEL
 from secureconnect.errors import Conflict
 from secureconnect.testing import wait_for
 from secureconnect.testing.accounts import register_and_login
+from secureconnect.ws.gateway import Deadlines, Deferred
 
 FAST = {"plugins": {"chat": False, "polls": False}}
 
@@ -46,7 +47,16 @@ class RoomPlugin:
             await conn.send("room.whisper", {"text": data.get("text")})
             return None
 
+        async def stall(conn: Any, data: dict[str, Any]) -> Any:
+            await asyncio.sleep(data["seconds"])  # stuck work in the quick part
+            return {"woke": True}
+
+        async def stall_later(conn: Any, data: dict[str, Any]) -> Any:
+            return Deferred(stall(conn, data))  # stuck work in the deferred part
+
         return {
+            "room.stall": stall,
+            "room.stall_later": stall_later,
             "room.echo": echo,
             "room.clash": clash,
             "room.crash": crash,
@@ -473,3 +483,51 @@ async def test_a_burst_arrives_whole_and_in_order_across_direct_and_queued_write
         "websocket_messages_total", {"direction": "out", "type": "room.said"}
     ) == total
     await ws.close()
+
+
+async def test_stuck_handlers_get_a_timeout_and_the_socket_carries_on(sc_client, sc_ws):
+    client, kernel = await _setup(sc_client, {"ws": {"handler_timeout": 0.4}})
+    user = await register_and_login(client)
+    ws = await sc_ws(client, user.access_token)
+    loop = asyncio.get_running_loop()
+    for event_type in ("room.stall", "room.stall_later"):
+        started = loop.time()
+        answer = await ws.request(event_type, {"seconds": 30}, timeout=5)
+        assert answer["type"] == "error"
+        assert answer["data"] == {"code": "timeout", "message": "the handler took too long"}
+        # the deadline, at most a quarter of it late (plus a loaded box's slack)
+        assert 0.4 <= loop.time() - started < 2.5
+    # work that finishes in time is answered as usual, and the socket still reads
+    assert (await ws.request("room.stall", {"seconds": 0.05}))["data"] == {"woke": True}
+    assert (await ws.request("room.stall_later", {"seconds": 0.05}))["data"] == {"woke": True}
+    assert (await ws.request("room.echo", {"x": 1}))["data"]["echo"] == {"x": 1}
+    assert kernel.metrics.value("websocket_errors_total", {"code": "timeout"}) == 2
+
+
+async def test_deadlines_tell_their_own_cancellation_from_anyone_elses():
+    deadlines = Deadlines(0.2)
+    outcome: dict[str, Any] = {}
+
+    async def guarded(name: str) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        cancelling = deadlines.enter(task)
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            outcome[name] = deadlines.leave(task, cancelling)
+            if not outcome[name]:
+                raise
+            return
+        deadlines.leave(task, cancelling)
+
+    late = asyncio.create_task(guarded("late"))
+    stopped = asyncio.create_task(guarded("stopped"))
+    await asyncio.sleep(0)
+    stopped.cancel()  # somebody else's cancellation passes through untouched
+    with pytest.raises(asyncio.CancelledError):
+        await stopped
+    await asyncio.wait_for(late, timeout=3)  # the deadline's is the task's own to handle
+    assert outcome == {"stopped": False, "late": True}
+    assert not late.cancelled() and late.cancelling() == 0
+    deadlines.close()
