@@ -103,7 +103,10 @@ def chat_app(data_dir: str) -> web.Application:
 
 
 def serve(kind: str, port: int, data_dir: str) -> None:
+    from secureconnect.app import freeze_after_startup
+
     app = bare_app() if kind == "bare" else chat_app(data_dir)
+    freeze_after_startup(app)  # as `secureconnect serve` does (both servers alike)
     web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None, handle_signals=True)
 
 

@@ -3,6 +3,7 @@ as the table of contents of the kernel."""
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
 from typing import Any
@@ -146,3 +147,17 @@ def resource_contexts(kernel: Kernel) -> list[Any]:
 
 async def _close_sockets(app: web.Application) -> None:
     await app[KERNEL].ws.shutdown()
+
+
+def freeze_after_startup(app: web.Application) -> None:
+    """For a serving process: once the app has started (plugins, pools, caches built),
+    move everything alive into the collector's permanent generation. Those objects
+    live as long as the process, and without this every full collection walks them
+    all — a pause of ~0.1 s on the event loop under load. Not for test processes,
+    which build many apps: what an app leaves behind would never be collected."""
+
+    async def freeze(_app: web.Application) -> None:
+        gc.collect()
+        gc.freeze()
+
+    app.on_startup.append(freeze)  # after the cleanup contexts, which run first

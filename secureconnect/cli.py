@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import getpass
 import json
 import sys
@@ -81,15 +80,12 @@ def _dispatch(args: argparse.Namespace) -> int:
 
 
 def _serve(settings: Any, args: argparse.Namespace) -> int:
-    from .app import create_app
+    from .app import create_app, freeze_after_startup
     from .logs import configure_logging
 
     configure_logging(settings.logging.level, settings.logging.format)
     app = create_app(settings)
-    # Start-up objects live for the whole process: keep them out of the cyclic GC so a
-    # full collection does not stall the event loop for tens of milliseconds.
-    gc.collect()
-    gc.freeze()
+    freeze_after_startup(app)
     web.run_app(
         app,
         host=args.host or settings.server.host,
