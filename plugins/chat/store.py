@@ -207,10 +207,12 @@ class SqlMessageStore:
         # SQLite has one writer: queueing writers here instead of in SQLite's busy
         # handler (which sleeps in steps of up to 100 ms) keeps appends fast
         self.write_lock = write_lock or (asyncio.Lock() if db.is_sqlite else None)
-        # Group commit (SQLite, one writer): appends that arrive while a write runs are
-        # stored together in the next transaction (one ``db.write`` hand-off) instead of
-        # queueing one by one.
-        self.group_commit = db.is_sqlite
+        # Group commit: appends that arrive while a batch is being written are stored
+        # together in the next transaction (one ``db.write`` hand-off) instead of one
+        # transaction each. SQLite has one writer anyway; on PostgreSQL the appends of
+        # one conversation serialise on its counter row, so one transaction per message
+        # (four round trips) capped a conversation at a few dozen messages a second.
+        self.group_commit = True
         self._waiting: list[tuple[NewMessage, asyncio.Future[tuple[StoredMessage, bool]]]] = []
         self._flusher: asyncio.Task[None] | None = None
 
@@ -427,7 +429,9 @@ def _append_batch(conn: Connection, batch: list[NewMessage]) -> list[tuple[Store
         counts[cid] = counts.get(cid, 0) + 1
     c = message_counters.c
     next_seq: dict[str, int] = {}
-    for cid, n in counts.items():
+    # counter rows locked in one order by every writer: two instances' batches that
+    # share conversations queue instead of deadlocking (PostgreSQL)
+    for cid, n in sorted(counts.items()):
         row = conn.execute(
             update(message_counters).where(c.conversation_id == cid)
             .values(last_seq=c.last_seq + n).returning(c.last_seq)

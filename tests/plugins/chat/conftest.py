@@ -1,8 +1,9 @@
 """Fixtures for the chat black-box tests: a real app (auth, WebSocket gateway, chat) on
 a file SQLite database — concurrent writers need real connections.
 
-Every test that uses ``chat_client`` runs twice: with the SQL message store and with
-the Cassandra one against the real server (``message_store`` parameter), unchanged.
+Every test that uses ``chat_client`` runs three times, unchanged (``message_store``
+parameter): the SQL store on a SQLite file, the SQL store on PostgreSQL (a fresh
+database of the session's server) and the Cassandra store against the real server.
 """
 
 from __future__ import annotations
@@ -15,11 +16,17 @@ import pytest
 from .helpers import SQLITE_FILE, merge
 
 
-@pytest.fixture(params=["sql", pytest.param("cassandra", marks=pytest.mark.cassandra)])
+@pytest.fixture(params=[
+    "sqlite",
+    pytest.param("postgres", marks=pytest.mark.postgres),
+    pytest.param("cassandra", marks=pytest.mark.cassandra),
+])
 def message_store(request: pytest.FixtureRequest) -> dict[str, Any]:
     """Settings that select the message store under test."""
-    if request.param == "sql":
+    if request.param == "sqlite":
         return {}
+    if request.param == "postgres":
+        return {"database": {"url": request.getfixturevalue("postgres_url")}}
     server = request.getfixturevalue("cassandra_server")
     return {
         "chat": {"message_store": "cassandra"},
