@@ -21,7 +21,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -248,6 +248,7 @@ class ChatService:
                       for step in ("guard", "persist", "publish")}
         self._persisted_ok = m.persisted.labels("success")
         self._published_ok = m.published.labels("success")
+        self._created: dict[tuple[str, bool], Any] = {}
         self._notifications: set[asyncio.Task[None]] = set()
         self._typing_timers: dict[tuple[str, str], asyncio.TimerHandle] = {}
         # append → publish runs under the conversation's lock, so this instance
@@ -678,14 +679,20 @@ class ChatService:
         now = time.perf_counter()
         self._took["persist"].observe(now - step)
         message = stored.as_dict()
-        await self._publish(self.topic(conversation_id), "chat.message", message)
+        # the line moves on once this instance's sockets have the message: the next
+        # one is posted after it, and the bus keeps that order across instances
+        await self._publish(self.topic(conversation_id), "chat.message", message,
+                            posted=ticket.close)
         self._took["publish"].observe(time.perf_counter() - now)
         self._persisted_ok.inc()
         if idempotency_key is not None:
             self.metrics.idempotency_misses.inc()
-        self.metrics.created.labels(
-            stored.message_type, "true" if stored.is_encrypted else "false"
-        ).inc()
+        created_of = (stored.message_type, stored.is_encrypted)
+        counter = self._created.get(created_of)
+        if counter is None:  # message types x two: bounded
+            counter = self._created[created_of] = self.metrics.created.labels(
+                stored.message_type, "true" if stored.is_encrypted else "false")
+        counter.inc()
         self.activity.note(
             conversation_id,
             seq=stored.seq,
@@ -996,12 +1003,20 @@ class ChatService:
         self._notifications.add(task)
         task.add_done_callback(self._notifications.discard)
 
-    async def _publish(self, topic: str, event_type: str, data: dict[str, Any]) -> None:
-        """Publish through the gateway; a failure is counted and logged, never raised."""
+    async def _publish(self, topic: str, event_type: str, data: dict[str, Any],
+                       posted: Callable[[], None] | None = None) -> None:
+        """Publish through the gateway; a failure is counted and logged, never raised.
+        ``posted`` is called once this instance's sockets have the event (before the
+        other instances are reached)."""
         try:
             # The gateway delivers locally at once and reports (False) when the bus
             # could not reach the other instances.
-            delivered = await self.kernel.ws.publish(topic, event_type, data)
+            try:
+                outcome = await self.kernel.ws.post(topic, event_type, data)
+            finally:
+                if posted is not None:
+                    posted()
+            delivered = await outcome
             if delivered is False:
                 raise ConnectionError("the gateway could not publish to the bus")
         except Exception:

@@ -34,6 +34,7 @@ def sc_settings_validators() -> list[Validator]:
         Validator("redis.retry_attempts", is_type_of=int, gte=1, lte=10),
         Validator("redis.retry_base_delay", is_type_of=(int, float), gte=0, lte=5),
         Validator("redis.max_connections", is_type_of=int, gte=1, lte=10000),
+        Validator("redis.publish_queue", is_type_of=int, gte=1, lte=1_000_000),
         Validator("cassandra.contact_points", is_type_of=list, len_min=1),
         Validator("cassandra.port", is_type_of=int, gte=1, lte=65535),
         Validator("cassandra.keyspace", is_type_of=str, len_min=1, len_max=48),

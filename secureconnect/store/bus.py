@@ -2,6 +2,12 @@
 
 ``InProcessBus`` serves one instance; ``RedisBus`` (cross-instance) is chosen when
 ``redis.url`` is set. Subscriptions are reference counted per topic and instance.
+
+``await bus.post(topic, message)`` is the two-step form: it returns once this
+instance's subscribers have the message, with a future that tells (never raises)
+whether the other instances were reached. Messages posted one after another leave in
+that order, so a caller that keeps an order (a conversation's send line) only has to
+hold it while posting, not while the message travels.
 """
 
 from __future__ import annotations
@@ -10,6 +16,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
+from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -63,8 +70,13 @@ class InProcessBus:
     async def publish(self, topic: str, message: bytes) -> bool:
         """Deliver to every subscriber; ``False`` when other instances could not be
         reached (counted, never raised)."""
+        return await (await self.post(topic, message))
+
+    async def post(self, topic: str, message: bytes) -> asyncio.Future[bool]:
+        """Deliver to this instance's subscribers; the future resolves to whether the
+        other instances were reached (never to an exception)."""
         await self._deliver(topic, message)
-        return True
+        return _resolved(True)
 
     async def _deliver(self, topic: str, message: bytes) -> None:
         for sub in list(self._subs.get(topic, ())):
@@ -87,9 +99,16 @@ class RedisBus(InProcessBus):
       re-subscribes every topic that still has local subscribers.
     * A failed publish is counted (``bus_publish_errors_total``) and never raised:
       local delivery has already happened, and clients resync from history.
+    * Outgoing messages wait in one bounded queue (``max_pending``; a message beyond
+      it fails at once) and one owned task sends what waits as a pipeline: one round
+      trip for a burst instead of one per message, and Redis gets them in post order.
     """
 
-    def __init__(self, url: str, metrics: Metrics, *, socket_timeout: float = 1.0) -> None:
+    #: messages sent to Redis in one pipeline at most
+    BATCH = 512
+
+    def __init__(self, url: str, metrics: Metrics, *, socket_timeout: float = 1.0,
+                 max_pending: int = 10000) -> None:
         super().__init__(metrics)
         import redis.asyncio as aioredis
 
@@ -100,18 +119,35 @@ class RedisBus(InProcessBus):
         self._reader_redis: Any = aioredis.from_url(url, socket_connect_timeout=socket_timeout)
         self._pubsub: Any = None
         self._reader: asyncio.Task[None] | None = None
+        self.max_pending = max_pending
+        self.socket_timeout = socket_timeout
+        self._outbox: deque[tuple[str, bytes, asyncio.Future[bool]]] = deque()
+        self._outbox_ready = asyncio.Event()
+        self._sender: asyncio.Task[None] | None = None
+        self._overflowing = False
         self.reconnects = metrics.counter(
             "bus_reconnects_total", "Times the Redis bus reader reconnected")
 
     async def start(self) -> None:
         self._reader = asyncio.create_task(self._read_forever(), name="redis-bus-reader")
+        self._sender = asyncio.create_task(self._send_forever(), name="redis-bus-sender")
 
     async def close(self) -> None:
+        sender, self._sender = self._sender, None  # posts from now on fail at once
+        if sender is not None:
+            # what was posted leaves first (bounded): cancelling a pipeline half-way is
+            # not reliable (the client may swallow the cancellation)
+            self._outbox_ready.set()
+            done, _ = await asyncio.wait([sender], timeout=2 * self.socket_timeout + 1)
+            if not done:
+                sender.cancel()
         if self._reader is not None:
             self._reader.cancel()
             with contextlib.suppress(BaseException):
                 await self._reader
             self._reader = None
+        while self._outbox:  # what never left is a failed publish
+            self._fail(self._outbox.popleft()[2])
         await super().close()
         await self._redis.aclose()
         await self._reader_redis.aclose()
@@ -132,15 +168,47 @@ class RedisBus(InProcessBus):
             with contextlib.suppress(Exception):
                 await self._pubsub.unsubscribe(sub.topic)
 
-    async def publish(self, topic: str, message: bytes) -> bool:
+    async def post(self, topic: str, message: bytes) -> asyncio.Future[bool]:
         await self._deliver(topic, message)
-        try:
-            await self._redis.publish(topic, self.instance + b"|" + message)
-        except Exception as exc:
-            self.publish_errors.inc()
-            log.warning("Redis publish on %s failed: %s", topic, type(exc).__name__)
-            return False
-        return True
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        if self._sender is None or len(self._outbox) >= self.max_pending:
+            if self._sender is not None and not self._overflowing:
+                self._overflowing = True  # logged once until the queue drains
+                log.warning("Redis publish queue full (%d): messages are not published "
+                            "to other instances", self.max_pending)
+            self._fail(future)
+            return future
+        self._outbox.append((topic, self.instance + b"|" + message, future))
+        self._outbox_ready.set()
+        return future
+
+    def _fail(self, future: asyncio.Future[bool]) -> None:
+        self.publish_errors.inc()
+        if not future.done():
+            future.set_result(False)
+
+    async def _send_forever(self) -> None:
+        outbox = self._outbox
+        while self._sender is not None:  # None: the bus is closing
+            await self._outbox_ready.wait()
+            self._outbox_ready.clear()
+            while outbox:
+                batch = [outbox.popleft() for _ in range(min(self.BATCH, len(outbox)))]
+                try:
+                    async with self._redis.pipeline(transaction=False) as pipe:
+                        for topic, payload, _ in batch:
+                            pipe.publish(topic, payload)
+                        await pipe.execute()
+                except Exception as exc:
+                    log.warning("Redis publish of %d messages failed: %s", len(batch),
+                                type(exc).__name__)
+                    for *_, future in batch:
+                        self._fail(future)
+                    continue
+                for *_, future in batch:
+                    if not future.done():
+                        future.set_result(True)
+            self._overflowing = False
 
     async def _read_forever(self) -> None:
         delay = 0.1
@@ -182,8 +250,15 @@ class RedisBus(InProcessBus):
 Bus = InProcessBus
 
 
+def _resolved(value: bool) -> asyncio.Future[bool]:
+    future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+    future.set_result(value)
+    return future
+
+
 def create_bus(settings: Any, metrics: Metrics) -> Bus:
     url = str(settings.redis.url or "")
     if url:
-        return RedisBus(url, metrics, socket_timeout=float(settings.redis.socket_timeout))
+        return RedisBus(url, metrics, socket_timeout=float(settings.redis.socket_timeout),
+                        max_pending=int(settings.redis.publish_queue))
     return InProcessBus(metrics)

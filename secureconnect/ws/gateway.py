@@ -8,6 +8,11 @@ Interfaces other parts use (keep them stable)
   every socket subscribed to ``topic`` on every instance (through ``kernel.bus``).
   Never raises on a bus failure; the failure is logged and counted
   (``websocket_publish_errors_total``).
+* ``outcome = await kernel.ws.post(topic, event_type, data)`` — the same in two steps:
+  it returns once this instance's sockets have the event; ``await outcome`` (never
+  raises) tells whether the other instances were reached. Events posted one after
+  another reach every instance in that order, so a sender keeping an order holds it
+  only while posting (chat: its conversation's send line).
 * ``await kernel.ws.add_user_to_topic(user_id, topic)`` /
   ``await kernel.ws.remove_user_from_topic(user_id, topic)`` — subscribe / unsubscribe
   every open connection of a user, on every instance (bus topic ``ws:control``).
@@ -465,6 +470,7 @@ class Gateway:
             "websocket_publish_errors_total", "Publishes the bus failed (never raised)"
         )
         self._out_children: dict[str, Any] = {}
+        self._in_children: dict[str, Any] = {}
         self._deadlines = Deadlines(self.config.handler_timeout)
         #: sockets with frames gathered this round (see WsConnection.write_directly)
         self._to_flush: list[WsConnection] = []
@@ -550,15 +556,31 @@ class Gateway:
         """Deliver an event to a topic's sockets on every instance. Never raises:
         ``False`` (and ``websocket_publish_errors_total``) when other instances could
         not be reached — local sockets got it anyway."""
+        return await (await self.post(topic, event_type, data))
+
+    async def post(self, topic: str, event_type: str, data: Any) -> asyncio.Future[bool]:
+        """:meth:`publish` in two steps: returns once this instance's sockets have the
+        event, with a future that resolves (never raises) to whether the other
+        instances were reached; events posted in turn leave in that order."""
         try:
-            reached = await self.kernel.bus.publish(topic, encode(event_type, data).encode())
+            outcome = await self.kernel.bus.post(topic, encode(event_type, data).encode())
         except Exception:
-            reached = False
             log.warning("publishing %s to %s failed", event_type, topic, exc_info=True)
-        if reached is False:
             self.m_publish_errors.inc()
-            return False
-        return True
+            failed: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+            failed.set_result(False)
+            return failed
+        if outcome.done():
+            if outcome.result() is False:
+                self.m_publish_errors.inc()
+        else:
+            outcome.add_done_callback(self._count_outcome)
+        return outcome
+
+    def _count_outcome(self, outcome: asyncio.Future[bool]) -> None:
+        # (cancelled: the caller stopped waiting; the bus sends the event anyway)
+        if not outcome.cancelled() and outcome.result() is False:
+            self.m_publish_errors.inc()
 
     async def publish_to_user(self, user_id: str, event_type: str, data: Any) -> bool:
         return await self.publish(USER_TOPIC_PREFIX + str(user_id), event_type, data)
@@ -881,7 +903,11 @@ class Gateway:
             )
             return
         handler = self.handlers.get(event_type)
-        self.m_messages.labels("in", event_type if handler else "unknown").inc()
+        label = event_type if handler else "unknown"
+        child = self._in_children.get(label)
+        if child is None:  # handler types and "unknown" only: bounded
+            child = self._in_children[label] = self.m_messages.labels("in", label)
+        child.inc()
         if not conn.allow_inbound():
             self._error(conn, frame_id, "rate_limited", "too many frames; slow down")
             return

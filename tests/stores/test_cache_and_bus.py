@@ -128,3 +128,83 @@ async def test_bus_across_instances_survives_a_redis_restart(redis_server: Any) 
 
 def test_in_process_bus_without_redis() -> None:
     assert isinstance(create_bus(_settings(""), Metrics()), InProcessBus)
+
+
+async def test_posts_reach_other_instances_in_post_order(redis_server: Any) -> None:
+    """Posting returns before Redis has the message; a burst still arrives whole and
+    in order at the other instance (one pipeline per burst, one sender)."""
+    a = create_bus(_settings(redis_server.url), Metrics())
+    b = create_bus(_settings(redis_server.url), Metrics())
+    await a.start()
+    await b.start()
+    got: list[bytes] = []
+    local: list[bytes] = []
+    try:
+        await a.subscribe("room", lambda t, m: got.append(m))
+        await b.subscribe("room", lambda t, m: local.append(m))
+
+        async def reachable() -> bool:
+            await b.publish("room", b"probe")
+            return b"probe" in got
+
+        await wait_for(reachable, timeout=10, interval=0.2, message="a subscribed")
+        got.clear()
+        local.clear()
+        outcomes = [await b.post("room", str(n).encode()) for n in range(1000)]
+        # this instance's subscribers had each message when its post returned
+        assert local == [str(n).encode() for n in range(1000)]
+        assert await asyncio.gather(*outcomes) == [True] * 1000
+        await wait_for(lambda: len(got) >= 1000, timeout=10, message="the burst arrived")
+        assert got == [str(n).encode() for n in range(1000)]
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_a_full_publish_queue_fails_at_once_and_is_counted(redis_server: Any) -> None:
+    metrics = Metrics()
+    bus = create_bus(make_settings({"redis": {"url": redis_server.url, "publish_queue": 3}}),
+                     metrics)
+    assert isinstance(bus, RedisBus)
+    await bus.start()
+    local: list[bytes] = []
+    try:
+        await bus.subscribe("room", lambda t, m: local.append(m))
+        # no await that yields in between: the sender cannot drain the queue meanwhile
+        outcomes = [await bus.post("room", str(n).encode()) for n in range(10)]
+        assert [o.done() for o in outcomes] == [False] * 3 + [True] * 7
+        assert await asyncio.gather(*outcomes) == [True] * 3 + [False] * 7
+        assert metrics.value("bus_publish_errors_total") == 7
+        assert len(local) == 10  # local delivery never depends on Redis
+        # what waits when the bus closes still leaves; a post after it fails at once
+        pending = await bus.post("room", b"last")
+    finally:
+        await bus.close()
+    assert pending.done() and pending.result() is True
+    late = await bus.post("room", b"late")
+    assert late.done() and late.result() is False
+    assert metrics.value("bus_publish_errors_total") == 8
+
+
+async def test_posts_while_redis_is_down_fail_without_holding_up_the_caller(
+        redis_server: Any) -> None:
+    metrics = Metrics()
+    bus = create_bus(_settings(redis_server.url), metrics)
+    await bus.start()
+    local: list[bytes] = []
+    try:
+        await bus.subscribe("room", lambda t, m: local.append(m))
+        redis_server.stop()
+        outcomes = [await bus.post("room", b"%d" % n) for n in range(5)]
+        assert len(local) == 5
+        assert await asyncio.wait_for(asyncio.gather(*outcomes), 10) == [False] * 5
+        assert metrics.value("bus_publish_errors_total") == 5
+        redis_server.start()
+        await wait_for(lambda: _posted(bus), timeout=15, interval=0.3,
+                       message="publishing again after Redis came back")
+    finally:
+        await bus.close()
+
+
+async def _posted(bus: Any) -> bool:
+    return bool(await (await bus.post("other", b"x")))
