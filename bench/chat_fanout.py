@@ -1,7 +1,7 @@
 """Chat fan-out benchmark (not a test).
 
-Starts two servers in their own processes, one after the other, and drives the same
-load through each from this process:
+Starts two servers, each in its own process, and drives the same load through each
+from this process:
 
 * ``chat``  — the real SecureConnect app (auth, WebSocket gateway, chat plugin) on a
   file SQLite database: clients send ``chat.send`` frames; every member's socket gets
@@ -11,19 +11,27 @@ load through each from this process:
 
 N sockets are spread over G groups; one sender per group sends M messages, keeping at
 most W in flight (a message is "done" when the sender's own socket gets it back), or at
-a fixed rate with ``--rate``. The load runs ``--rounds`` times over the same sockets.
-Printed for each: delivered messages/s (deliveries to the other members' sockets; the
-median round, each round listed), p50/p99 send→deliver latency over all rounds, server
-memory per idle socket (RSS growth of the server process while K idle sockets are
-open), and the ratios.
+a fixed rate with ``--rate``. The load runs ``--rounds`` times over the same sockets,
+the two servers' rounds alternating (bare, chat, chat, bare, ...) so that a slow or fast
+spell of the machine falls on both alike. Printed for each: delivered messages/s
+(deliveries to the other members' sockets; the median round, each round listed),
+p50/p99 send→deliver latency over all rounds, server memory per idle socket (RSS growth
+of the server process while K idle sockets are open), and the ratios: of the median
+rounds, and the median ratio of rounds run one after the other.
 
     .venv/bin/python bench/chat_fanout.py --sockets 200 --groups 10 --messages 200
+
+``--store postgres`` runs the chat server on a private, throwaway PostgreSQL instead
+of SQLite, and ``--bus redis`` publishes through a private Redis instead of the
+in-process bus (both from ``secureconnect.testing.services``; the servers are
+installed by ``scripts/services/install.sh``).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import multiprocessing
 import os
@@ -31,6 +39,7 @@ import socket
 import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -75,7 +84,7 @@ def bare_app() -> web.Application:
     return app
 
 
-def chat_app(data_dir: str) -> web.Application:
+def chat_app(data_dir: str, database_url: str | None, redis_url: str | None) -> web.Application:
     import logging
 
     from secureconnect.app import create_app
@@ -90,7 +99,8 @@ def chat_app(data_dir: str) -> web.Application:
     settings = make_settings(
         {
             "plugins": others,
-            "database": {"url": f"sqlite+aiosqlite:///{data_dir}/bench.db"},
+            "database": {"url": database_url or f"sqlite+aiosqlite:///{data_dir}/bench.db"},
+            **({"redis": {"url": redis_url}} if redis_url else {}),
             "rate_limits": {"enabled": False},
             # a sender here pipelines hundreds of frames a second: measure fan-out, not
             # the per-socket inbound limit (ws.inbound_rate, 50/s by default)
@@ -102,10 +112,11 @@ def chat_app(data_dir: str) -> web.Application:
     return create_app(settings)
 
 
-def serve(kind: str, port: int, data_dir: str) -> None:
+def serve(kind: str, port: int, data_dir: str, database_url: str | None = None,
+          redis_url: str | None = None) -> None:
     from secureconnect.app import freeze_after_startup
 
-    app = bare_app() if kind == "bare" else chat_app(data_dir)
+    app = bare_app() if kind == "bare" else chat_app(data_dir, database_url, redis_url)
     freeze_after_startup(app)  # as `secureconnect serve` does (both servers alike)
     web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None, handle_signals=True)
 
@@ -245,22 +256,42 @@ class ChatDriver(Driver):
         )
 
     def delivery(self, raw: str) -> str | None:
-        frame = json.loads(raw)
-        if frame.get("type") != "chat.message":
+        # The load generator shares the box with the server: find the key the way the
+        # bare driver does, without parsing the whole frame (the server writes
+        # ``{"type":"chat.message","data":{...,"content":"<key>",...}}``; keys need no
+        # escaping).
+        if not raw.startswith('{"type":"chat.message"'):
             return None
-        return str(frame["data"]["content"])
+        start = raw.index('"content":"') + 11
+        return raw[start:raw.index('"', start)]
 
 
-async def measure(name: str, driver: Driver, pid: int, args: argparse.Namespace) -> Result:
-    result = Result(name)
-    timeout = aiohttp.ClientTimeout(total=None, sock_connect=30)
-    connector = aiohttp.TCPConnector(limit=0)
-    async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
+class LoadRun:
+    """One server's side of the benchmark: its sockets, their readers and its rounds."""
+
+    def __init__(self, name: str, driver: Driver, pid: int, args: argparse.Namespace) -> None:
+        self.name, self.driver, self.pid, self.args = name, driver, pid, args
+        self.result = Result(name)
+        self.session: aiohttp.ClientSession | None = None
+        self.sockets: list[aiohttp.ClientWebSocketResponse] = []
+        self.readers: list[asyncio.Task[None]] = []
+        self.senders = {g: g for g in range(args.groups)}  # socket index g is in group g
+        self.sent_at: dict[str, float] = {}
+        self.own_echo: dict[int, asyncio.Queue[str]] = {g: asyncio.Queue() for g in self.senders}
+        self.expected = args.messages * (args.sockets - args.groups)
+        self.state: dict[str, Any] = {}
+
+    async def open(self) -> None:
+        args, driver = self.args, self.driver
+        self.session = session = aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=30),
+            connector=aiohttp.TCPConnector(limit=0),
+        )
         await driver.setup(session, args.sockets, args.groups)
 
         # memory per idle socket: RSS growth while K extra idle sockets are open
         await asyncio.sleep(0.5)
-        before = rss_bytes(pid)
+        before = rss_bytes(self.pid)
         idle = []
         for start in range(0, args.idle, 50):
             idle += await asyncio.gather(
@@ -270,130 +301,168 @@ async def measure(name: str, driver: Driver, pid: int, args: argparse.Namespace)
                 )
             )
         await asyncio.sleep(1.0)
-        result.idle_bytes_per_socket = (rss_bytes(pid) - before) / max(1, args.idle)
+        self.result.idle_bytes_per_socket = (rss_bytes(self.pid) - before) / max(1, args.idle)
         for ws in idle:
             await ws.close()
         await asyncio.sleep(0.5)
 
-        sockets = []
         for start in range(0, args.sockets, 50):
-            sockets += await asyncio.gather(
+            self.sockets += await asyncio.gather(
                 *(driver.connect(session, i) for i in range(start, min(args.sockets, start + 50)))
             )
-        senders = {g: g for g in range(args.groups)}  # socket index g is in group g
-        sent_at: dict[str, float] = {}
-        own_echo: dict[int, asyncio.Queue[str]] = {g: asyncio.Queue() for g in senders}
-        expected = args.messages * (args.sockets - args.groups)
-        state: dict[str, Any] = {}
+        self.readers = [asyncio.create_task(self._read(i, ws))
+                        for i, ws in enumerate(self.sockets)]
 
-        async def reader(index: int, ws: aiohttp.ClientWebSocketResponse) -> None:
-            is_sender = index in senders.values()
-            async for msg in ws:
-                if msg.type != aiohttp.WSMsgType.TEXT:
-                    break
-                key = driver.delivery(msg.data)
-                if key is None:
-                    if '"type":"resync"' in msg.data[:40]:
-                        print(f"  [{name}] resync on socket {index}: {msg.data[:200]}")
-                    if '"type":"error"' in msg.data[:40]:
-                        state["errors"] += 1
-                        if state["errors"] == 1:
-                            print(f"  [{name}] error frame: {msg.data[:200]}")
-                    continue
-                now = time.perf_counter()
-                if is_sender:
-                    own_echo[index].put_nowait(key)
-                    continue
-                result.latencies.append(now - sent_at[key])
-                state["delivered"] += 1
-                state["last"] = now
-                if state["delivered"] >= expected:
-                    state["done"].set()
+    async def _read(self, index: int, ws: aiohttp.ClientWebSocketResponse) -> None:
+        is_sender = index in self.senders.values()
+        state, result = self.state, self.result
+        async for msg in ws:
+            if msg.type != aiohttp.WSMsgType.TEXT:
+                break
+            key = self.driver.delivery(msg.data)
+            if key is None:
+                if '"type":"resync"' in msg.data[:40]:
+                    print(f"  [{self.name}] resync on socket {index}: {msg.data[:200]}")
+                if '"type":"error"' in msg.data[:40]:
+                    state["errors"] += 1
+                    if state["errors"] == 1:
+                        print(f"  [{self.name}] error frame: {msg.data[:200]}")
+                continue
+            now = time.perf_counter()
+            if is_sender:
+                self.own_echo[index].put_nowait(key)
+                continue
+            result.latencies.append(now - self.sent_at[key])
+            state["delivered"] += 1
+            state["last"] = now
+            if state["delivered"] >= self.expected:
+                state["done"].set()
 
-        readers = [asyncio.create_task(reader(i, ws)) for i, ws in enumerate(sockets)]
+    async def _send(self, round_no: int, group: int) -> None:
+        args = self.args
+        index = self.senders[group]
+        ws = self.sockets[index]
+        window = asyncio.Semaphore(args.window)
+        interval = 1.0 / args.rate if args.rate else 0.0
 
-        async def sender(round_no: int, group: int) -> None:
-            ws = sockets[senders[group]]
-            window = asyncio.Semaphore(args.window)
-            interval = 1.0 / args.rate if args.rate else 0.0
+        async def release() -> None:
+            while True:
+                await self.own_echo[index].get()
+                window.release()
 
-            async def release() -> None:
-                while True:
-                    await own_echo[senders[group]].get()
-                    window.release()
+        releaser = asyncio.create_task(release())
+        try:
+            for n in range(args.messages):
+                await window.acquire()
+                key = f"r{round_no}-g{group}-{n}"
+                self.sent_at[key] = time.perf_counter()
+                await ws.send_str(self.driver.frame(group, key, n))
+                if interval:
+                    await asyncio.sleep(interval)
+            # the last echoes come back before the next round starts
+            for _ in range(args.window):
+                await window.acquire()
+        finally:
+            releaser.cancel()
 
-            releaser = asyncio.create_task(release())
-            try:
-                for n in range(args.messages):
-                    await window.acquire()
-                    key = f"r{round_no}-g{group}-{n}"
-                    sent_at[key] = time.perf_counter()
-                    await ws.send_str(driver.frame(group, key, n))
-                    if interval:
-                        await asyncio.sleep(interval)
-                # the last echoes come back before the next round starts
-                for _ in range(args.window):
-                    await window.acquire()
-            finally:
-                releaser.cancel()
+    async def round(self, round_no: int) -> None:
+        state, result = self.state, self.result
+        state.update(delivered=0, last=0.0, errors=0, done=asyncio.Event())
+        start = time.perf_counter()
+        try:
+            async with asyncio.timeout(self.args.timeout):
+                await asyncio.gather(*(self._send(round_no, g) for g in self.senders))
+                await state["done"].wait()
+        except TimeoutError:
+            print(f"  [{self.name}] timed out: {state['delivered']}/{self.expected} delivered, "
+                  f"{state['errors']} error frames")
+        elapsed = (state["last"] or time.perf_counter()) - start
+        result.deliveries += state["delivered"]
+        result.elapsed += elapsed
+        result.rounds.append(state["delivered"] / elapsed if elapsed else 0.0)
 
-        for round_no in range(args.rounds):
-            state.update(delivered=0, last=0.0, errors=0, done=asyncio.Event())
-            start = time.perf_counter()
-            try:
-                async with asyncio.timeout(args.timeout):
-                    await asyncio.gather(*(sender(round_no, g) for g in senders))
-                    await state["done"].wait()
-            except TimeoutError:
-                print(f"  [{name}] timed out: {state['delivered']}/{expected} delivered, "
-                      f"{state['errors']} error frames")
-            elapsed = (state["last"] or time.perf_counter()) - start
-            result.deliveries += state["delivered"]
-            result.elapsed += elapsed
-            result.rounds.append(state["delivered"] / elapsed if elapsed else 0.0)
-        for ws in sockets:
+    async def close(self) -> None:
+        for ws in self.sockets:
             await ws.close()
-        for task in readers:
+        for task in self.readers:
             task.cancel()
-        await asyncio.gather(*readers, return_exceptions=True)
-    return result
+        await asyncio.gather(*self.readers, return_exceptions=True)
+        if self.session is not None:
+            await self.session.close()
 
 
-async def run_one(kind: str, args: argparse.Namespace) -> Result:
-    port = _free_port()
-    data_dir = tempfile.mkdtemp(prefix=f"sc-bench-{kind}-")
-    ctx = multiprocessing.get_context("spawn")
-    proc = ctx.Process(target=serve, args=(kind, port, data_dir), daemon=True)
-    proc.start()
-    base = f"http://127.0.0.1:{port}"
-    try:
-        async with aiohttp.ClientSession() as s:
-            for _ in range(300):
-                try:
-                    path = "/health/live" if kind == "chat" else "/ws?group=x"
-                    if kind == "chat":
-                        async with s.get(base + path) as r:
-                            if r.status == 200:
-                                break
-                    else:
-                        ws = await s.ws_connect(base + path)
-                        await ws.close()
-                        break
-                except aiohttp.ClientError:
-                    await asyncio.sleep(0.1)
-        driver: Driver = ChatDriver(base) if kind == "chat" else BareDriver(base, args.groups)
-        assert proc.pid is not None
-        return await measure(kind, driver, proc.pid, args)
-    finally:
-        proc.terminate()
-        proc.join(10)
+@contextlib.asynccontextmanager
+async def server(kind: str, args: argparse.Namespace) -> AsyncIterator[tuple[str, int]]:
+    """Start one server (and the services it is to use) in a child process; yields
+    ``(base_url, pid)`` once it answers."""
+    with contextlib.ExitStack() as services:
+        database_url = redis_url = None
+        if kind == "chat" and args.store == "postgres":
+            from secureconnect.testing.services import PostgresServer
+
+            database_url = services.enter_context(PostgresServer()).url
+        if kind == "chat" and args.bus == "redis":
+            from secureconnect.testing.services import RedisServer
+
+            redis_url = services.enter_context(RedisServer()).url
+        port = _free_port()
+        data_dir = tempfile.mkdtemp(prefix=f"sc-bench-{kind}-")
+        ctx = multiprocessing.get_context("spawn")
+        proc = ctx.Process(target=serve, args=(kind, port, data_dir, database_url, redis_url),
+                           daemon=True)
+        proc.start()
+        base = f"http://127.0.0.1:{port}"
+        try:
+            await _wait_until_up(kind, base)
+            assert proc.pid is not None
+            yield base, proc.pid
+        finally:
+            proc.terminate()
+            proc.join(10)
+
+
+async def _wait_until_up(kind: str, base: str) -> None:
+    async with aiohttp.ClientSession() as s:
+        for _ in range(300):
+            try:
+                if kind == "chat":
+                    async with s.get(base + "/health/live") as r:
+                        if r.status == 200:
+                            return
+                else:
+                    ws = await s.ws_connect(base + "/ws?group=x")
+                    await ws.close()
+                    return
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.1)
+    raise RuntimeError(f"the {kind} server did not come up")
+
+
+async def run(kinds: list[str], args: argparse.Namespace) -> list[Result]:
+    """Both servers up at once; their rounds alternate (bare, chat, chat, bare, ...) so
+    that a slow or fast spell of the machine falls on both alike."""
+    async with contextlib.AsyncExitStack() as stack:
+        runs = []
+        for kind in kinds:
+            base, pid = await stack.enter_async_context(server(kind, args))
+            driver: Driver = ChatDriver(base) if kind == "chat" else BareDriver(base, args.groups)
+            load = LoadRun(kind, driver, pid, args)
+            stack.push_async_callback(load.close)
+            await load.open()
+            runs.append(load)
+        for round_no in range(args.rounds):
+            for load in runs if round_no % 2 == 0 else runs[::-1]:
+                await load.round(round_no)
+        return [load.result for load in runs]
 
 
 def report(results: list[Result], args: argparse.Namespace) -> None:
     print(
         f"\nchat fan-out: {args.sockets} sockets in {args.groups} groups, "
         f"{args.messages} messages per sender (window {args.window}, "
-        f"rate {'max' if not args.rate else args.rate}), idle sockets {args.idle}"
+        f"rate {'max' if not args.rate else args.rate}), idle sockets {args.idle}; "
+        f"chat on {args.store}, {args.bus} bus"
     )
     print(
         f"{'server':<8}{'delivered/s':>14}{'p50 ms':>10}{'p99 ms':>10}"
@@ -415,6 +484,12 @@ def report(results: list[Result], args: argparse.Namespace) -> None:
             f"p99 x{chat.pct(0.99) / bare.pct(0.99):.1f}, "
             f"idle memory x{chat.idle_bytes_per_socket / bare_idle:.1f}"
         )
+        paired = sorted(c / b for c, b in zip(chat.rounds, bare.rounds, strict=True) if b)
+        if paired:
+            print(
+                f"ratio of adjacent rounds: median {paired[len(paired) // 2]:.1%} "
+                f"(min {paired[0]:.1%}, max {paired[-1]:.1%})"
+            )
 
 
 def main() -> None:
@@ -431,10 +506,13 @@ def main() -> None:
         help="load rounds per server over the same sockets; the median round is reported",
     )
     parser.add_argument("--only", choices=("chat", "bare"))
+    parser.add_argument("--store", choices=("sqlite", "postgres"), default="sqlite",
+                        help="the chat server's database (postgres: a private instance)")
+    parser.add_argument("--bus", choices=("memory", "redis"), default="memory",
+                        help="the chat server's bus (redis: a private instance)")
     args = parser.parse_args()
     kinds = [args.only] if args.only else ["bare", "chat"]
-    results = [asyncio.run(run_one(kind, args)) for kind in kinds]
-    report(results, args)
+    report(asyncio.run(run(kinds, args)), args)
 
 
 if __name__ == "__main__":
