@@ -199,11 +199,13 @@ class RedisBus(InProcessBus):
                         for topic, payload, _ in batch:
                             pipe.publish(topic, payload)
                         await pipe.execute()
-                except Exception as exc:
+                except BaseException as exc:
+                    for *_, future in batch:  # nobody waits on them forever
+                        self._fail(future)
+                    if not isinstance(exc, Exception):
+                        raise  # cancelled by close(): the rest fails there
                     log.warning("Redis publish of %d messages failed: %s", len(batch),
                                 type(exc).__name__)
-                    for *_, future in batch:
-                        self._fail(future)
                     continue
                 for *_, future in batch:
                     if not future.done():
