@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -96,34 +99,40 @@ async def test_bus_local_delivery_exactly_once(bus_url: str) -> None:
         await bus.close()
 
 
-async def test_bus_across_instances_survives_a_redis_restart(redis_server: Any) -> None:
-    a = create_bus(_settings(redis_server.url), Metrics())
-    metrics_b = Metrics()
-    b = create_bus(_settings(redis_server.url), metrics_b)
-    await a.start()
-    await b.start()
-    got_a: list[bytes] = []
-    local_b: list[bytes] = []
+@contextlib.asynccontextmanager
+async def _two_instances(url: str) -> AsyncIterator[Any]:
+    """Two Redis buses (instances A and B) on one Redis, both subscribed to ``room``:
+    ``got_a`` is what reaches A, ``local_b`` what B's own subscriber sees."""
+    pair = SimpleNamespace(metrics_b=Metrics(), got_a=[], local_b=[])
+    pair.a = create_bus(_settings(url), Metrics())
+    pair.b = create_bus(_settings(url), pair.metrics_b)
+    await pair.a.start()
+    await pair.b.start()
     try:
-        await a.subscribe("room", lambda t, m: got_a.append(m))
-        await b.subscribe("room", lambda t, m: local_b.append(m))
+        await pair.a.subscribe("room", lambda t, m: pair.got_a.append(m))
+        await pair.b.subscribe("room", lambda t, m: pair.local_b.append(m))
+        yield pair
+    finally:
+        await pair.a.close()
+        await pair.b.close()
+
+
+async def test_bus_across_instances_survives_a_redis_restart(redis_server: Any) -> None:
+    async with _two_instances(redis_server.url) as pair:
 
         async def delivered(payload: bytes) -> bool:
-            await b.publish("room", payload)
-            return payload in got_a
+            await pair.b.publish("room", payload)
+            return payload in pair.got_a
 
         await wait_for(lambda: delivered(b"one"), timeout=10, interval=0.2,
                        message="cross-instance delivery")
         redis_server.stop()
-        await b.publish("room", b"during")  # counted, not raised; local still delivered
-        assert b"during" in local_b
-        assert metrics_b.value("bus_publish_errors_total") >= 1
+        await pair.b.publish("room", b"during")  # counted, not raised; local delivered
+        assert b"during" in pair.local_b
+        assert pair.metrics_b.value("bus_publish_errors_total") >= 1
         redis_server.start()
         await wait_for(lambda: delivered(b"after"), timeout=15, interval=0.3,
                        message="delivery after Redis restart")
-    finally:
-        await a.close()
-        await b.close()
 
 
 def test_in_process_bus_without_redis() -> None:
@@ -133,32 +142,22 @@ def test_in_process_bus_without_redis() -> None:
 async def test_posts_reach_other_instances_in_post_order(redis_server: Any) -> None:
     """Posting returns before Redis has the message; a burst still arrives whole and
     in order at the other instance (one pipeline per burst, one sender)."""
-    a = create_bus(_settings(redis_server.url), Metrics())
-    b = create_bus(_settings(redis_server.url), Metrics())
-    await a.start()
-    await b.start()
-    got: list[bytes] = []
-    local: list[bytes] = []
-    try:
-        await a.subscribe("room", lambda t, m: got.append(m))
-        await b.subscribe("room", lambda t, m: local.append(m))
+    async with _two_instances(redis_server.url) as pair:
+        got, local = pair.got_a, pair.local_b
 
         async def reachable() -> bool:
-            await b.publish("room", b"probe")
+            await pair.b.publish("room", b"probe")
             return b"probe" in got
 
         await wait_for(reachable, timeout=10, interval=0.2, message="a subscribed")
         got.clear()
         local.clear()
-        outcomes = [await b.post("room", str(n).encode()) for n in range(1000)]
+        outcomes = [await pair.b.post("room", str(n).encode()) for n in range(1000)]
         # this instance's subscribers had each message when its post returned
         assert local == [str(n).encode() for n in range(1000)]
         assert await asyncio.gather(*outcomes) == [True] * 1000
         await wait_for(lambda: len(got) >= 1000, timeout=10, message="the burst arrived")
         assert got == [str(n).encode() for n in range(1000)]
-    finally:
-        await a.close()
-        await b.close()
 
 
 async def test_a_full_publish_queue_fails_at_once_and_is_counted(redis_server: Any) -> None:
