@@ -279,7 +279,9 @@ class LoadRun:
         self.sent_at: dict[str, float] = {}
         self.own_echo: dict[int, asyncio.Queue[str]] = {g: asyncio.Queue() for g in self.senders}
         self.expected = args.messages * (args.sockets - args.groups)
-        self.state: dict[str, Any] = {}
+        # (reset by every round; set here too, for frames that come before the first)
+        self.state: dict[str, Any] = {"delivered": 0, "last": 0.0, "errors": 0,
+                                      "done": asyncio.Event()}
 
     async def open(self) -> None:
         args, driver = self.args, self.driver

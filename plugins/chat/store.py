@@ -212,7 +212,6 @@ class SqlMessageStore:
         # transaction each. SQLite has one writer anyway; on PostgreSQL the appends of
         # one conversation serialise on its counter row, so one transaction per message
         # (four round trips) capped a conversation at a few dozen messages a second.
-        self.group_commit = True
         self._waiting: list[tuple[NewMessage, asyncio.Future[tuple[StoredMessage, bool]]]] = []
         self._flusher: asyncio.Task[None] | None = None
 
@@ -223,16 +222,12 @@ class SqlMessageStore:
     @property
     def ordered_appends(self) -> bool:
         # a group commit stores what waits in submission order, seqs in that order
-        return self.group_commit
+        return True
 
     async def append(self, message: NewMessage) -> tuple[StoredMessage, bool]:
-        if not self.group_commit:
-            return await self.append_one(message)
         return await asyncio.shield(self.submit(message))
 
     def submit(self, message: NewMessage) -> asyncio.Future[tuple[StoredMessage, bool]]:
-        if not self.group_commit:
-            return asyncio.ensure_future(self.append_one(message))
         future: asyncio.Future[tuple[StoredMessage, bool]] = (
             asyncio.get_running_loop().create_future())
         self._waiting.append((message, future))

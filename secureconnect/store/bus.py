@@ -76,7 +76,7 @@ class InProcessBus:
         """Deliver to this instance's subscribers; the future resolves to whether the
         other instances were reached (never to an exception)."""
         await self._deliver(topic, message)
-        return _resolved(True)
+        return resolved(True)
 
     async def _deliver(self, topic: str, message: bytes) -> None:
         for sub in list(self._subs.get(topic, ())):
@@ -252,7 +252,8 @@ class RedisBus(InProcessBus):
 Bus = InProcessBus
 
 
-def _resolved(value: bool) -> asyncio.Future[bool]:
+def resolved(value: bool) -> asyncio.Future[bool]:
+    """A :meth:`InProcessBus.post` outcome that is already known."""
     future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
     future.set_result(value)
     return future

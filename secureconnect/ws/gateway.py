@@ -65,6 +65,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 
 from ..auth.service import REVOKED_TOPIC
 from ..errors import ConfigError, Forbidden, Problem, Unauthorized
+from ..store.bus import resolved
 
 if TYPE_CHECKING:
     from ..kernel import Kernel
@@ -567,9 +568,7 @@ class Gateway:
         except Exception:
             log.warning("publishing %s to %s failed", event_type, topic, exc_info=True)
             self.m_publish_errors.inc()
-            failed: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-            failed.set_result(False)
-            return failed
+            return resolved(False)
         if outcome.done():
             if outcome.result() is False:
                 self.m_publish_errors.inc()
