@@ -12,7 +12,7 @@ import inspect
 import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import pluggy
 
@@ -36,6 +36,26 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 CleanupContext = Callable[["Kernel"], AsyncIterator[None]]
+
+
+class ServiceKey(Generic[T]):
+    """A typed name for an interface one plugin provides and others require.
+
+    The providing plugin declares it once in its published ``api`` module::
+
+        CONVERSATIONS: ServiceKey[Conversations] = ServiceKey("chat.conversations")
+
+    and both sides pass the key object, so ``kernel.require(CONVERSATIONS)`` is typed
+    and the name is written in one place only.
+    """
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"ServiceKey({self.name!r})"
 
 
 @dataclass(frozen=True)
@@ -103,26 +123,28 @@ class Kernel:
         return found
 
     # -- documented interfaces between plugins -----------------------------------
-    def provide(self, name: str, service: Any) -> None:
-        """Publish an interface other plugins may use (``chat.membership``, ...)."""
-        if name in self._services:
-            raise RuntimeError(f"service {name!r} is already provided")
-        self._services[name] = service
+    def provide(self, key: ServiceKey[T], service: T) -> None:
+        """Publish an interface other plugins may use (while the app runs)."""
+        if key.name in self._services:
+            raise RuntimeError(f"service {key.name!r} is already provided")
+        self._services[key.name] = service
 
-    def require(self, name: str, kind: type[T] | None = None) -> T:
+    def withdraw(self, key: ServiceKey[Any]) -> None:
+        """Stop providing ``key`` (the provider's cleanup context is closing)."""
+        self._services.pop(key.name, None)
+
+    def require(self, key: ServiceKey[T]) -> T:
         """Get an interface another plugin provides; a clear error when it is missing."""
         try:
-            service = self._services[name]
+            service = self._services[key.name]
         except KeyError:
             raise LookupError(
-                f"no plugin provides {name!r}; enable the plugin that provides it"
+                f"no plugin provides {key.name!r}; enable the plugin that provides it"
             ) from None
-        if kind is not None and not isinstance(service, kind):
-            raise TypeError(f"service {name!r} is not a {kind.__name__}")
         return service  # type: ignore[no-any-return]
 
-    def provides(self, name: str) -> bool:
-        return name in self._services
+    def provides(self, key: ServiceKey[Any]) -> bool:
+        return key.name in self._services
 
     # -- calling runtime hooks ---------------------------------------------------
     def hook_impls(self, name: str) -> list[pluggy.HookImpl]:

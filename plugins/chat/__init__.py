@@ -19,6 +19,7 @@ from secureconnect import HealthCheck, Kernel, Route, hookimpl
 from secureconnect.migrations import MigrationSource
 from secureconnect.ws.gateway import Connection, WsHandler
 
+from .api import CONVERSATIONS
 from .cassandra_store import CassandraMessageStore
 from .conversations import ConversationRepository
 from .events import handlers
@@ -28,8 +29,6 @@ from .service import ChatService, ChatSettings
 from .store import MessageStore, SqlMessageStore
 
 MIGRATIONS = Path(__file__).parent / "migrations"
-#: the name other plugins ``kernel.require`` (docs/chat.md)
-CONVERSATIONS = "chat.conversations"
 STORE_KEY = "chat.message_store"
 MESSAGE_TYPES = ("text", "image", "video", "file", "system", "poll")
 
@@ -94,6 +93,7 @@ async def _chat_service(kernel: Kernel) -> AsyncIterator[None]:
     try:
         yield
     finally:
+        kernel.withdraw(CONVERSATIONS)
         await service.close()
         kernel.state.pop(STATE_KEY, None)
         kernel.state.pop(STORE_KEY, None)

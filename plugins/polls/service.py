@@ -21,8 +21,9 @@ import logging
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal
 
+from secureconnect_plugins.chat.api import CONVERSATIONS, MODERATOR_ROLES, Conversations
 from sqlalchemy import and_, delete, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -37,26 +38,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 Visibility = Literal["always", "after_close"]
-CONVERSATIONS = "chat.conversations"
-ADMIN_ROLES = frozenset({"owner", "admin"})
-
-
-class Conversations(Protocol):
-    """What polls needs from chat (``kernel.require("chat.conversations")``)."""
-
-    async def require_participant(self, conversation_id: str, user_id: str) -> str: ...
-
-    async def post_message(
-        self,
-        conversation_id: str,
-        sender_id: str,
-        *,
-        content: str,
-        message_type: str = "poll",
-        metadata: dict[str, Any] | None = None,
-    ) -> dict[str, Any]: ...
-
-    def topic(self, conversation_id: str) -> str: ...
 
 
 class PollInvalid(Problem):
@@ -389,7 +370,7 @@ class PollService:
     # -- close / expire --------------------------------------------------------------
     async def close(self, user_id: str, poll_id: str) -> dict[str, Any]:
         poll = await self._authorized_poll(user_id, poll_id)
-        if poll["creator_id"] != user_id and poll["role"] not in ADMIN_ROLES:
+        if poll["creator_id"] != user_id and poll["role"] not in MODERATOR_ROLES:
             raise Forbidden(
                 "only the poll's creator or a conversation admin may close it",
                 code="not_poll_owner",

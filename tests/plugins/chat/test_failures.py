@@ -7,6 +7,7 @@ import asyncio
 import inspect
 
 import pytest
+from secureconnect_plugins.chat.api import CONVERSATIONS
 
 from .helpers import all_messages, create_group, send, users
 
@@ -69,7 +70,7 @@ async def test_slow_reader_loses_queued_messages_counted_and_is_told_to_resync(
     # path chat publishes on), so it overflows fast whatever the store's speed.
     slow.ws._conn.transport.pause_reading()
     kernel = kernel_of(client)
-    chat = kernel.require("chat.conversations")
+    chat = kernel.require(CONVERSATIONS)
     metrics = kernel.metrics
     padding = "y" * 9000
     for n in range(5000):

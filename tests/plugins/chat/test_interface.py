@@ -1,10 +1,11 @@
-"""The documented interface other plugins use: kernel.require("chat.conversations")."""
+"""The documented interface other plugins use: kernel.require(CONVERSATIONS)."""
 
 from __future__ import annotations
 
 import uuid
 
 from aiohttp import web
+from secureconnect_plugins.chat.api import CONVERSATIONS
 
 from secureconnect import Problem, RouteTable, hookimpl
 from secureconnect.http.context import principal
@@ -18,7 +19,7 @@ routes = RouteTable(tag="probe")
 def _conversations(request: web.Request):
     from secureconnect.app import KERNEL
 
-    return request.app[KERNEL].require("chat.conversations")
+    return request.app[KERNEL].require(CONVERSATIONS)
 
 
 @routes.post("/v1/probe/{conversation_id}")

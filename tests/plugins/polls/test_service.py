@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from secureconnect_plugins.chat.api import CONVERSATIONS
 from secureconnect_plugins.polls.models import metadata, polls
 from secureconnect_plugins.polls.service import (
     PollClosed,
@@ -125,7 +126,7 @@ async def world(request: pytest.FixtureRequest, tmp_path: Any) -> AsyncIterator[
     recorder = PublishRecorder()
     kernel.ws = recorder  # type: ignore[assignment]
     chat = StandInConversations()
-    kernel.provide("chat.conversations", chat)
+    kernel.provide(CONVERSATIONS, chat)
     await kernel.db.start()
     async with kernel.db.engine.begin() as conn:
         await conn.run_sync(metadata.create_all)
