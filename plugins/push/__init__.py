@@ -1,0 +1,140 @@
+"""Plugin ``push``: push notifications (FCM, APNs, Web Push, webhook gateways, log) for
+offline conversation members, through a durable outbox.
+
+Hook implementations only; the logic is in :mod:`.service` (who gets what),
+:mod:`.outbox` (SQL) and :mod:`.dispatcher` (workers). Observes chat through its hooks
+and interface (``REQUIRES = ("chat",)``). See docs/push.md.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from dynaconf import Validator
+
+from secureconnect import ConfigError, Kernel, Route, hookimpl
+from secureconnect.migrations import MigrationSource
+
+from .dispatcher import Dispatcher
+from .metrics import PushMetrics
+from .models import metadata
+from .outbox import Outbox
+from .providers.base import Provider
+from .routes import STATE_KEY, routes
+from .service import PushService
+from .settings import PushSettings, validators
+
+log = logging.getLogger(__name__)
+
+REQUIRES = ("chat",)
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+@hookimpl
+def sc_settings_validators() -> list[Validator]:
+    return validators()
+
+
+@hookimpl
+def sc_migrations() -> list[MigrationSource]:
+    return [MigrationSource("push", metadata, MIGRATIONS)]
+
+
+def _enabled(kernel: Kernel) -> bool:
+    return bool(kernel.settings.push.enabled)
+
+
+@hookimpl
+def sc_routes(kernel: Kernel) -> list[Route]:
+    if not _enabled(kernel):
+        return []
+    if kernel.pm.is_blocked("chat"):
+        raise ConfigError(
+            "plugin 'push' needs plugin 'chat' (it notifies conversation members), but "
+            "`plugins.chat` is false; enable chat or also set `push = false` under [plugins]")
+    return list(routes)
+
+
+def build_providers(kernel: Kernel, s: PushSettings) -> dict[str, Provider]:
+    """One provider per enabled name; misconfiguration is a start-up error."""
+    from .providers.log import LogProvider
+
+    out: dict[str, Provider] = {"log": LogProvider()}
+    for name in s.providers:
+        if name == "webhook":
+            from .providers.webhook import WebhookProvider
+
+            out[name] = WebhookProvider(kernel, s.webhook_allowed_hosts, s.send_timeout)
+        elif name == "fcm":
+            from .providers.fcm import FcmConfigError, FcmProvider, load_service_account
+
+            try:
+                account = load_service_account(str(s.fcm.get("credentials_json", "")),
+                                               str(s.fcm.get("credentials_file", "")))
+            except (FcmConfigError, OSError, ValueError) as exc:
+                raise ConfigError(f"plugin 'push': {exc}") from None
+            out[name] = FcmProvider(kernel, account, str(s.fcm["endpoint"]), s.send_timeout)
+        elif name == "webpush":
+            from .providers.webpush import WebPushProvider
+
+            out[name] = WebPushProvider.from_settings(kernel, s)
+        elif name == "apns":
+            from .providers.apns import ApnsProvider
+
+            out[name] = ApnsProvider.from_settings(s)
+    return out
+
+
+async def _push_service(kernel: Kernel) -> AsyncIterator[None]:
+    settings = PushSettings.from_settings(kernel.settings.push)
+    metrics = PushMetrics.build(kernel.metrics)
+    outbox = Outbox(kernel, lease=settings.lease, ttl=settings.ttl)
+    dispatcher = Dispatcher(kernel, settings, outbox, build_providers(kernel, settings),
+                            metrics)
+    service = PushService(kernel, settings, outbox, dispatcher, metrics)
+    kernel.state[STATE_KEY] = service
+    service.start()
+    dispatcher.start()
+    try:
+        yield
+    finally:
+        await service.close()
+        await dispatcher.close()
+        kernel.state.pop(STATE_KEY, None)
+
+
+# trylast: opened after chat's context (chat's interface is provided by then).
+@hookimpl(trylast=True)
+def sc_cleanup_ctx(kernel: Kernel) -> list[object]:
+    return [_push_service] if _enabled(kernel) else []
+
+
+def _service(kernel: Kernel) -> PushService | None:
+    found: PushService | None = kernel.state.get(STATE_KEY)
+    return found
+
+
+@hookimpl
+def sc_message_sent(kernel: Kernel, message: dict[str, Any]) -> None:
+    service = _service(kernel)
+    if service is not None:
+        service.message_sent(message)
+
+
+# optionalhook: chat's participant hooks exist only while chat (with them) is loaded
+@hookimpl(optionalhook=True)
+async def sc_conversation_deleted(kernel: Kernel, conversation_id: str, local: bool) -> None:
+    service = _service(kernel)
+    if service is not None and local:
+        await service.forget_conversation(conversation_id)
+
+
+@hookimpl(optionalhook=True)
+async def sc_participant_removed(kernel: Kernel, conversation_id: str, user_id: str,
+                                 by: str, local: bool) -> None:
+    service = _service(kernel)
+    if service is not None and local:
+        await service.forget_member(conversation_id, user_id)

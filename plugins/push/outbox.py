@@ -1,0 +1,168 @@
+"""The durable outbox in SQL: enqueue, claim, finish, reschedule, dead-letter.
+
+Claiming (the "never twice at once" rule): one ``UPDATE push_outbox SET claim_token =
+:fresh, claim_until = now + lease WHERE id IN (<due, unclaimed ids>) AND (claim_until
+IS NULL OR claim_until < now)``. The repeated condition is re-checked on the locked row
+(PostgreSQL re-evaluates it after a concurrent update; SQLite has one writer), so of two
+instances racing for a row only one sets its token; the other's ``SELECT ... WHERE
+claim_token = :mine`` does not see it. PostgreSQL also skips rows locked by another
+claimer (``FOR UPDATE SKIP LOCKED``). Every later change is conditional on the claim
+token, so a worker whose lease ran out cannot finish a row someone else re-claimed.
+
+Delivery is at-least-once only across a crash between the provider's acceptance and
+the ``DELETE`` (a lease expiring after the provider accepted); the collapse key makes
+such a repeat replace, not add, a notification on the device.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import delete, func, insert, or_, select, update
+
+from secureconnect.kernel import Kernel
+
+from .models import dead_letters, devices, outbox
+from .providers.base import Delivery
+from .service_ids import new_id, utcnow
+
+
+@dataclass(frozen=True)
+class Claimed:
+    row: dict[str, Any]
+    delivery: Delivery | None  # None: the device is gone or changed owner
+    claim_token: str
+
+
+class Outbox:
+    def __init__(self, kernel: Kernel, *, lease: float, ttl: int) -> None:
+        self.kernel = kernel
+        self.lease = timedelta(seconds=lease)
+        self.ttl = ttl
+
+    async def add(self, items: list[dict[str, Any]]) -> None:
+        if not items:
+            return
+        now = utcnow()
+        rows = [{
+            "id": new_id(), "device_id": i["device_id"], "user_id": i["user_id"],
+            "provider": i["provider"], "payload": json.dumps(i["payload"]),
+            "collapse_key": i.get("collapse_key"), "priority": i.get("priority", "high"),
+            "attempts": 0, "last_error": None, "next_attempt_at": now,
+            "claim_token": None, "claim_until": None, "created_at": now,
+        } for i in items]
+        async with self.kernel.db.connect() as conn:
+            await conn.execute(insert(outbox), rows)
+
+    async def depth(self) -> int:
+        async with self.kernel.db.connect() as conn:
+            return int((await conn.execute(select(func.count()).select_from(outbox))).scalar_one())
+
+    async def claim(self, limit: int) -> list[Claimed]:
+        now = utcnow()
+        token = str(uuid.uuid4())
+        free = or_(outbox.c.claim_until.is_(None), outbox.c.claim_until < now)
+        due = (select(outbox.c.id).where(outbox.c.next_attempt_at <= now, free)
+               .order_by(outbox.c.next_attempt_at).limit(limit))
+        if not self.kernel.db.is_sqlite:
+            due = due.with_for_update(skip_locked=True)
+        async with self.kernel.db.connect() as conn:
+            result = await conn.execute(
+                update(outbox).where(outbox.c.id.in_(due.scalar_subquery()), free)
+                .values(claim_token=token, claim_until=now + self.lease))
+            if not result.rowcount:
+                return []
+            rows = [dict(r._mapping) for r in await conn.execute(
+                select(outbox).where(outbox.c.claim_token == token))]
+            device_ids = {r["device_id"] for r in rows}
+            found = {d.id: d for d in await conn.execute(
+                select(devices).where(devices.c.id.in_(device_ids)))}
+        out = []
+        for row in rows:
+            dev = found.get(row["device_id"])
+            delivery = None
+            if dev is not None and dev.user_id == row["user_id"]:
+                delivery = Delivery(
+                    outbox_id=row["id"], device_id=dev.id, user_id=dev.user_id,
+                    platform=dev.platform, token=dev.token, app_id=dev.app_id,
+                    payload=json.loads(row["payload"]), collapse_key=row["collapse_key"],
+                    priority=row["priority"], ttl=self.ttl)
+            out.append(Claimed(row, delivery, token))
+        return out
+
+    async def done(self, c: Claimed) -> bool:
+        """Delete a sent (or dropped) row; False when the claim was lost meanwhile."""
+        async with self.kernel.db.connect() as conn:
+            result = await conn.execute(delete(outbox).where(
+                outbox.c.id == c.row["id"], outbox.c.claim_token == c.claim_token))
+        return bool(result.rowcount)
+
+    async def reschedule(self, c: Claimed, at: datetime, error: str, *,
+                         count_attempt: bool = True) -> None:
+        values: dict[str, Any] = {"next_attempt_at": at, "claim_token": None,
+                                  "claim_until": None, "last_error": error[:255]}
+        if count_attempt:
+            values["attempts"] = outbox.c.attempts + 1
+        async with self.kernel.db.connect() as conn:
+            await conn.execute(update(outbox).where(
+                outbox.c.id == c.row["id"], outbox.c.claim_token == c.claim_token)
+                .values(**values))
+
+    async def release(self, tokens: set[str]) -> None:
+        """Give claimed rows back (shutting down): another worker takes them at once."""
+        if not tokens:
+            return
+        async with self.kernel.db.connect() as conn:
+            await conn.execute(update(outbox).where(outbox.c.claim_token.in_(tokens))
+                               .values(claim_token=None, claim_until=None))
+
+    async def dead_letter(self, c: Claimed, error: str) -> None:
+        row = c.row
+        async with self.kernel.db.connect() as conn:
+            gone = await conn.execute(delete(outbox).where(
+                outbox.c.id == row["id"], outbox.c.claim_token == c.claim_token))
+            if not gone.rowcount:
+                return
+            await conn.execute(insert(dead_letters).values(
+                id=row["id"], device_id=row["device_id"], user_id=row["user_id"],
+                provider=row["provider"], payload=row["payload"],
+                collapse_key=row["collapse_key"], priority=row["priority"],
+                attempts=int(row["attempts"]) + 1, last_error=error[:255],
+                created_at=row["created_at"], failed_at=utcnow()))
+
+    async def drop_device(self, device_id: str) -> None:
+        """The token is dead: delete the device and everything queued for it."""
+        async with self.kernel.db.connect() as conn:
+            await conn.execute(delete(devices).where(devices.c.id == device_id))
+            await conn.execute(delete(outbox).where(outbox.c.device_id == device_id))
+
+    # -- dead letters (CLI) ---------------------------------------------------------------
+    async def dead_letters(self, limit: int = 100) -> list[dict[str, Any]]:
+        async with self.kernel.db.connect() as conn:
+            rows = await conn.execute(select(dead_letters)
+                                      .order_by(dead_letters.c.failed_at.desc()).limit(limit))
+            return [dict(r._mapping) for r in rows]
+
+    async def retry_dead_letters(self, ids: list[str] | None = None) -> int:
+        """Move dead letters (all, or ``ids``) back into the outbox with fresh attempts."""
+        now = utcnow()
+        async with self.kernel.db.connect() as conn:
+            query = select(dead_letters)
+            if ids:
+                query = query.where(dead_letters.c.id.in_(ids))
+            rows = [dict(r._mapping) for r in await conn.execute(query)]
+            if not rows:
+                return 0
+            await conn.execute(insert(outbox), [{
+                "id": r["id"], "device_id": r["device_id"], "user_id": r["user_id"],
+                "provider": r["provider"], "payload": r["payload"],
+                "collapse_key": r["collapse_key"], "priority": r["priority"], "attempts": 0,
+                "last_error": None, "next_attempt_at": now, "claim_token": None,
+                "claim_until": None, "created_at": now} for r in rows])
+            await conn.execute(delete(dead_letters).where(
+                dead_letters.c.id.in_([r["id"] for r in rows])))
+        return len(rows)

@@ -1,0 +1,269 @@
+"""Push logic: devices, mutes, and who gets a notification. Never sees an HTTP request.
+
+Membership and presence come from chat's interface (``kernel.require(CONVERSATIONS)``).
+
+Send path (issue 17, "never slows or fails a send"): :meth:`PushService.message_sent`
+only puts the message on a bounded in-memory queue (full → skipped and counted as
+``push_failed_total{provider="-",reason="backlog"}``); one owned task turns queued
+messages into outbox rows. From the outbox on, nothing is lost (:mod:`.dispatcher`).
+
+Recipients of a message: every participant except the sender, with a device, that has
+not muted the conversation and has no live socket on any instance. One outbox row per
+device; collapse key ``conv:<id>``; ``badge`` = the recipient's unread count there.
+Encrypted messages never put content in a payload; plaintext previews only when
+``push.preview = "content"`` (docs/push.md "Payloads").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from secureconnect_plugins.chat.api import CONVERSATIONS, Conversations
+from sqlalchemy import delete, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from secureconnect.errors import NotFound
+
+from .devices import normalise
+from .dispatcher import Dispatcher
+from .metrics import PushMetrics
+from .models import devices, mutes
+from .outbox import Outbox
+from .service_ids import new_id, utcnow
+from .settings import PushSettings
+
+if TYPE_CHECKING:
+    from secureconnect.kernel import Kernel
+
+log = logging.getLogger(__name__)
+
+#: message types that never notify (timeline noise posted by plugins)
+SILENT_TYPES = frozenset({"system"})
+
+
+class DeviceNotFound(NotFound):
+    code = "push_device_not_found"
+
+
+@dataclass(frozen=True)
+class NewDevice:
+    platform: str
+    token: Any
+    app_id: str | None = None
+    locale: str | None = None
+
+
+def device_view(row: Any) -> dict[str, Any]:
+    r = dict(row._mapping) if hasattr(row, "_mapping") else dict(row)
+    return {"id": r["id"], "platform": r["platform"], "app_id": r["app_id"],
+            "locale": r["locale"], "created_at": r["created_at"],
+            "updated_at": r["updated_at"]}
+
+
+class PushService:
+    def __init__(self, kernel: Kernel, settings: PushSettings, outbox: Outbox,
+                 dispatcher: Dispatcher, metrics: PushMetrics) -> None:
+        self.kernel = kernel
+        self.settings = settings
+        self.outbox = outbox
+        self.dispatcher = dispatcher
+        self.metrics = metrics
+        self._queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(settings.enqueue_queue)
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def conversations(self) -> Conversations:
+        return self.kernel.require(CONVERSATIONS)
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._enqueue_loop(),
+                                                            name="push.enqueue")
+
+    async def close(self, drain: float = 2.0) -> None:
+        """Turn what is queued into outbox rows (for at most ``drain`` seconds), stop."""
+        if self._task is None:
+            return
+        try:
+            async with asyncio.timeout(drain):
+                await self._queue.join()
+        except TimeoutError:
+            log.warning("push: %d message(s) not enqueued at shutdown", self._queue.qsize())
+        self._task.cancel()
+        await asyncio.gather(self._task, return_exceptions=True)
+
+    # -- devices -------------------------------------------------------------------------
+    async def register(self, user_id: str, session_id: str | None,
+                       new: NewDevice) -> dict[str, Any]:
+        s = self.settings
+        token, token_hash = normalise(new.platform, new.token,
+                                      webhook_hosts=s.webhook_allowed_hosts,
+                                      webpush_hosts=tuple(s.webpush.get("allowed_hosts", ())))
+        now = utcnow()
+        values = {"user_id": user_id, "platform": new.platform, "token": token,
+                  "app_id": new.app_id, "locale": new.locale, "session_id": session_id,
+                  "updated_at": now}
+        for _ in range(3):
+            try:
+                async with self.kernel.db.connect() as conn:
+                    moved = await conn.execute(update(devices)
+                                               .where(devices.c.token_hash == token_hash)
+                                               .values(**values))
+                    if not moved.rowcount:
+                        await conn.execute(insert(devices).values(
+                            id=new_id(), token_hash=token_hash, created_at=now, **values))
+                    row = (await conn.execute(
+                        select(devices).where(devices.c.token_hash == token_hash))).one()
+                    await self._evict_over_limit(conn, user_id)
+                return device_view(row)
+            except IntegrityError:
+                continue  # a concurrent registration of the same token: update it
+        raise RuntimeError("device registration kept conflicting")
+
+    async def _evict_over_limit(self, conn: Any, user_id: str) -> None:
+        ids = [r.id for r in await conn.execute(
+            select(devices.c.id).where(devices.c.user_id == user_id)
+            .order_by(devices.c.updated_at.desc(), devices.c.id.desc()))]
+        extra = ids[self.settings.max_devices_per_user:]
+        if extra:
+            await conn.execute(delete(devices).where(devices.c.id.in_(extra)))
+
+    async def devices_of(self, user_id: str) -> list[dict[str, Any]]:
+        async with self.kernel.db.connect() as conn:
+            rows = await conn.execute(select(devices).where(devices.c.user_id == user_id)
+                                      .order_by(devices.c.created_at))
+            return [device_view(r) for r in rows]
+
+    async def remove(self, user_id: str, device_id: str) -> None:
+        async with self.kernel.db.connect() as conn:
+            gone = await conn.execute(delete(devices).where(
+                devices.c.id == device_id, devices.c.user_id == user_id))
+        if not gone.rowcount:
+            raise DeviceNotFound("no such device")
+
+    async def remove_session_devices(self, session_id: str) -> int:
+        async with self.kernel.db.connect() as conn:
+            gone = await conn.execute(delete(devices).where(devices.c.session_id == session_id))
+        return int(gone.rowcount or 0)
+
+    async def send_test(self, user_id: str) -> int:
+        async with self.kernel.db.connect() as conn:
+            rows = list(await conn.execute(select(devices).where(devices.c.user_id == user_id)))
+        items = [{"device_id": d.id, "user_id": user_id,
+                  "provider": self.settings.provider_for(d.platform),
+                  "payload": {"type": "test", "id": new_id()}, "priority": "high"}
+                 for d in rows]
+        await self.outbox.add(items)
+        self.dispatcher.wake()
+        return len(items)
+
+    # -- mutes -----------------------------------------------------------------------------
+    async def set_mute(self, user_id: str, conversation_id: str,
+                       muted_until: datetime | None) -> dict[str, Any]:
+        await self.conversations.require_participant(conversation_id, user_id)
+        async with self.kernel.db.connect() as conn:
+            await conn.execute(delete(mutes).where(mutes.c.user_id == user_id,
+                                                   mutes.c.conversation_id == conversation_id))
+            if muted_until is not None and muted_until > utcnow():
+                await conn.execute(insert(mutes).values(
+                    user_id=user_id, conversation_id=conversation_id, muted_until=muted_until))
+            else:
+                muted_until = None
+        return {"conversation_id": conversation_id, "muted_until": muted_until}
+
+    async def forget_conversation(self, conversation_id: str) -> None:
+        async with self.kernel.db.connect() as conn:
+            await conn.execute(delete(mutes).where(mutes.c.conversation_id == conversation_id))
+
+    async def forget_member(self, conversation_id: str, user_id: str) -> None:
+        async with self.kernel.db.connect() as conn:
+            await conn.execute(delete(mutes).where(mutes.c.conversation_id == conversation_id,
+                                                   mutes.c.user_id == user_id))
+
+    # -- messages → outbox -------------------------------------------------------------------
+    def message_sent(self, message: dict[str, Any]) -> None:
+        """Called by chat's ``sc_message_sent``: queue only, never wait."""
+        if message.get("message_type") in SILENT_TYPES:
+            return
+        try:
+            self._queue.put_nowait(message)
+        except asyncio.QueueFull:
+            self.metrics.failed.labels("-", "backlog").inc()
+            log.warning("push: enqueue backlog full; no push for message %s", message.get("id"))
+
+    async def _enqueue_loop(self) -> None:
+        while True:
+            message = await self._queue.get()
+            try:
+                await self.enqueue_message(message)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                self.metrics.failed.labels("-", "enqueue_error").inc()
+                log.exception("push: could not enqueue notifications of message %s",
+                              message.get("id"))
+            finally:
+                self._queue.task_done()
+
+    async def enqueue_message(self, message: dict[str, Any]) -> int:
+        conversation_id = str(message["conversation_id"])
+        sender_id = str(message["sender_id"])
+        conversations = self.conversations
+        participants = await conversations.participants(conversation_id)
+        recipients = [p.user_id for p in participants if p.user_id != sender_id]
+        recipients = recipients[: self.settings.max_recipients]
+        if not recipients:
+            return 0
+        now = utcnow()
+        async with self.kernel.db.connect() as conn:
+            muted = {r.user_id for r in await conn.execute(select(mutes.c.user_id).where(
+                mutes.c.conversation_id == conversation_id, mutes.c.user_id.in_(recipients),
+                mutes.c.muted_until > now))}
+            wanted = [u for u in recipients if u not in muted]
+            rows = list(await conn.execute(select(devices).where(devices.c.user_id.in_(wanted))))
+        by_user: dict[str, list[Any]] = {}
+        for d in rows:
+            by_user.setdefault(d.user_id, []).append(d)
+        items: list[dict[str, Any]] = []
+        for user_id, devs in by_user.items():
+            if await conversations.is_online(user_id):
+                continue
+            badge = await conversations.unread_count(conversation_id, user_id)
+            payload = self.payload(message, badge)
+            items += [{"device_id": d.id, "user_id": user_id,
+                       "provider": self.settings.provider_for(d.platform), "payload": payload,
+                       "collapse_key": f"conv:{conversation_id}", "priority": "high"}
+                      for d in devs]
+        if not items:
+            return 0
+        if self.dispatcher.depth + len(items) > self.settings.max_outbox:
+            self.metrics.failed.labels("-", "outbox_full").inc(len(items))
+            log.warning("push: outbox full (%d); %d notification(s) of message %s skipped",
+                        self.dispatcher.depth, len(items), message.get("id"))
+            return 0
+        await self.outbox.add(items)
+        self.dispatcher.depth += len(items)
+        for i in items:
+            self.metrics.notifications.labels(i["provider"], "enqueued").inc()
+        self.dispatcher.wake()
+        return len(items)
+
+    def payload(self, message: dict[str, Any], badge: int) -> dict[str, Any]:
+        """The notification: ids only, plus a preview when policy and message allow."""
+        body: dict[str, Any] = {
+            "type": "message",
+            "conversation_id": str(message["conversation_id"]),
+            "message_id": str(message["id"]),
+            "sender_id": str(message["sender_id"]),
+            "seq": message.get("seq"),
+            "badge": int(badge),
+            "encrypted": bool(message.get("is_encrypted")),
+        }
+        content = message.get("content")
+        if (self.settings.preview == "content" and not message.get("is_encrypted")
+                and message.get("message_type") == "text" and isinstance(content, str)):
+            body["body"] = content[: self.settings.preview_max_chars]
+        return body
