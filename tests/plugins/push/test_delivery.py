@@ -1,0 +1,222 @@
+"""Who gets a push, what it contains, and how provider answers are handled — against
+a fake provider served over real HTTP on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from secureconnect.testing.accounts import register_and_login
+from secureconnect.testing.helpers import wait_for
+
+from ..polls.helpers import make_team
+from .fakes import FakeProvider, Received
+from .helpers import add_device, devices, metric, send
+
+FCM_TOKEN = "fcm-token-bbbbbbbbbbbbbbbbbbbbbbbb"
+
+
+async def test_offline_member_gets_one_per_device_online_and_muted_none(
+        push_client: Any, fake: FakeProvider, sc_ws: Any) -> None:
+    client = await push_client()
+    team = await make_team(client, 3)
+    offline, online, muted = team.members
+    await add_device(client, offline, "webhook", f"{fake.url}/hook/offline")
+    await add_device(client, offline, "fcm", FCM_TOKEN)
+    await add_device(client, online, "webhook", f"{fake.url}/hook/online")
+    await add_device(client, muted, "webhook", f"{fake.url}/hook/muted")
+    await add_device(client, team.owner, "webhook", f"{fake.url}/hook/sender")
+    r = await client.put(f"/v1/conversations/{team.conversation_id}/notifications",
+                         json={"muted_until": "2999-01-01T00:00:00Z"}, headers=muted.headers)
+    assert r.status == 200
+    ws = await sc_ws(client, online.access_token)
+    await wait_for(lambda: _online(client, online.user_id), message="presence online")
+    message = await send(client, team.owner, team.conversation_id, "lunch at noon?")
+    await wait_for(lambda: len(fake.received) >= 2, message="two pushes")
+    await ws.expect("chat.message")
+    # give any wrong extra push the chance to arrive, then check there was none
+    await wait_for(lambda: _outbox_empty(client), message="outbox drained")
+    assert sorted(r.path for r in fake.received) == [
+        "/hook/offline", "/v1/projects/demo/messages:send"]
+    hook = fake.of("webhook")[0].json()["notification"]
+    assert hook["conversation_id"] == team.conversation_id
+    assert hook["message_id"] == message["id"]
+    assert hook["sender_id"] == team.owner.user_id
+    assert hook["badge"] >= 1
+    assert "body" not in hook  # preview = "none" by default
+    fcm = fake.of("fcm")[0].json()["message"]
+    assert fcm["token"] == FCM_TOKEN
+    assert fcm["android"]["collapse_key"] == f"conv:{team.conversation_id}"
+    assert fcm["data"]["message_id"] == message["id"]
+
+
+async def _online(client: Any, user_id: str) -> bool:
+    from secureconnect.app import KERNEL
+    from secureconnect_plugins.chat.api import CONVERSATIONS
+
+    return await client.app[KERNEL].require(CONVERSATIONS).is_online(user_id)
+
+
+async def _outbox_empty(client: Any) -> bool:
+    from secureconnect.app import KERNEL
+
+    service = client.app[KERNEL].state["push"]
+    return await service.outbox.depth() == 0 and service._queue.empty()
+
+
+async def test_encrypted_push_has_no_content_even_with_previews(
+        push_client: Any, fake: FakeProvider) -> None:
+    client = await push_client(preview="content")
+    team = await make_team(client, 1)
+    await add_device(client, team.members[0], "webhook", f"{fake.url}/hook/a")
+    await add_device(client, team.members[0], "fcm", FCM_TOKEN)
+    secret = "c2VjcmV0LWNpcGhlcnRleHQtWFlaWllY"
+    await send(client, team.owner, team.conversation_id, secret, is_encrypted=True)
+    await wait_for(lambda: len(fake.received) == 2, message="two pushes")
+    for rec in fake.received:
+        assert secret.encode() not in rec.body
+        assert b"secret" not in rec.body
+    assert fake.of("webhook")[0].json()["notification"]["encrypted"] is True
+    # and a plaintext message does carry its preview under this policy
+    await send(client, team.owner, team.conversation_id, "plain words here")
+    await wait_for(lambda: len(fake.received) == 4, message="two more pushes")
+    assert any(b"plain words here" in r.body for r in fake.received[2:])
+
+
+def _answer(kind: str, status: int, data: Any, headers: dict[str, str] | None = None):  # type: ignore[no-untyped-def]
+    def script(rec: Received) -> Any:
+        return (status, data, headers or {}) if rec.kind == kind else None
+
+    return script
+
+
+async def _one_push_then_devices(client: Any, fake: FakeProvider, platform: str,
+                                 token: str) -> list[dict[str, Any]]:
+    team = await make_team(client, 1)
+    member = team.members[0]
+    await add_device(client, member, platform, token)
+    await send(client, team.owner, team.conversation_id)
+    await wait_for(lambda: len(fake.received) >= 1, message="a push")
+    await wait_for(lambda: _outbox_empty(client), message="outbox drained")
+    return await devices(client, member)
+
+
+async def test_fcm_unregistered_deletes_the_token(push_client: Any, fake: FakeProvider) -> None:
+    fake.script = _answer("fcm", 404, {"error": {"code": 404, "status": "NOT_FOUND", "details": [
+        {"@type": "type.googleapis.com/google.firebase.fcm.v1.FcmError",
+         "errorCode": "UNREGISTERED"}]}})
+    client = await push_client()
+    assert await _one_push_then_devices(client, fake, "fcm", FCM_TOKEN) == []
+    assert await metric(client, "push_invalid_tokens_removed_total", provider="fcm") == 1
+
+
+async def test_fcm_invalid_registration_token_deletes_it(push_client: Any,
+                                                        fake: FakeProvider) -> None:
+    fake.script = _answer("fcm", 400, {"error": {"code": 400, "status": "INVALID_ARGUMENT",
+                                                 "message": "The registration token is not a "
+                                                            "valid FCM registration token"}})
+    client = await push_client()
+    assert await _one_push_then_devices(client, fake, "fcm", FCM_TOKEN) == []
+
+
+async def test_fcm_other_400_keeps_the_token_and_dead_letters(push_client: Any,
+                                                              fake: FakeProvider) -> None:
+    fake.script = _answer("fcm", 400, {"error": {"code": 400, "status": "INVALID_ARGUMENT",
+                                                 "message": "Invalid JSON payload"}})
+    client = await push_client()
+    assert len(await _one_push_then_devices(client, fake, "fcm", FCM_TOKEN)) == 1
+    assert len(fake.of("fcm")) == 1  # not retried
+    assert await metric(client, "push_notifications_total", provider="fcm",
+                        status="dead_lettered") == 1
+
+
+async def test_webhook_rejected_deletes_the_token(push_client: Any, fake: FakeProvider) -> None:
+    url = f"{fake.url}/hook/gone"
+    fake.script = _answer("webhook", 200, {"rejected": [url]})
+    client = await push_client()
+    assert await _one_push_then_devices(client, fake, "webhook", url) == []
+    assert await metric(client, "push_invalid_tokens_removed_total", provider="webhook") == 1
+
+
+async def test_500_is_retried_with_backoff_then_dead_lettered(push_client: Any,
+                                                             fake: FakeProvider) -> None:
+    fake.script = _answer("webhook", 500, {"error": "boom"})
+    client = await push_client(max_attempts=3, backoff_base=0.2, backoff_max=1.0)
+    team = await make_team(client, 1)
+    await add_device(client, team.members[0], "webhook", f"{fake.url}/hook/x")
+    await send(client, team.owner, team.conversation_id)
+    await wait_for(lambda: _dead_letters(client, 1), timeout=10, message="a dead letter")
+    times = [r.at for r in fake.of("webhook")]
+    assert len(times) == 3
+    # jittered exponential: ≥ 0.1 s then ≥ 0.2 s between attempts
+    assert times[1] - times[0] >= 0.09 and times[2] - times[1] >= 0.19
+    assert len(await devices(client, team.members[0])) == 1  # token kept
+
+
+async def _dead_letters(client: Any, n: int) -> bool:
+    from secureconnect.app import KERNEL
+
+    return len(await client.app[KERNEL].state["push"].outbox.dead_letters()) == n
+
+
+async def test_429_retry_after_is_honoured(push_client: Any, fake: FakeProvider) -> None:
+    answers = iter([(429, {"error": "slow down"}, {"Retry-After": "1"})])
+    fake.script = lambda rec: next(answers, None)
+    client = await push_client()
+    team = await make_team(client, 1)
+    await add_device(client, team.members[0], "webhook", f"{fake.url}/hook/x")
+    await send(client, team.owner, team.conversation_id)
+    await wait_for(lambda: len(fake.received) == 2, timeout=5, message="the retry")
+    gap = fake.received[1].at - fake.received[0].at
+    assert gap >= 0.95, gap  # backoff alone would retry within 0.2 s
+
+
+async def test_oauth_token_fetched_once_not_per_notification(push_client: Any,
+                                                            fake: FakeProvider) -> None:
+    client = await push_client()
+    team = await make_team(client, 1)
+    await add_device(client, team.members[0], "fcm", FCM_TOKEN)
+    for i in range(5):
+        await send(client, team.owner, team.conversation_id, f"m{i}")
+    await wait_for(lambda: len(fake.of("fcm")) == 5, message="five FCM sends")
+    assert fake.token_fetches == 1
+    auth = {r.headers["Authorization"] for r in fake.of("fcm")}
+    assert auth == {"Bearer oauth-1"}
+
+
+async def test_push_test_endpoint(push_client: Any, fake: FakeProvider) -> None:
+    client = await push_client()
+    user = await register_and_login(client)
+    await add_device(client, user, "webhook", f"{fake.url}/hook/t")
+    r = await client.post("/v1/push/test", headers=user.headers)
+    assert r.status == 202 and (await r.json())["queued"] == 1
+    await wait_for(lambda: len(fake.received) == 1, message="the test push")
+    assert fake.received[0].json()["notification"]["type"] == "test"
+
+
+async def test_breaker_opens_and_recovers(push_client: Any, fake: FakeProvider) -> None:
+    healthy = asyncio.Event()
+    fake.script = lambda rec: None if healthy.is_set() else (503, {}, {})
+    client = await push_client(breaker_threshold=2, breaker_reset=1.0, max_attempts=50,
+                               backoff_base=0.05, backoff_max=0.05)
+    team = await make_team(client, 1)
+    await add_device(client, team.members[0], "webhook", f"{fake.url}/hook/b")
+    await send(client, team.owner, team.conversation_id)
+
+    async def state() -> float:
+        return await metric(client, "circuit_breaker_state", service="push.webhook")
+
+    await wait_for(lambda: _is(state(), 1.0), message="breaker open")
+    calls_when_opened = len(fake.received)
+    assert calls_when_opened == 2
+    await asyncio.sleep(0.5)  # open: no calls reach the provider
+    assert len(fake.received) == calls_when_opened
+    healthy.set()
+    await wait_for(lambda: _outbox_empty(client), timeout=5, message="delivered after reset")
+    assert await state() == 0.0
+    assert await metric(client, "push_notifications_total", provider="webhook",
+                        status="sent") == 1
+
+
+async def _is(value: Any, expected: float) -> bool:
+    return bool(await value == expected)
