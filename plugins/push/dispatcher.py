@@ -72,11 +72,12 @@ class Dispatcher:
 
     async def close(self) -> None:
         tasks = [t for t in (self._task, *self._sends) if t is not None]
+        held = set(self._claims)  # (cancelled sends forget theirs as they end)
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         try:
-            await self.outbox.release(set(self._claims))
+            await self.outbox.release(held)
         except Exception:  # the database may be gone already; leases expire anyway
             log.warning("push: could not release claimed outbox rows at shutdown")
         for p in self.providers.values():

@@ -51,8 +51,9 @@ async def test_offline_member_gets_one_per_device_online_and_muted_none(
 
 
 async def _online(client: Any, user_id: str) -> bool:
-    from secureconnect.app import KERNEL
     from secureconnect_plugins.chat.api import CONVERSATIONS
+
+    from secureconnect.app import KERNEL
 
     return await client.app[KERNEL].require(CONVERSATIONS).is_online(user_id)
 
@@ -220,3 +221,42 @@ async def test_breaker_opens_and_recovers(push_client: Any, fake: FakeProvider) 
 
 async def _is(value: Any, expected: float) -> bool:
     return bool(await value == expected)
+
+
+async def test_provider_down_app_restarted_every_notification_delivered_once(
+        sc_client: Any, fake: FakeProvider, rsa_pem: str) -> None:
+    from .conftest import push_settings
+
+    settings = push_settings(fake, rsa_pem, backoff_base=0.05, backoff_max=0.1,
+                             max_attempts=100)
+    client = await sc_client(settings)
+    team = await make_team(client, 2)
+    for i, member in enumerate(team.members):
+        await add_device(client, member, "webhook", f"{fake.url}/hook/{i}")
+        await add_device(client, member, "fcm", f"{FCM_TOKEN}{i}")
+    first = await send(client, team.owner, team.conversation_id, "before")
+    await wait_for(lambda: len(fake.received) == 4, message="first round delivered")
+    await fake.stop()  # the provider dies mid-run
+    sent = [await send(client, team.owner, team.conversation_id, f"m{i}") for i in range(5)]
+    await wait_for(lambda: _retried(client), message="sends failing against the dead provider")
+    await client.close()  # the app goes down with the notifications queued
+    client = await sc_client(settings)  # a new process on the same database
+    await fake.start()  # same port
+    expected = 4 * (1 + len(sent))
+    await wait_for(lambda: len(fake.received) >= expected, timeout=10,
+                   message="every queued notification delivered")
+    await wait_for(lambda: _outbox_empty(client), message="outbox drained")
+    await asyncio.sleep(0.3)
+    keys = []
+    for rec in fake.received:
+        body = rec.json()
+        if rec.kind == "webhook":
+            keys.append((rec.path, body["notification"]["message_id"]))
+        else:
+            keys.append((body["message"]["token"], body["message"]["data"]["message_id"]))
+    assert len(keys) == expected and len(set(keys)) == expected  # each once
+    assert {k[1] for k in keys} == {first["id"], *(m["id"] for m in sent)}
+
+
+async def _retried(client: Any) -> bool:
+    return await metric(client, "push_notifications_total", status="retried") >= 4
