@@ -28,6 +28,7 @@ import pluggy
 if TYPE_CHECKING:
     from dynaconf import Validator
 
+    from .cli import CliCommand
     from .health import HealthCheck
     from .jobs import Job
     from .kernel import CleanupContext, Kernel
@@ -52,6 +53,18 @@ def sc_settings_validators() -> Sequence[Validator]:
     names is reported as unknown and stops start-up. Defaults belong in
     ``config/settings.toml`` for built-in plugins and in ``default=`` for third-party
     ones.
+    """
+
+
+@hookspec
+def sc_cli_commands() -> Sequence[CliCommand]:
+    """Return :class:`secureconnect.cli.CliCommand` objects: extra ``secureconnect
+    <name> ...`` subcommands (e.g. ``secureconnect push dead-letters``).
+
+    Collected once per CLI run, for enabled plugins, before arguments are parsed. A
+    command's ``run(kernel, args)`` is awaited with the app's resources open (as for
+    ``migrate``) and returns the exit status. A name that clashes with a kernel command
+    or another plugin's is a start-up error naming both.
     """
 
 
