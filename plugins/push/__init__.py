@@ -138,3 +138,10 @@ async def sc_participant_removed(kernel: Kernel, conversation_id: str, user_id: 
     service = _service(kernel)
     if service is not None and local:
         await service.forget_member(conversation_id, user_id)
+
+
+@hookimpl
+def sc_cli_commands() -> list[object]:
+    from .cli import COMMANDS
+
+    return list(COMMANDS)
