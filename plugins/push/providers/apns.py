@@ -1,7 +1,7 @@
 """APNs over HTTP/2 with token (JWT) authentication (docs/push.md "APNs").
 
 * Provider token: an ES256 JWT ``{iss: team_id, iat}`` with header ``kid = key_id``,
-  signed once and reused for ``push.apns.token_lifetime`` seconds (Apple accepts 20–60
+  signed once and reused for ``push.apns.token_lifetime`` seconds (Apple accepts 20-60
   min; re-signing per request gets ``429 TooManyProviderTokenUpdates``); a 403
   ``ExpiredProviderToken``/``InvalidProviderToken`` drops it early.
 * ``POST /3/device/<token>`` with ``apns-topic``, ``apns-push-type`` (``alert``),
