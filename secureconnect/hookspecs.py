@@ -198,5 +198,16 @@ def sc_user_registered(kernel: Kernel, user: dict[str, Any]) -> None:
 
 
 @hookspec
+def sc_sessions_revoked(
+    kernel: Kernel, user_id: str | None, session_ids: list[str], reason: str
+) -> None:
+    """Auth sessions were revoked (``reason``: ``logout``, ``password_reset``,
+    ``refresh_token_reuse``, ...). Remove what belongs to those sessions (push devices
+    registered with them). Runs on the instance that revoked them, after the database
+    says so; exceptions are logged and never fail the revocation.
+    """
+
+
+@hookspec
 def sc_user_deleted(kernel: Kernel, user: dict[str, Any]) -> None:
     """An account was deleted. Remove the plugin's per-user data. Exceptions are logged."""

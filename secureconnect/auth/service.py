@@ -510,6 +510,9 @@ class AuthService:
             self.revoked.add(_CACHE_SESSION + sid, ttl)
             await self._cache_set(_CACHE_SESSION + sid, _REVOKED, ttl)
         self.revocations.labels(reason).inc(len(session_ids))
+        await self.kernel.notify(
+            "sc_sessions_revoked", user_id=user_id, session_ids=list(session_ids), reason=reason
+        )
         message = json.dumps(
             {"session_ids": session_ids, "user_id": user_id, "reason": reason}
         ).encode()
