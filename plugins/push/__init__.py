@@ -145,3 +145,21 @@ def sc_cli_commands() -> list[object]:
     from .cli import COMMANDS
 
     return list(COMMANDS)
+
+
+@hookimpl
+async def sc_sessions_revoked(kernel: Kernel, user_id: str | None, session_ids: list[str],
+                              reason: str) -> None:
+    service = _service(kernel)
+    if service is not None and service.settings.remove_devices_with_session:
+        removed = await service.remove_session_devices(session_ids)
+        if removed:
+            log.info("push: %d device(s) removed with their revoked session (%s)",
+                     removed, reason)
+
+
+@hookimpl
+async def sc_user_deleted(kernel: Kernel, user: dict[str, Any]) -> None:
+    service = _service(kernel)
+    if service is not None:
+        await service.forget_user(str(user["id"]))

@@ -31,7 +31,7 @@ from secureconnect.errors import NotFound
 from .devices import normalise
 from .dispatcher import Dispatcher
 from .metrics import PushMetrics
-from .models import devices, mutes
+from .models import devices, mutes, outbox
 from .outbox import Outbox
 from .service_ids import new_id, utcnow
 from .settings import PushSettings
@@ -144,10 +144,21 @@ class PushService:
         if not gone.rowcount:
             raise DeviceNotFound("no such device")
 
-    async def remove_session_devices(self, session_id: str) -> int:
+    async def remove_session_devices(self, session_ids: list[str]) -> int:
+        """Devices registered with these (revoked) auth sessions are removed."""
+        if not session_ids:
+            return 0
         async with self.kernel.db.connect() as conn:
-            gone = await conn.execute(delete(devices).where(devices.c.session_id == session_id))
+            gone = await conn.execute(delete(devices).where(
+                devices.c.session_id.in_(session_ids)))
         return int(gone.rowcount or 0)
+
+    async def forget_user(self, user_id: str) -> None:
+        """An account was deleted: its devices, mutes and queued notifications go."""
+        async with self.kernel.db.connect() as conn:
+            await conn.execute(delete(devices).where(devices.c.user_id == user_id))
+            await conn.execute(delete(mutes).where(mutes.c.user_id == user_id))
+            await conn.execute(delete(outbox).where(outbox.c.user_id == user_id))
 
     async def send_test(self, user_id: str) -> int:
         async with self.kernel.db.connect() as conn:

@@ -25,6 +25,7 @@ def validators() -> list[Validator]:
                   messages={"condition": f"push.providers: each must be one of {PROVIDERS}"}),
         Validator("push.preview", is_in=("none", "content")),
         Validator("push.preview_max_chars", is_type_of=int, gte=0, lte=1000),
+        Validator("push.remove_devices_with_session", is_type_of=bool),
         Validator("push.max_devices_per_user", is_type_of=int, gte=1, lte=1000),
         Validator("push.max_outbox", is_type_of=int, gte=1, lte=100_000_000),
         Validator("push.enqueue_queue", is_type_of=int, gte=1, lte=1_000_000),
@@ -66,6 +67,7 @@ class PushSettings:
     providers: tuple[str, ...] = ("log",)
     preview: Preview = "none"
     preview_max_chars: int = 120
+    remove_devices_with_session: bool = True
     max_devices_per_user: int = 20
     max_outbox: int = 100_000
     enqueue_queue: int = 10_000
@@ -98,6 +100,7 @@ class PushSettings:
             providers=tuple(t.providers),
             preview=t.preview,
             preview_max_chars=int(t.preview_max_chars),
+            remove_devices_with_session=bool(t.remove_devices_with_session),
             max_devices_per_user=int(t.max_devices_per_user),
             max_outbox=int(t.max_outbox),
             enqueue_queue=int(t.enqueue_queue),

@@ -81,3 +81,32 @@ async def test_mute_requires_membership(push_client: Any) -> None:
     assert (await r.json())["muted_until"].startswith("2999-01-01")
     r = await client.put(url, json={"muted_until": None}, headers=team.members[0].headers)
     assert r.status == 200 and (await r.json())["muted_until"] is None
+
+
+async def test_hook_sc_sessions_revoked(push_client: Any) -> None:
+    """Logout removes the devices registered with that session, not the others."""
+    from secureconnect.testing.accounts import login
+
+    client = await push_client()
+    user = await register_and_login(client)
+    await add_device(client, user, "fcm", FCM_TOKEN)
+    other = await login(client, user.email)
+    other_headers = {"Authorization": f"Bearer {other['access_token']}"}
+    r = await client.post("/v1/push/devices", headers=other_headers,
+                          json={"platform": "fcm", "token": FCM_TOKEN + "other"})
+    assert r.status == 201
+    kept = (await r.json())["id"]
+    r = await client.post("/v1/auth/logout", headers=user.headers)
+    assert r.status == 204
+    r = await client.get("/v1/push/devices", headers=other_headers)
+    assert [d["id"] for d in (await r.json())["devices"]] == [kept]
+
+
+async def test_more_devices_than_the_limit_evict_the_oldest(push_client: Any) -> None:
+    client = await push_client(max_devices_per_user=2)
+    user = await register_and_login(client)
+    first = await add_device(client, user, "fcm", FCM_TOKEN + "1")
+    await add_device(client, user, "fcm", FCM_TOKEN + "2")
+    await add_device(client, user, "fcm", FCM_TOKEN + "3")
+    ids = [d["id"] for d in await devices(client, user)]
+    assert len(ids) == 2 and first["id"] not in ids
