@@ -260,3 +260,44 @@ async def test_provider_down_app_restarted_every_notification_delivered_once(
 
 async def _retried(client: Any) -> bool:
     return await metric(client, "push_notifications_total", status="retried") >= 4
+
+
+async def test_hanging_provider_never_slows_chat_sends(push_client: Any,
+                                                      fake: FakeProvider) -> None:
+    import time
+
+    client = await push_client(send_timeout=5.0, concurrency=2)
+    team = await make_team(client, 3)
+    for i, member in enumerate(team.members):
+        await add_device(client, member, "webhook", f"{fake.url}/hook/{i}")
+
+    async def latencies(n: int) -> list[float]:
+        out = []
+        for i in range(n):
+            start = time.perf_counter()
+            await send(client, team.owner, team.conversation_id, f"m{i}")
+            out.append(time.perf_counter() - start)
+        return sorted(out)
+
+    healthy = await latencies(30)
+    fake.hang = True  # every provider call now hangs (until send_timeout)
+    hanging = await latencies(30)
+    await wait_for(lambda: len(fake.received) >= 2, message="pushes reaching the hung provider")
+    assert await metric(client, "push_outbox_depth") >= 0
+    # p99 (the slowest of 30) with the provider hanging is of the same order as healthy;
+    # a send that waited for the provider would take the whole 5 s send timeout
+    assert hanging[-1] < max(0.5, 5 * healthy[-1]), (healthy[-1], hanging[-1])
+
+
+async def test_outbox_depth_gauge(push_client: Any, fake: FakeProvider) -> None:
+    await fake.stop()  # nothing can be delivered
+    client = await push_client(backoff_base=5.0, backoff_max=5.0)
+    team = await make_team(client, 1)
+    await add_device(client, team.members[0], "webhook", f"{fake.url}/hook/x")
+    for i in range(3):
+        await send(client, team.owner, team.conversation_id, f"m{i}")
+    await wait_for(lambda: _gauge_is(client, 3.0), timeout=5, message="depth 3")
+
+
+async def _gauge_is(client: Any, value: float) -> bool:
+    return await metric(client, "push_outbox_depth") == value
