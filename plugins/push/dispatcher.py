@@ -12,6 +12,11 @@ has its own semaphore (``push.concurrency``) and circuit breaker
 * after ``max_attempts`` or ``max_age``, or a permanent rejection → dead letter;
 * breaker open → put back until the breaker's trial time, no attempt counted.
 
+Sent rows are deleted in groups (one ``DELETE`` for all the sends that finished while
+the previous one ran), and a wake-up waits :data:`COALESCE` seconds so a burst of
+enqueues is claimed in one go: on SQLite's single writer, per-row transactions would
+compete with chat's own writes.
+
 Shutdown cancels the tasks and gives claimed rows back, so a restart resends them.
 """
 
@@ -40,6 +45,45 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+#: seconds a wake-up waits for more enqueues before claiming
+COALESCE = 0.02
+
+
+class _GroupDelete:
+    """Deletes of sent rows, batched: callers wait for the statement that holds theirs."""
+
+    def __init__(self, outbox: Outbox) -> None:
+        self.outbox = outbox
+        self.pending: list[tuple[Claimed, asyncio.Future[bool]]] = []
+        self.task: asyncio.Task[None] | None = None
+
+    async def done(self, c: Claimed) -> bool:
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self.pending.append((c, future))
+        if self.task is None or self.task.done():
+            self.task = asyncio.get_running_loop().create_task(self._flush())
+        return await future
+
+    async def _flush(self) -> None:
+        await asyncio.sleep(0)  # let the sends finishing in this loop turn join
+        while self.pending:
+            batch, self.pending = self.pending, []
+            try:
+                deleted = await self.outbox.done_many([c for c, _ in batch])
+            except Exception as exc:
+                for _, f in batch:
+                    if not f.done():
+                        f.set_exception(exc)
+                continue
+            for c, f in batch:
+                if not f.done():
+                    f.set_result(c.row["id"] in deleted)
+
+    async def close(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+            await asyncio.gather(self.task, return_exceptions=True)
+
 
 class Dispatcher:
     def __init__(self, kernel: Kernel, settings: PushSettings, outbox: Outbox,
@@ -51,6 +95,7 @@ class Dispatcher:
         self.metrics = metrics
         self._slots = {name: asyncio.Semaphore(settings.concurrency) for name in providers}
         self._wake = asyncio.Event()
+        self._deletes = _GroupDelete(outbox)
         self._task: asyncio.Task[None] | None = None
         self._sends: set[asyncio.Task[None]] = set()
         self._claims: dict[str, int] = {}  # claim token → rows still in flight
@@ -76,6 +121,7 @@ class Dispatcher:
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        await self._deletes.close()
         try:
             await self.outbox.release(held)
         except Exception:  # the database may be gone already; leases expire anyway
@@ -99,6 +145,7 @@ class Dispatcher:
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.settings.poll_interval)
+                await asyncio.sleep(COALESCE)
 
     async def _claim_some(self) -> int:
         await self._refresh_depth()
@@ -171,7 +218,7 @@ class Dispatcher:
     async def _apply(self, c: Claimed, name: str, outcome: Outcome) -> None:
         row = c.row
         if isinstance(outcome, Sent):
-            if await self.outbox.done(c):
+            if await self._deletes.done(c):
                 self.metrics.notifications.labels(name, "sent").inc()
                 self.metrics.delivery_seconds.labels(name).observe(
                     (utcnow() - row["created_at"]).total_seconds())

@@ -12,6 +12,10 @@ token, so a worker whose lease ran out cannot finish a row someone else re-claim
 Delivery is at-least-once only across a crash between the provider's acceptance and
 the ``DELETE`` (a lease expiring after the provider accepted); the collapse key makes
 such a repeat replace, not add, a notification on the device.
+
+Every write is one ``kernel.db.write`` call (a whole transaction in one hop; on SQLite
+on the database's one writer thread, in line with chat's writes, so no lock is held
+across event-loop turns).
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, func, insert, or_, select, update
+from sqlalchemy import Connection, delete, func, insert, or_, select, update
 
 from secureconnect.kernel import Kernel
 
@@ -55,8 +59,11 @@ class Outbox:
             "attempts": 0, "last_error": None, "next_attempt_at": now,
             "claim_token": None, "claim_until": None, "created_at": now,
         } for i in items]
-        async with self.kernel.db.connect() as conn:
-            await conn.execute(insert(outbox), rows)
+
+        def run(conn: Connection) -> None:
+            conn.execute(insert(outbox), rows)
+
+        await self.kernel.db.write(run)
 
     async def depth(self) -> int:
         async with self.kernel.db.connect() as conn:
@@ -70,17 +77,21 @@ class Outbox:
                .order_by(outbox.c.next_attempt_at).limit(limit))
         if not self.kernel.db.is_sqlite:
             due = due.with_for_update(skip_locked=True)
-        async with self.kernel.db.connect() as conn:
-            result = await conn.execute(
+
+        def run(conn: Connection) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+            result = conn.execute(
                 update(outbox).where(outbox.c.id.in_(due.scalar_subquery()), free)
                 .values(claim_token=token, claim_until=now + self.lease))
             if not result.rowcount:
-                return []
-            rows = [dict(r._mapping) for r in await conn.execute(
+                return [], {}
+            rows = [dict(r._mapping) for r in conn.execute(
                 select(outbox).where(outbox.c.claim_token == token))]
             device_ids = {r["device_id"] for r in rows}
-            found = {d.id: d for d in await conn.execute(
+            found = {d.id: d for d in conn.execute(
                 select(devices).where(devices.c.id.in_(device_ids)))}
+            return rows, found
+
+        rows, found = await self.kernel.db.write(run)
         out = []
         for row in rows:
             dev = found.get(row["device_id"])
@@ -96,10 +107,23 @@ class Outbox:
 
     async def done(self, c: Claimed) -> bool:
         """Delete a sent (or dropped) row; False when the claim was lost meanwhile."""
-        async with self.kernel.db.connect() as conn:
-            result = await conn.execute(delete(outbox).where(
-                outbox.c.id == c.row["id"], outbox.c.claim_token == c.claim_token))
-        return bool(result.rowcount)
+        return c.row["id"] in await self.done_many([c])
+
+    async def done_many(self, claimed: list[Claimed]) -> set[str]:
+        """Delete many sent rows in one statement; the ids actually deleted (rows whose
+        claim was lost meanwhile are left alone)."""
+        if not claimed:
+            return set()
+        ids = [c.row["id"] for c in claimed]
+        tokens = {c.claim_token for c in claimed}
+
+        def run(conn: Connection) -> set[str]:
+            result = conn.execute(
+                delete(outbox).where(outbox.c.id.in_(ids), outbox.c.claim_token.in_(tokens))
+                .returning(outbox.c.id))
+            return {r.id for r in result}
+
+        return await self.kernel.db.write(run)
 
     async def reschedule(self, c: Claimed, at: datetime, error: str, *,
                          count_attempt: bool = True) -> None:
@@ -107,38 +131,50 @@ class Outbox:
                                   "claim_until": None, "last_error": error[:255]}
         if count_attempt:
             values["attempts"] = outbox.c.attempts + 1
-        async with self.kernel.db.connect() as conn:
-            await conn.execute(update(outbox).where(
+
+        def run(conn: Connection) -> None:
+            conn.execute(update(outbox).where(
                 outbox.c.id == c.row["id"], outbox.c.claim_token == c.claim_token)
                 .values(**values))
+
+        await self.kernel.db.write(run)
 
     async def release(self, tokens: set[str]) -> None:
         """Give claimed rows back (shutting down): another worker takes them at once."""
         if not tokens:
             return
-        async with self.kernel.db.connect() as conn:
-            await conn.execute(update(outbox).where(outbox.c.claim_token.in_(tokens))
-                               .values(claim_token=None, claim_until=None))
+
+        def run(conn: Connection) -> None:
+            conn.execute(update(outbox).where(outbox.c.claim_token.in_(tokens))
+                         .values(claim_token=None, claim_until=None))
+
+        await self.kernel.db.write(run)
 
     async def dead_letter(self, c: Claimed, error: str) -> None:
         row = c.row
-        async with self.kernel.db.connect() as conn:
-            gone = await conn.execute(delete(outbox).where(
+
+        def run(conn: Connection) -> None:
+            gone = conn.execute(delete(outbox).where(
                 outbox.c.id == row["id"], outbox.c.claim_token == c.claim_token))
             if not gone.rowcount:
                 return
-            await conn.execute(insert(dead_letters).values(
+            conn.execute(insert(dead_letters).values(
                 id=row["id"], device_id=row["device_id"], user_id=row["user_id"],
                 provider=row["provider"], payload=row["payload"],
                 collapse_key=row["collapse_key"], priority=row["priority"],
                 attempts=int(row["attempts"]) + 1, last_error=error[:255],
                 created_at=row["created_at"], failed_at=utcnow()))
 
+        await self.kernel.db.write(run)
+
     async def drop_device(self, device_id: str) -> None:
         """The token is dead: delete the device and everything queued for it."""
-        async with self.kernel.db.connect() as conn:
-            await conn.execute(delete(devices).where(devices.c.id == device_id))
-            await conn.execute(delete(outbox).where(outbox.c.device_id == device_id))
+
+        def run(conn: Connection) -> None:
+            conn.execute(delete(devices).where(devices.c.id == device_id))
+            conn.execute(delete(outbox).where(outbox.c.device_id == device_id))
+
+        await self.kernel.db.write(run)
 
     # -- dead letters (CLI) ---------------------------------------------------------------
     async def dead_letters(self, limit: int = 100) -> list[dict[str, Any]]:
@@ -150,19 +186,22 @@ class Outbox:
     async def retry_dead_letters(self, ids: list[str] | None = None) -> int:
         """Move dead letters (all, or ``ids``) back into the outbox with fresh attempts."""
         now = utcnow()
-        async with self.kernel.db.connect() as conn:
+
+        def run(conn: Connection) -> int:
             query = select(dead_letters)
             if ids:
                 query = query.where(dead_letters.c.id.in_(ids))
-            rows = [dict(r._mapping) for r in await conn.execute(query)]
+            rows = [dict(r._mapping) for r in conn.execute(query)]
             if not rows:
                 return 0
-            await conn.execute(insert(outbox), [{
+            conn.execute(insert(outbox), [{
                 "id": r["id"], "device_id": r["device_id"], "user_id": r["user_id"],
                 "provider": r["provider"], "payload": r["payload"],
                 "collapse_key": r["collapse_key"], "priority": r["priority"], "attempts": 0,
                 "last_error": None, "next_attempt_at": now, "claim_token": None,
                 "claim_until": None, "created_at": now} for r in rows])
-            await conn.execute(delete(dead_letters).where(
+            conn.execute(delete(dead_letters).where(
                 dead_letters.c.id.in_([r["id"] for r in rows])))
-        return len(rows)
+            return len(rows)
+
+        return await self.kernel.db.write(run)

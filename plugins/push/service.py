@@ -23,7 +23,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from secureconnect_plugins.chat.api import CONVERSATIONS, Conversations
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import Connection, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from secureconnect.errors import NotFound
@@ -43,6 +43,8 @@ log = logging.getLogger(__name__)
 
 #: message types that never notify (timeline noise posted by plugins)
 SILENT_TYPES = frozenset({"system"})
+#: queued messages turned into outbox rows by one insert
+ENQUEUE_BATCH = 100
 
 
 class DeviceNotFound(NotFound):
@@ -106,30 +108,29 @@ class PushService:
         values = {"user_id": user_id, "platform": new.platform, "token": token,
                   "app_id": new.app_id, "locale": new.locale, "session_id": session_id,
                   "updated_at": now}
+        limit = self.settings.max_devices_per_user
+
+        def run(conn: Connection) -> Any:
+            # one token, one owner: an existing registration moves to this user
+            moved = conn.execute(update(devices).where(devices.c.token_hash == token_hash)
+                                 .values(**values))
+            if not moved.rowcount:
+                conn.execute(insert(devices).values(
+                    id=new_id(), token_hash=token_hash, created_at=now, **values))
+            row = conn.execute(select(devices).where(devices.c.token_hash == token_hash)).one()
+            ids = [r.id for r in conn.execute(
+                select(devices.c.id).where(devices.c.user_id == user_id)
+                .order_by(devices.c.updated_at.desc(), devices.c.id.desc()))]
+            if ids[limit:]:  # over the limit: the least recently registered go
+                conn.execute(delete(devices).where(devices.c.id.in_(ids[limit:])))
+            return row
+
         for _ in range(3):
             try:
-                async with self.kernel.db.connect() as conn:
-                    moved = await conn.execute(update(devices)
-                                               .where(devices.c.token_hash == token_hash)
-                                               .values(**values))
-                    if not moved.rowcount:
-                        await conn.execute(insert(devices).values(
-                            id=new_id(), token_hash=token_hash, created_at=now, **values))
-                    row = (await conn.execute(
-                        select(devices).where(devices.c.token_hash == token_hash))).one()
-                    await self._evict_over_limit(conn, user_id)
-                return device_view(row)
+                return device_view(await self.kernel.db.write(run))
             except IntegrityError:
                 continue  # a concurrent registration of the same token: update it
         raise RuntimeError("device registration kept conflicting")
-
-    async def _evict_over_limit(self, conn: Any, user_id: str) -> None:
-        ids = [r.id for r in await conn.execute(
-            select(devices.c.id).where(devices.c.user_id == user_id)
-            .order_by(devices.c.updated_at.desc(), devices.c.id.desc()))]
-        extra = ids[self.settings.max_devices_per_user:]
-        if extra:
-            await conn.execute(delete(devices).where(devices.c.id.in_(extra)))
 
     async def devices_of(self, user_id: str) -> list[dict[str, Any]]:
         async with self.kernel.db.connect() as conn:
@@ -138,27 +139,31 @@ class PushService:
             return [device_view(r) for r in rows]
 
     async def remove(self, user_id: str, device_id: str) -> None:
-        async with self.kernel.db.connect() as conn:
-            gone = await conn.execute(delete(devices).where(
-                devices.c.id == device_id, devices.c.user_id == user_id))
-        if not gone.rowcount:
+        def run(conn: Connection) -> int:
+            return int(conn.execute(delete(devices).where(
+                devices.c.id == device_id, devices.c.user_id == user_id)).rowcount or 0)
+
+        if not await self.kernel.db.write(run):
             raise DeviceNotFound("no such device")
 
     async def remove_session_devices(self, session_ids: list[str]) -> int:
         """Devices registered with these (revoked) auth sessions are removed."""
         if not session_ids:
             return 0
-        async with self.kernel.db.connect() as conn:
-            gone = await conn.execute(delete(devices).where(
-                devices.c.session_id.in_(session_ids)))
-        return int(gone.rowcount or 0)
+        def run(conn: Connection) -> int:
+            return int(conn.execute(delete(devices).where(
+                devices.c.session_id.in_(session_ids))).rowcount or 0)
+
+        return await self.kernel.db.write(run)
 
     async def forget_user(self, user_id: str) -> None:
         """An account was deleted: its devices, mutes and queued notifications go."""
-        async with self.kernel.db.connect() as conn:
-            await conn.execute(delete(devices).where(devices.c.user_id == user_id))
-            await conn.execute(delete(mutes).where(mutes.c.user_id == user_id))
-            await conn.execute(delete(outbox).where(outbox.c.user_id == user_id))
+        def run(conn: Connection) -> None:
+            conn.execute(delete(devices).where(devices.c.user_id == user_id))
+            conn.execute(delete(mutes).where(mutes.c.user_id == user_id))
+            conn.execute(delete(outbox).where(outbox.c.user_id == user_id))
+
+        await self.kernel.db.write(run)
 
     async def send_test(self, user_id: str) -> int:
         async with self.kernel.db.connect() as conn:
@@ -175,24 +180,31 @@ class PushService:
     async def set_mute(self, user_id: str, conversation_id: str,
                        muted_until: datetime | None) -> dict[str, Any]:
         await self.conversations.require_participant(conversation_id, user_id)
-        async with self.kernel.db.connect() as conn:
-            await conn.execute(delete(mutes).where(mutes.c.user_id == user_id,
-                                                   mutes.c.conversation_id == conversation_id))
-            if muted_until is not None and muted_until > utcnow():
-                await conn.execute(insert(mutes).values(
+        if muted_until is not None and muted_until <= utcnow():
+            muted_until = None
+
+        def run(conn: Connection) -> None:
+            conn.execute(delete(mutes).where(mutes.c.user_id == user_id,
+                                             mutes.c.conversation_id == conversation_id))
+            if muted_until is not None:
+                conn.execute(insert(mutes).values(
                     user_id=user_id, conversation_id=conversation_id, muted_until=muted_until))
-            else:
-                muted_until = None
+
+        await self.kernel.db.write(run)
         return {"conversation_id": conversation_id, "muted_until": muted_until}
 
     async def forget_conversation(self, conversation_id: str) -> None:
-        async with self.kernel.db.connect() as conn:
-            await conn.execute(delete(mutes).where(mutes.c.conversation_id == conversation_id))
+        def run(conn: Connection) -> None:
+            conn.execute(delete(mutes).where(mutes.c.conversation_id == conversation_id))
+
+        await self.kernel.db.write(run)
 
     async def forget_member(self, conversation_id: str, user_id: str) -> None:
-        async with self.kernel.db.connect() as conn:
-            await conn.execute(delete(mutes).where(mutes.c.conversation_id == conversation_id,
-                                                   mutes.c.user_id == user_id))
+        def run(conn: Connection) -> None:
+            conn.execute(delete(mutes).where(mutes.c.conversation_id == conversation_id,
+                                             mutes.c.user_id == user_id))
+
+        await self.kernel.db.write(run)
 
     # -- messages → outbox -------------------------------------------------------------------
     def message_sent(self, message: dict[str, Any]) -> None:
@@ -206,20 +218,47 @@ class PushService:
             log.warning("push: enqueue backlog full; no push for message %s", message.get("id"))
 
     async def _enqueue_loop(self) -> None:
+        """Queued messages → outbox rows, up to ``ENQUEUE_BATCH`` messages per insert."""
         while True:
-            message = await self._queue.get()
+            batch = [await self._queue.get()]
+            while len(batch) < ENQUEUE_BATCH and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
             try:
-                await self.enqueue_message(message)
+                items: list[dict[str, Any]] = []
+                for message in batch:
+                    items += await self.recipients_of(message)
+                await self._add(items, batch)
             except asyncio.CancelledError:
                 raise
             except Exception:
-                self.metrics.failed.labels("-", "enqueue_error").inc()
-                log.exception("push: could not enqueue notifications of message %s",
-                              message.get("id"))
+                self.metrics.failed.labels("-", "enqueue_error").inc(len(batch))
+                log.exception("push: could not enqueue notifications of %d message(s)",
+                              len(batch))
             finally:
-                self._queue.task_done()
+                for _ in batch:
+                    self._queue.task_done()
 
     async def enqueue_message(self, message: dict[str, Any]) -> int:
+        items = await self.recipients_of(message)
+        await self._add(items, [message])
+        return len(items)
+
+    async def _add(self, items: list[dict[str, Any]], messages: list[dict[str, Any]]) -> None:
+        if not items:
+            return
+        if self.dispatcher.depth + len(items) > self.settings.max_outbox:
+            self.metrics.failed.labels("-", "outbox_full").inc(len(items))
+            log.warning("push: outbox full (%d); %d notification(s) of %d message(s) skipped",
+                        self.dispatcher.depth, len(items), len(messages))
+            return
+        await self.outbox.add(items)
+        self.dispatcher.depth += len(items)
+        for i in items:
+            self.metrics.notifications.labels(i["provider"], "enqueued").inc()
+        self.dispatcher.wake()
+
+    async def recipients_of(self, message: dict[str, Any]) -> list[dict[str, Any]]:
+        """One outbox item per device of each recipient who should be notified."""
         conversation_id = str(message["conversation_id"])
         sender_id = str(message["sender_id"])
         conversations = self.conversations
@@ -227,7 +266,7 @@ class PushService:
         recipients = [p.user_id for p in participants if p.user_id != sender_id]
         recipients = recipients[: self.settings.max_recipients]
         if not recipients:
-            return 0
+            return []
         now = utcnow()
         async with self.kernel.db.connect() as conn:
             muted = {r.user_id for r in await conn.execute(select(mutes.c.user_id).where(
@@ -248,19 +287,7 @@ class PushService:
                        "provider": self.settings.provider_for(d.platform), "payload": payload,
                        "collapse_key": f"conv:{conversation_id}", "priority": "high"}
                       for d in devs]
-        if not items:
-            return 0
-        if self.dispatcher.depth + len(items) > self.settings.max_outbox:
-            self.metrics.failed.labels("-", "outbox_full").inc(len(items))
-            log.warning("push: outbox full (%d); %d notification(s) of message %s skipped",
-                        self.dispatcher.depth, len(items), message.get("id"))
-            return 0
-        await self.outbox.add(items)
-        self.dispatcher.depth += len(items)
-        for i in items:
-            self.metrics.notifications.labels(i["provider"], "enqueued").inc()
-        self.dispatcher.wake()
-        return len(items)
+        return items
 
     def payload(self, message: dict[str, Any], badge: int) -> dict[str, Any]:
         """The notification: ids only, plus a preview when policy and message allow."""
