@@ -106,8 +106,8 @@ async def _push_service(kernel: Kernel) -> AsyncIterator[None]:
         kernel.state.pop(STATE_KEY, None)
 
 
-# trylast: opened after chat's context (chat's interface is provided by then).
-@hookimpl(trylast=True)
+# REQUIRES = ("chat",): opened after chat's context, closed before it.
+@hookimpl
 def sc_cleanup_ctx(kernel: Kernel) -> list[object]:
     return [_push_service] if _enabled(kernel) else []
 
@@ -124,15 +124,14 @@ def sc_message_sent(kernel: Kernel, message: dict[str, Any]) -> None:
         service.message_sent(message)
 
 
-# optionalhook: chat's participant hooks exist only while chat (with them) is loaded
-@hookimpl(optionalhook=True)
+@hookimpl
 async def sc_conversation_deleted(kernel: Kernel, conversation_id: str, local: bool) -> None:
     service = _service(kernel)
     if service is not None and local:
         await service.forget_conversation(conversation_id)
 
 
-@hookimpl(optionalhook=True)
+@hookimpl
 async def sc_participant_removed(kernel: Kernel, conversation_id: str, user_id: str,
                                  by: str, local: bool) -> None:
     service = _service(kernel)

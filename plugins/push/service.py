@@ -22,11 +22,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from secureconnect_plugins.chat.api import CONVERSATIONS, Conversations
 from sqlalchemy import Connection, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from secureconnect.errors import NotFound
+from secureconnect_plugins.chat.api import CONVERSATIONS, Conversations
 
 from .devices import normalise
 from .dispatcher import Dispatcher

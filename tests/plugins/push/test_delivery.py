@@ -51,9 +51,8 @@ async def test_offline_member_gets_one_per_device_online_and_muted_none(
 
 
 async def _online(client: Any, user_id: str) -> bool:
-    from secureconnect_plugins.chat.api import CONVERSATIONS
-
     from secureconnect.app import KERNEL
+    from secureconnect_plugins.chat.api import CONVERSATIONS
 
     return await client.app[KERNEL].require(CONVERSATIONS).is_online(user_id)
 
