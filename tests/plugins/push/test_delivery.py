@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
+
 from secureconnect.testing.accounts import register_and_login
 from secureconnect.testing.helpers import wait_for
 
@@ -300,3 +302,42 @@ async def test_outbox_depth_gauge(push_client: Any, fake: FakeProvider) -> None:
 
 async def _gauge_is(client: Any, value: float) -> bool:
     return await metric(client, "push_outbox_depth") == value
+
+
+async def _two_instances_deliver_each_once(sc_client: Any, fake: FakeProvider,
+                                           settings: dict[str, Any]) -> None:
+    a = await sc_client(settings)
+    b = await sc_client(settings)  # a second instance on the same database
+    team = await make_team(a, 4)
+    for i, member in enumerate(team.members):
+        await add_device(a, member, "webhook", f"{fake.url}/hook/{i}")
+    sent = [await send(a, team.owner, team.conversation_id, f"m{i}") for i in range(10)]
+    expected = len(sent) * len(team.members)
+    await wait_for(lambda: len(fake.received) >= expected, timeout=15,
+                   message="every notification delivered")
+    await wait_for(lambda: _outbox_empty(a), message="outbox drained")
+    await asyncio.sleep(0.3)
+    keys = [(r.path, r.json()["notification"]["message_id"]) for r in fake.received]
+    assert len(keys) == expected and len(set(keys)) == expected
+    sent_by = {name: await metric(c, "push_notifications_total", provider="webhook",
+                                  status="sent") for name, c in (("a", a), ("b", b))}
+    assert sum(sent_by.values()) == expected
+
+
+async def test_two_instances_never_send_one_notification_twice(
+        sc_client: Any, fake: FakeProvider, rsa_pem: str) -> None:
+    from .conftest import push_settings
+
+    # both instances poll often and claim small batches, so they compete for rows
+    settings = push_settings(fake, rsa_pem, poll_interval=0.01, batch_size=3)
+    await _two_instances_deliver_each_once(sc_client, fake, settings)
+
+
+@pytest.mark.postgres
+async def test_two_instances_on_postgres(sc_client: Any, fake: FakeProvider, rsa_pem: str,
+                                         postgres_url: str) -> None:
+    from .conftest import push_settings
+
+    settings = push_settings(fake, rsa_pem, poll_interval=0.01, batch_size=3)
+    settings["database"] = {"url": postgres_url}
+    await _two_instances_deliver_each_once(sc_client, fake, settings)
