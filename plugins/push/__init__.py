@@ -55,7 +55,34 @@ def sc_routes(kernel: Kernel) -> list[Route]:
         raise ConfigError(
             "plugin 'push' needs plugin 'chat' (it notifies conversation members), but "
             "`plugins.chat` is false; enable chat or also set `push = false` under [plugins]")
+    check_providers(PushSettings.from_settings(kernel.settings.push))
     return list(routes)
+
+
+def check_providers(s: PushSettings) -> None:
+    """Refuse a provider that is enabled but not configured (at ``create_app``, before
+    any resource is open)."""
+    for name in s.providers:
+        if name == "fcm":
+            _fcm_account(s)
+        elif name == "webpush":
+            from .providers.webpush import WebPushProvider
+
+            WebPushProvider.config(s)
+        elif name == "apns":
+            from .providers.apns import ApnsProvider
+
+            ApnsProvider.config(s)
+
+
+def _fcm_account(s: PushSettings) -> dict[str, Any]:
+    from .providers.fcm import FcmConfigError, load_service_account
+
+    try:
+        return load_service_account(str(s.fcm.get("credentials_json", "")),
+                                    str(s.fcm.get("credentials_file", "")))
+    except (FcmConfigError, OSError, ValueError) as exc:
+        raise ConfigError(f"plugin 'push': {exc}") from None
 
 
 def build_providers(kernel: Kernel, s: PushSettings) -> dict[str, Provider]:
@@ -69,14 +96,10 @@ def build_providers(kernel: Kernel, s: PushSettings) -> dict[str, Provider]:
 
             out[name] = WebhookProvider(kernel, s.webhook_allowed_hosts, s.send_timeout)
         elif name == "fcm":
-            from .providers.fcm import FcmConfigError, FcmProvider, load_service_account
+            from .providers.fcm import FcmProvider
 
-            try:
-                account = load_service_account(str(s.fcm.get("credentials_json", "")),
-                                               str(s.fcm.get("credentials_file", "")))
-            except (FcmConfigError, OSError, ValueError) as exc:
-                raise ConfigError(f"plugin 'push': {exc}") from None
-            out[name] = FcmProvider(kernel, account, str(s.fcm["endpoint"]), s.send_timeout)
+            out[name] = FcmProvider(kernel, _fcm_account(s), str(s.fcm["endpoint"]),
+                                    s.send_timeout)
         elif name == "webpush":
             from .providers.webpush import WebPushProvider
 

@@ -52,8 +52,9 @@ class ApnsProvider:
         #: provider JWTs signed (observable: once per token_lifetime, not per send)
         self.jwt_signatures = 0
 
-    @classmethod
-    def from_settings(cls, s: PushSettings) -> ApnsProvider:
+    @staticmethod
+    def config(s: PushSettings) -> dict[str, Any]:
+        """The provider's settings, checked, or a :class:`ConfigError`."""
         a = s.apns
         missing = [k for k in ("key_id", "team_id", "topic", "private_key") if not a.get(k)]
         if missing:
@@ -64,9 +65,14 @@ class ApnsProvider:
         except ImportError:
             raise ConfigError("plugin 'push': provider 'apns' needs the `push` extra "
                               "(pip install 'secureconnect[push]')") from None
-        return cls(str(a["endpoint"]), str(a["key_id"]), str(a["team_id"]), str(a["topic"]),
-                   str(a["private_key"]), float(a.get("token_lifetime", 2400)),
-                   s.send_timeout)
+        return {"endpoint": str(a["endpoint"]), "key_id": str(a["key_id"]),
+                "team_id": str(a["team_id"]), "topic": str(a["topic"]),
+                "private_key": str(a["private_key"]),
+                "token_lifetime": float(a.get("token_lifetime", 2400))}
+
+    @classmethod
+    def from_settings(cls, s: PushSettings) -> ApnsProvider:
+        return cls(**cls.config(s), timeout=s.send_timeout)
 
     def provider_token(self) -> str:
         now = time.time()

@@ -77,8 +77,9 @@ class WebPushProvider:
         #: VAPID JWTs signed (observable: once per origin and ~11 h, not per send)
         self.jwt_signatures = 0
 
-    @classmethod
-    def from_settings(cls, kernel: Kernel, s: PushSettings) -> WebPushProvider:
+    @staticmethod
+    def config(s: PushSettings) -> tuple[ec.EllipticCurvePrivateKey, str]:
+        """(VAPID key, subject) from the settings, or a :class:`ConfigError`."""
         raw = str(s.webpush.get("vapid_private_key", ""))
         subject = str(s.webpush.get("vapid_subject", ""))
         if not raw or not subject:
@@ -87,9 +88,13 @@ class WebPushProvider:
                 "`push.webpush.vapid_private_key` and `push.webpush.vapid_subject` "
                 "(mailto: or https:)")
         try:
-            key = load_vapid_key(raw)
+            return load_vapid_key(raw), subject
         except ValueError as exc:
             raise ConfigError(f"plugin 'push': push.webpush.vapid_private_key: {exc}") from None
+
+    @classmethod
+    def from_settings(cls, kernel: Kernel, s: PushSettings) -> WebPushProvider:
+        key, subject = cls.config(s)
         return cls(kernel, key, subject, tuple(s.webpush.get("allowed_hosts", ())),
                    s.send_timeout)
 
