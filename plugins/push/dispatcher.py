@@ -154,7 +154,12 @@ class Dispatcher:
         if limit == 0:
             await asyncio.wait(self._sends, return_when=asyncio.FIRST_COMPLETED)
             return 1
-        rows = await self.outbox.claim(limit)
+        token = self.outbox.new_claim_token()
+        self._claims[token] = self._claims.get(token, 0) + 1  # held while claiming
+        try:
+            rows = await self.outbox.claim(limit, token)
+        finally:
+            self._release_one(token)
         for c in rows:
             self._claims[c.claim_token] = self._claims.get(c.claim_token, 0) + 1
             task = asyncio.get_running_loop().create_task(self._deliver(c))
@@ -177,11 +182,14 @@ class Dispatcher:
         except Exception:
             log.exception("push: settling outbox row %s failed", c.row["id"])
         finally:
-            left = self._claims.get(c.claim_token, 1) - 1
-            if left <= 0:
-                self._claims.pop(c.claim_token, None)
-            else:
-                self._claims[c.claim_token] = left
+            self._release_one(c.claim_token)
+
+    def _release_one(self, token: str) -> None:
+        left = self._claims.get(token, 1) - 1
+        if left <= 0:
+            self._claims.pop(token, None)
+        else:
+            self._claims[token] = left
 
     async def _settle(self, c: Claimed) -> None:
         d = c.delivery

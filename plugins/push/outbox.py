@@ -69,9 +69,14 @@ class Outbox:
         async with self.kernel.db.connect() as conn:
             return int((await conn.execute(select(func.count()).select_from(outbox))).scalar_one())
 
-    async def claim(self, limit: int) -> list[Claimed]:
+    @staticmethod
+    def new_claim_token() -> str:
+        return str(uuid.uuid4())
+
+    async def claim(self, limit: int, token: str) -> list[Claimed]:
+        """Claim up to ``limit`` due rows under ``token`` (made by the caller first, so
+        a caller cancelled mid-claim still knows which rows to give back)."""
         now = utcnow()
-        token = str(uuid.uuid4())
         free = or_(outbox.c.claim_until.is_(None), outbox.c.claim_until < now)
         due = (select(outbox.c.id).where(outbox.c.next_attempt_at <= now, free)
                .order_by(outbox.c.next_attempt_at).limit(limit))
