@@ -50,6 +50,10 @@ async def test_offline_member_gets_one_per_device_online_and_muted_none(
     assert fcm["token"] == FCM_TOKEN
     assert fcm["android"]["collapse_key"] == f"conv:{team.conversation_id}"
     assert fcm["data"]["message_id"] == message["id"]
+    for provider in ("webhook", "fcm"):
+        assert await metric(client, "push_notifications_total", provider=provider,
+                            status="sent") == 1
+        assert await metric(client, "push_delivery_seconds_count", provider=provider) == 1
 
 
 async def _online(client: Any, user_id: str) -> bool:
@@ -153,6 +157,7 @@ async def test_500_is_retried_with_backoff_then_dead_lettered(push_client: Any,
     # jittered exponential: ≥ 0.1 s then ≥ 0.2 s between attempts
     assert times[1] - times[0] >= 0.09 and times[2] - times[1] >= 0.19
     assert len(await devices(client, team.members[0])) == 1  # token kept
+    assert await metric(client, "push_failed_total", provider="webhook", reason="http_500") == 3
 
 
 async def _dead_letters(client: Any, n: int) -> bool:
