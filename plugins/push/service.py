@@ -45,6 +45,8 @@ log = logging.getLogger(__name__)
 SILENT_TYPES = frozenset({"system"})
 #: queued messages turned into outbox rows by one insert
 ENQUEUE_BATCH = 100
+#: seconds the enqueuer waits after a message for others to batch with it
+ENQUEUE_COALESCE = 0.05
 
 
 class DeviceNotFound(NotFound):
@@ -218,16 +220,16 @@ class PushService:
             log.warning("push: enqueue backlog full; no push for message %s", message.get("id"))
 
     async def _enqueue_loop(self) -> None:
-        """Queued messages → outbox rows, up to ``ENQUEUE_BATCH`` messages per insert."""
+        """Queued messages → outbox rows: after a first message, wait
+        ``ENQUEUE_COALESCE`` s for more, then handle up to ``ENQUEUE_BATCH`` at once —
+        one participants/devices/presence look-up per conversation, one insert."""
         while True:
             batch = [await self._queue.get()]
-            while len(batch) < ENQUEUE_BATCH and not self._queue.empty():
-                batch.append(self._queue.get_nowait())
             try:
-                items: list[dict[str, Any]] = []
-                for message in batch:
-                    items += await self.recipients_of(message)
-                await self._add(items, batch)
+                await asyncio.sleep(ENQUEUE_COALESCE)
+                while len(batch) < ENQUEUE_BATCH and not self._queue.empty():
+                    batch.append(self._queue.get_nowait())
+                await self._add(await self.items_for(batch), batch)
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -239,7 +241,7 @@ class PushService:
                     self._queue.task_done()
 
     async def enqueue_message(self, message: dict[str, Any]) -> int:
-        items = await self.recipients_of(message)
+        items = await self.items_for([message])
         await self._add(items, [message])
         return len(items)
 
@@ -257,22 +259,31 @@ class PushService:
             self.metrics.notifications.labels(i["provider"], "enqueued").inc()
         self.dispatcher.wake()
 
-    async def recipients_of(self, message: dict[str, Any]) -> list[dict[str, Any]]:
-        """One outbox item per device of each recipient who should be notified."""
-        conversation_id = str(message["conversation_id"])
-        sender_id = str(message["sender_id"])
+    async def items_for(self, messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """One outbox item per (message, device of each recipient to notify)."""
+        by_conversation: dict[str, list[dict[str, Any]]] = {}
+        for m in messages:
+            by_conversation.setdefault(str(m["conversation_id"]), []).append(m)
+        items: list[dict[str, Any]] = []
+        for conversation_id, sent in by_conversation.items():
+            items += await self._conversation_items(conversation_id, sent)
+        return items
+
+    async def _conversation_items(self, conversation_id: str,
+                                  messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
         conversations = self.conversations
         participants = await conversations.participants(conversation_id)
-        recipients = [p.user_id for p in participants if p.user_id != sender_id]
-        recipients = recipients[: self.settings.max_recipients]
-        if not recipients:
+        members = [p.user_id for p in participants][: self.settings.max_recipients]
+        senders = {str(m["sender_id"]) for m in messages}
+        candidates = [u for u in members if u not in senders or len(senders) > 1]
+        if not candidates:
             return []
         now = utcnow()
         async with self.kernel.db.connect() as conn:
             muted = {r.user_id for r in await conn.execute(select(mutes.c.user_id).where(
-                mutes.c.conversation_id == conversation_id, mutes.c.user_id.in_(recipients),
+                mutes.c.conversation_id == conversation_id, mutes.c.user_id.in_(candidates),
                 mutes.c.muted_until > now))}
-            wanted = [u for u in recipients if u not in muted]
+            wanted = [u for u in candidates if u not in muted]
             rows = list(await conn.execute(select(devices).where(devices.c.user_id.in_(wanted))))
         by_user: dict[str, list[Any]] = {}
         for d in rows:
@@ -281,12 +292,16 @@ class PushService:
         for user_id, devs in by_user.items():
             if await conversations.is_online(user_id):
                 continue
+            # the unread count as of this batch: the badge the device should show now
             badge = await conversations.unread_count(conversation_id, user_id)
-            payload = self.payload(message, badge)
-            items += [{"device_id": d.id, "user_id": user_id,
-                       "provider": self.settings.provider_for(d.platform), "payload": payload,
-                       "collapse_key": f"conv:{conversation_id}", "priority": "high"}
-                      for d in devs]
+            for message in messages:
+                if str(message["sender_id"]) == user_id:
+                    continue  # never notify the sender
+                payload = self.payload(message, badge)
+                items += [{"device_id": d.id, "user_id": user_id,
+                           "provider": self.settings.provider_for(d.platform),
+                           "payload": payload, "collapse_key": f"conv:{conversation_id}",
+                           "priority": "high"} for d in devs]
         return items
 
     def payload(self, message: dict[str, Any], badge: int) -> dict[str, Any]:
