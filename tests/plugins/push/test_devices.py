@@ -110,3 +110,33 @@ async def test_more_devices_than_the_limit_evict_the_oldest(push_client: Any) ->
     await add_device(client, user, "fcm", FCM_TOKEN + "3")
     ids = [d["id"] for d in await devices(client, user)]
     assert len(ids) == 2 and first["id"] not in ids
+
+
+async def test_leaving_a_conversation_forgets_its_mute(push_client: Any) -> None:
+    from sqlalchemy import select
+
+    from secureconnect.app import KERNEL
+    from secureconnect.testing.helpers import wait_for
+    from secureconnect_plugins.push.models import mutes
+
+    client = await push_client()
+    team = await make_team(client, 1)
+    member = team.members[0]
+    r = await client.put(f"/v1/conversations/{team.conversation_id}/notifications",
+                         json={"muted_until": "2999-01-01T00:00:00Z"}, headers=member.headers)
+    assert r.status == 200
+
+    async def muted() -> list[Any]:
+        async with client.app[KERNEL].db.connect() as conn:
+            return list(await conn.execute(select(mutes)))
+
+    assert len(await muted()) == 1
+    r = await client.delete(
+        f"/v1/conversations/{team.conversation_id}/participants/{member.user_id}",
+        headers=member.headers)
+    assert r.status == 204
+    await wait_for(lambda: _none(muted()), message="the mute forgotten")
+
+
+async def _none(rows: Any) -> bool:
+    return not await rows
