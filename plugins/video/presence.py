@@ -1,0 +1,80 @@
+"""Which joined participants still have a socket, across instances (reconnect grace).
+
+* Each instance counts its own sockets per user (``sc_ws_connected`` /
+  ``sc_ws_disconnected``).
+* A socket opening marks the user's joined participations seen (``seen_at = now``,
+  ``gone_since = NULL``): a participant who comes back on *any* instance within the
+  grace keeps their place.
+* The user's last socket on an instance closing sets ``gone_since`` and arms a timer
+  for ``reconnect_grace`` seconds; when it fires, participants still gone leave
+  (``call.left``, reason ``disconnected``).
+* Every ``heartbeat_interval`` seconds an instance marks seen the joined participants
+  that have a socket on it, which clears a ``gone_since`` set by another instance
+  whose socket of the same user closed. A participant not seen for
+  ``reconnect_grace + 2 * heartbeat_interval`` (its instance died) is removed by the
+  reaper (:mod:`.jobs`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter
+from typing import TYPE_CHECKING, Any
+
+from secureconnect.errors import ServiceUnavailable
+
+if TYPE_CHECKING:
+    from .service import CallService
+
+log = logging.getLogger(__name__)
+
+
+class Presence:
+    def __init__(self, service: CallService) -> None:
+        self.service = service
+        self.local: Counter[str] = Counter()
+        self._loop_task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._loop_task = asyncio.ensure_future(self._heartbeat())
+
+    async def close(self) -> None:
+        if self._loop_task is not None:
+            self._loop_task.cancel()
+            await asyncio.gather(self._loop_task, return_exceptions=True)
+
+    async def connected(self, user_id: str) -> None:
+        self.local[user_id] += 1
+        if await self.service.users_in_calls([user_id]):
+            await self.service.mark_seen([user_id])
+
+    async def disconnected(self, user_id: str) -> None:
+        self.local[user_id] -= 1
+        if self.local[user_id] > 0:
+            return
+        del self.local[user_id]
+        call_ids = await self.service.mark_gone(user_id)
+        grace = self.service.settings.reconnect_grace
+        for call_id in call_ids:
+            self.service.schedule(
+                ("grace", f"{call_id}:{user_id}"), grace + 0.05,
+                lambda call_id=call_id: self.service.expire_departed(call_id))
+
+    async def _heartbeat(self) -> None:
+        interval = self.service.settings.heartbeat_interval
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.beat()
+            except (ServiceUnavailable, OSError) as exc:
+                log.warning("video: presence heartbeat failed: %s", exc)
+            except Exception:
+                log.exception("video: presence heartbeat failed")
+
+    async def beat(self) -> Any:
+        users = [u for u, n in self.local.items() if n > 0]
+        in_calls = await self.service.users_in_calls(users)
+        if in_calls:
+            await self.service.mark_seen(in_calls)
+        return len(in_calls)
