@@ -145,6 +145,7 @@ async def _video_service(kernel: Kernel) -> AsyncIterator[None]:
     _add_own_hookspecs(kernel)
     service = CallService(kernel, VideoSettings.from_settings(kernel.settings.video))
     presence = Presence(service)
+    await service.start()
     kernel.state[STATE_KEY] = VideoState(service, presence)
     try:
         await service.sync_active_gauge()

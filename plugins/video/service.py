@@ -42,6 +42,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from secureconnect.ids import new_id_str as new_id
 
 from .errors import CallEnded, CallFull, CallInProgress, CallNotFound, NotCallHost, NotInCall
+from .membership import JoinedCache
 from .metrics import VideoMetrics
 from .models import call_participants as cp
 from .models import calls, row_dict, utcnow
@@ -111,13 +112,18 @@ class CallService:
         self._timers: dict[tuple[str, str], asyncio.TimerHandle] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closed = False
+        self.joined = JoinedCache(kernel, self._load_joined, settings.membership_cache_ttl)
 
     @property
     def conversations(self) -> Conversations:
         return self.kernel.require(CONVERSATIONS)
 
+    async def start(self) -> None:
+        await self.joined.start()
+
     async def close(self) -> None:
         self._closed = True
+        await self.joined.close()
         for handle in self._timers.values():
             handle.cancel()
         self._timers.clear()
@@ -200,21 +206,26 @@ class CallService:
         return str(found) if found is not None else None
 
     async def joined_users(self, call_id: str, users: Sequence[str]) -> set[str]:
-        """Which of ``users`` are joined participants of the live call ``call_id``.
-        Raises 404 for an unknown call."""
+        """Which of ``users`` are joined participants of the live call ``call_id``
+        (through the instance's :class:`JoinedCache`). Raises 404 for an unknown call."""
+        joined = await self.joined.get(call_id)
+        if joined is None:
+            raise CallNotFound("no such call")
+        return joined.intersection(users)
+
+    async def _load_joined(self, call_id: str) -> frozenset[str] | None:
         async with self.kernel.db.connect() as c:
             rows = (await c.execute(
                 select(cp.c.user_id, calls.c.status)
                 .select_from(calls.outerjoin(
-                    cp, and_(cp.c.call_id == calls.c.id, cp.c.user_id.in_(list(users)),
-                             cp.c.status == "joined")))
+                    cp, and_(cp.c.call_id == calls.c.id, cp.c.status == "joined")))
                 .where(calls.c.id == call_id)
             )).all()
         if not rows:
-            raise CallNotFound("no such call")
+            return None
         if rows[0].status == "ended":
-            return set()
-        return {str(r.user_id) for r in rows if r.user_id is not None}
+            return frozenset()
+        return frozenset(str(r.user_id) for r in rows if r.user_id is not None)
 
     # -- transactions --------------------------------------------------------------
     async def _lock(self, s: AsyncSession, call_id: str) -> dict[str, Any] | None:
@@ -304,6 +315,8 @@ class CallService:
                 self.metrics.duration.observe(
                     max(0.0, (now - call["answered_at"]).total_seconds()))
             log.info("call %s ended (%s)", call["id"], reason)
+        await self.joined.changed({
+            str(data["call_id"]) for _, kind, data in out.events if kind != "call.state"})
         if out.events:
             await asyncio.gather(*(
                 self.kernel.ws.publish_to_user(u, event_type, data)

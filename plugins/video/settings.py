@@ -25,6 +25,7 @@ def validators() -> list[Validator]:
         Validator("video.turn_secret", is_type_of=str),
         Validator("video.reaper_interval", is_type_of=(int, float), gte=0.1, lte=86400),
         Validator("video.reaper_batch_size", is_type_of=int, gte=1, lte=100_000),
+        Validator("video.membership_cache_ttl", is_type_of=(int, float), gte=0, lte=60),
     ]
 
 
@@ -42,6 +43,7 @@ class VideoSettings:
     turn_secret: str
     reaper_interval: float
     reaper_batch_size: int
+    membership_cache_ttl: float
 
     @classmethod
     def from_settings(cls, table: Any) -> VideoSettings:
@@ -58,6 +60,7 @@ class VideoSettings:
             turn_secret=str(table.turn_secret or ""),
             reaper_interval=float(table.reaper_interval),
             reaper_batch_size=int(table.reaper_batch_size),
+            membership_cache_ttl=float(table.membership_cache_ttl),
         )
         if s.heartbeat_interval >= s.reconnect_grace:
             raise ConfigError(
