@@ -84,6 +84,7 @@ def sc_routes(kernel: Kernel) -> list[Route]:
     if not _enabled(kernel):
         return []
     _require_chat(kernel)
+    VideoSettings.from_settings(kernel.settings.video)  # cross-key checks, at build time
     return list(routes)
 
 

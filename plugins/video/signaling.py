@@ -18,6 +18,7 @@ the joined participants.
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from typing import TYPE_CHECKING, Any
 
@@ -68,15 +69,35 @@ class _State(BaseModel):
     hand: StrictBool | None = None
 
 
+_CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
 def _uuid(value: str, what: str) -> str:
+    if _CANONICAL_UUID.fullmatch(value):  # the common case, without building a UUID
+        return value
     try:
         return str(uuid.UUID(value))
     except ValueError:
         raise InvalidSignal(f"{what} is not an id") from None
 
 
+def _size(value: Any, depth: int = 0) -> int:
+    """An upper bound of the JSON size of a frame's data, without encoding it."""
+    if isinstance(value, str):
+        return len(value) * 2 + 2  # escapes at most double a string (\uXXXX aside)
+    if depth > 4:
+        return len(json.dumps(value))
+    if isinstance(value, dict):
+        return 2 + sum(len(str(k)) + 4 + _size(v, depth + 1) for k, v in value.items())
+    if isinstance(value, list):
+        return 2 + sum(1 + _size(v, depth + 1) for v in value)
+    return 8 if value is None or isinstance(value, bool) else len(str(value))
+
+
 def _parse(model: type[BaseModel], data: dict[str, Any], limit: int) -> Any:
-    size = len(json.dumps(data, separators=(",", ":")))
+    size = _size(data)
+    if size > limit:
+        size = len(json.dumps(data, separators=(",", ":")))  # exact before refusing
     if size > limit:
         raise SignalTooLarge(f"the signal is {size} bytes; the limit is {limit}")
     try:
@@ -92,8 +113,13 @@ def _service(kernel: Kernel) -> CallService:
 
 
 def handlers(kernel: Kernel) -> dict[str, WsHandler]:
+    event_types = {kind: f"call.{kind}" for kind in ("offer", "answer", "ice")}
+    counters: dict[str, Any] = {}
+
     async def relay(kind: str, conn: Connection, data: dict[str, Any]) -> Any:
         service = _service(kernel)
+        if not counters:
+            counters.update({k: service.metrics.relayed.labels(k) for k in event_types})
         model = _Ice if kind == "ice" else _Sdp
         signal = _parse(model, data, service.settings.max_signal_bytes)
         call_id = _uuid(signal.call_id, "call_id")
@@ -114,8 +140,8 @@ def handlers(kernel: Kernel) -> dict[str, WsHandler]:
                                 if signal.candidate is not None else None)
         else:
             out["sdp"] = signal.sdp
-        await kernel.ws.publish_to_user(target, f"call.{kind}", out)
-        service.metrics.relayed.labels(kind).inc()
+        await kernel.ws.publish_to_user(target, event_types[kind], out)
+        counters[kind].inc()
         return {"relayed": True}
 
     async def offer(conn: Connection, data: dict[str, Any]) -> Any:
