@@ -130,6 +130,13 @@ async def sc_participant_removed(
         await state.service.participant_removed(str(conversation_id), str(user_id))
 
 
+@hookimpl(optionalhook=True)
+async def sc_conversation_deleted(kernel: Kernel, conversation_id: str, local: bool) -> None:
+    state = _state(kernel)
+    if state is not None and local:
+        await state.service.conversation_deleted(str(conversation_id))
+
+
 def _add_own_hookspecs(kernel: Kernel) -> None:
     # Until the kernel collects ``sc_addhooks``, declare the spec here (idempotent).
     if not hasattr(kernel.hooks, "sc_call_ringing"):

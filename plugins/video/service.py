@@ -515,6 +515,18 @@ class CallService:
                     cp.c.call_id == call["id"], cp.c.user_id == user_id).values(removed=True))
         await self._release(out)
 
+    async def conversation_deleted(self, conversation_id: str) -> None:
+        """The conversation is gone: its live call (if any is left) ends as ``stale``."""
+        out = Outbox()
+        async with self.kernel.db.session() as s:
+            live = await s.scalar(
+                select(calls.c.id).where(calls.c.live_conversation_id == conversation_id))
+            call = await self._lock(s, str(live)) if live is not None else None
+            if call is not None:
+                parts = await self._participants(s, call["id"])
+                await self._finish(s, call, "stale", utcnow(), parts, out)
+        await self._release(out)
+
     # -- media state -----------------------------------------------------------------
     async def set_media(self, user_id: str, call_id: str, changes: dict[str, bool]
                         ) -> dict[str, Any]:
@@ -581,9 +593,8 @@ class CallService:
                     or p["seen_at"] is None or p["seen_at"] <= seen_cut)
             ]
             for u in gone:
-                if call["id"] and parts[u]["status"] == "joined":
-                    await self._depart(s, call, u, "left", "disconnected", now, parts, out)
-                if out.ended:
+                await self._depart(s, call, u, "left", "disconnected", now, parts, out)
+                if out.ended:  # the call ended with it: everyone left
                     break
         await self._release(out)
         return bool(out.ended)
