@@ -19,10 +19,9 @@ from typing import TYPE_CHECKING, Any
 
 import pluggy
 from dynaconf import Validator
-from secureconnect_plugins.chat.api import CONVERSATIONS
 from sqlalchemy.exc import SQLAlchemyError
 
-from secureconnect import ConfigError, Job, Kernel, Route, hookimpl
+from secureconnect import Job, Kernel, Route, hookimpl
 from secureconnect.errors import ServiceUnavailable
 from secureconnect.migrations import MigrationSource
 
@@ -40,6 +39,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+#: calls live in conversations: opened after chat, refused at start-up without it
 REQUIRES = ("chat",)
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -59,19 +59,10 @@ def _enabled(kernel: Kernel) -> bool:
     return bool(kernel.settings.video.enabled)
 
 
-def _require_chat(kernel: Kernel) -> None:
-    if kernel.pm.is_blocked("chat"):
-        raise ConfigError(
-            "plugin 'video' needs plugin 'chat' (calls live in conversations), but "
-            "`plugins.chat` is false; enable chat or also set `video = false` under [plugins]"
-        )
-
-
-@hookimpl(optionalhook=True)
+@hookimpl
 def sc_addhooks(pm: pluggy.PluginManager) -> None:
-    """Declare ``sc_call_ringing`` (the kernel's hook for plugin hookspecs)."""
-    if not hasattr(pm.hook, "sc_call_ringing"):
-        pm.add_hookspecs(hookspecs)
+    """Declare ``sc_call_ringing`` for other plugins (push) to implement."""
+    pm.add_hookspecs(hookspecs)
 
 
 @hookimpl
@@ -83,7 +74,6 @@ def sc_migrations() -> list[MigrationSource]:
 def sc_routes(kernel: Kernel) -> list[Route]:
     if not _enabled(kernel):
         return []
-    _require_chat(kernel)
     VideoSettings.from_settings(kernel.settings.video)  # cross-key checks, at build time
     return list(routes)
 
@@ -119,7 +109,7 @@ async def sc_ws_disconnected(kernel: Kernel, conn: Connection) -> None:
         await state.presence.disconnected(conn.user_id)
 
 
-@hookimpl(optionalhook=True)
+@hookimpl
 async def sc_participant_removed(
     kernel: Kernel, conversation_id: str, user_id: str, by: str, local: bool
 ) -> None:
@@ -130,27 +120,14 @@ async def sc_participant_removed(
         await state.service.participant_removed(str(conversation_id), str(user_id))
 
 
-@hookimpl(optionalhook=True)
+@hookimpl
 async def sc_conversation_deleted(kernel: Kernel, conversation_id: str, local: bool) -> None:
     state = _state(kernel)
     if state is not None and local:
         await state.service.conversation_deleted(str(conversation_id))
 
 
-def _add_own_hookspecs(kernel: Kernel) -> None:
-    # Until the kernel collects ``sc_addhooks``, declare the spec here (idempotent).
-    if not hasattr(kernel.hooks, "sc_call_ringing"):
-        kernel.pm.add_hookspecs(hookspecs)
-
-
 async def _video_service(kernel: Kernel) -> AsyncIterator[None]:
-    if not kernel.provides(CONVERSATIONS):
-        raise ConfigError(
-            f"plugin 'video' needs the {CONVERSATIONS!r} interface of plugin 'chat', which "
-            "is not installed or not enabled; enable chat or set `video = false` under "
-            "[plugins]"
-        )
-    _add_own_hookspecs(kernel)
     service = CallService(kernel, VideoSettings.from_settings(kernel.settings.video))
     presence = Presence(service)
     await service.start()
@@ -168,7 +145,6 @@ async def _video_service(kernel: Kernel) -> AsyncIterator[None]:
         await service.close()
 
 
-# trylast: opened after chat's context, so chat's interface is already provided.
-@hookimpl(trylast=True)
+@hookimpl
 def sc_cleanup_ctx(kernel: Kernel) -> list[Any]:
     return [_video_service] if _enabled(kernel) else []

@@ -18,64 +18,17 @@ is set when their last socket on an instance dropped and cleared when one comes 
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import (
-    Boolean,
-    CheckConstraint,
-    Column,
-    DateTime,
-    ForeignKey,
-    Index,
-    Integer,
-    MetaData,
-    String,
-    Table,
-)
-from sqlalchemy.engine import Dialect
-from sqlalchemy.types import TypeDecorator
+from sqlalchemy import Boolean, CheckConstraint, Column, ForeignKey, Index, Integer, String, Table
 
-metadata = MetaData(
-    naming_convention={
-        "ix": "ix_%(column_0_label)s",
-        "uq": "uq_%(table_name)s_%(column_0_name)s",
-        "ck": "ck_%(table_name)s_%(constraint_name)s",
-        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
-        "pk": "pk_%(table_name)s",
-    }
-)
+from secureconnect.models import ID, UtcDateTime, new_metadata, utcnow
+
+metadata = new_metadata()
 
 CALL_STATUSES = ("ringing", "active", "ended")
 END_REASONS = ("completed", "missed", "declined", "ended_by_host", "stale")
 PARTICIPANT_STATUSES = ("invited", "joined", "left", "declined", "missed")
-
-
-class UtcDateTime(TypeDecorator[datetime]):
-    """Timezone-aware UTC datetimes on every backend (naive UTC on SQLite)."""
-
-    impl = DateTime(timezone=True)
-    cache_ok = True
-
-    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            raise ValueError("naive datetime given to a UTC column")
-        value = value.astimezone(UTC)
-        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
-
-    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
-ID = String(36)
 
 calls = Table(
     "calls",
@@ -89,10 +42,10 @@ calls = Table(
     Column("type", String(8), nullable=False),
     Column("status", String(8), nullable=False),
     Column("end_reason", String(16), nullable=True),
-    Column("created_at", UtcDateTime, nullable=False),
-    Column("ring_deadline", UtcDateTime, nullable=False),
-    Column("answered_at", UtcDateTime, nullable=True),
-    Column("ended_at", UtcDateTime, nullable=True),
+    Column("created_at", UtcDateTime(), nullable=False),
+    Column("ring_deadline", UtcDateTime(), nullable=False),
+    Column("answered_at", UtcDateTime(), nullable=True),
+    Column("ended_at", UtcDateTime(), nullable=True),
     Column("version", Integer, nullable=False, default=0),
     CheckConstraint("type IN ('audio', 'video')", name="type"),
     CheckConstraint("status IN ('ringing', 'active', 'ended')", name="status"),
@@ -117,14 +70,14 @@ call_participants = Table(
     Column("left_reason", String(16), nullable=True),
     # removed from the conversation: no further event of this call reaches them
     Column("removed", Boolean, nullable=False, default=False),
-    Column("joined_at", UtcDateTime, nullable=True),
-    Column("left_at", UtcDateTime, nullable=True),
+    Column("joined_at", UtcDateTime(), nullable=True),
+    Column("left_at", UtcDateTime(), nullable=True),
     Column("audio", Boolean, nullable=False, default=True),
     Column("video", Boolean, nullable=False, default=False),
     Column("screen", Boolean, nullable=False, default=False),
     Column("hand", Boolean, nullable=False, default=False),
-    Column("seen_at", UtcDateTime, nullable=True),
-    Column("gone_since", UtcDateTime, nullable=True),
+    Column("seen_at", UtcDateTime(), nullable=True),
+    Column("gone_since", UtcDateTime(), nullable=True),
     CheckConstraint(
         "status IN ('invited', 'joined', 'left', 'declined', 'missed')", name="status"
     ),
@@ -135,3 +88,6 @@ Index("ix_call_participants_user_status", call_participants.c.user_id, call_part
 
 def row_dict(row: Any) -> dict[str, Any]:
     return dict(row._mapping)
+
+
+__all__ = ["call_participants", "calls", "metadata", "row_dict", "utcnow"]

@@ -8,7 +8,7 @@ from typing import Literal
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict
 
-from secureconnect.http.context import principal
+from secureconnect import kernel_of, user_id_of
 from secureconnect.http.handlers import json_response
 from secureconnect.routing import RouteTable
 
@@ -73,14 +73,12 @@ class IceServersOut(BaseModel):
 
 
 def _service(request: web.Request) -> CallService:
-    from secureconnect.app import KERNEL
-
-    service: CallService = request.app[KERNEL].state[STATE_KEY].service
+    service: CallService = kernel_of(request).state[STATE_KEY].service
     return service
 
 
 def _user_id(request: web.Request) -> str:
-    return str(principal(request).user_id)
+    return user_id_of(request)
 
 
 def _uuid_param(request: web.Request, name: str) -> str:

@@ -34,12 +34,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from secureconnect_plugins.chat.api import CONVERSATIONS, MODERATOR_ROLES, Conversations
 from sqlalchemy import and_, exists, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from secureconnect.ids import new_id_str as new_id
+from secureconnect.models import new_id, rfc3339
+from secureconnect_plugins.chat.api import CONVERSATIONS, MODERATOR_ROLES, Conversations
 
 from .errors import CallEnded, CallFull, CallInProgress, CallNotFound, NotCallHost, NotInCall
 from .membership import JoinedCache
@@ -70,16 +70,12 @@ class Outbox:
         self.events.append((list(users), event_type, data))
 
 
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat().replace("+00:00", "Z") if value is not None else None
-
-
 def participant_view(p: dict[str, Any]) -> dict[str, Any]:
     return {
         "user_id": p["user_id"],
         "status": p["status"],
-        "joined_at": _iso(p["joined_at"]),
-        "left_at": _iso(p["left_at"]),
+        "joined_at": rfc3339(p["joined_at"]),
+        "left_at": rfc3339(p["left_at"]),
         "left_reason": p["left_reason"],
         # false while every socket of a joined participant is gone (reconnect grace)
         "connected": p["status"] == "joined" and p["gone_since"] is None,
@@ -96,10 +92,10 @@ def call_view(call: dict[str, Any], participants: Sequence[dict[str, Any]]) -> d
         "status": call["status"],
         "end_reason": call["end_reason"],
         "initiator_id": call["initiator_id"],
-        "created_at": _iso(call["created_at"]),
-        "ring_expires_at": _iso(call["ring_deadline"]),
-        "answered_at": _iso(call["answered_at"]),
-        "ended_at": _iso(call["ended_at"]),
+        "created_at": rfc3339(call["created_at"]),
+        "ring_expires_at": rfc3339(call["ring_deadline"]),
+        "answered_at": rfc3339(call["answered_at"]),
+        "ended_at": rfc3339(call["ended_at"]),
         "participants": [participant_view(p) for p in participants if not p["removed"]],
     }
 
@@ -205,7 +201,7 @@ class CallService:
             )
         return str(found) if found is not None else None
 
-    async def joined_users(self, call_id: str, users: Sequence[str]) -> set[str]:
+    async def joined_users(self, call_id: str, users: Sequence[str]) -> frozenset[str]:
         """Which of ``users`` are joined participants of the live call ``call_id``
         (through the instance's :class:`JoinedCache`). Raises 404 for an unknown call."""
         joined = await self.joined.get(call_id)
@@ -264,7 +260,7 @@ class CallService:
         )
         out.add(self._audience(parts), "call.ended", {
             "call_id": call["id"], "conversation_id": call["conversation_id"],
-            "reason": reason, "ended_at": _iso(now)})
+            "reason": reason, "ended_at": rfc3339(now)})
         out.ended.append((call, reason, now))
 
     async def _depart(self, s: AsyncSession, call: dict[str, Any], user_id: str, status: str,
@@ -338,7 +334,9 @@ class CallService:
                        ) -> dict[str, Any]:
         conversations = self.conversations
         await conversations.require_participant(conversation_id, user_id)
-        conversation_type, members = await self._facts(conversations, conversation_id, user_id)
+        info = await conversations.conversation(conversation_id)
+        conversation_type = info.type if info is not None else "group"
+        members = [p.user_id for p in await conversations.participants(conversation_id)]
         live = await self._live_call_id(conversation_id)
         if live is not None:
             raise self._in_progress(live)
@@ -376,20 +374,6 @@ class CallService:
         await self._release(out)
         await self.sync_active_gauge()
         return view
-
-    @staticmethod
-    async def _facts(conversations: Conversations, conversation_id: str, user_id: str
-                     ) -> tuple[str, list[str]]:
-        """The conversation's type and participant ids through chat's interface."""
-        # TEMPORARY (remove once main's chat adapter has conversation()/participants()).
-        if not hasattr(conversations, "conversation"):
-            legacy: Any = conversations
-            found = await legacy.get_conversation(user_id, conversation_id)
-            return str(found["type"]), [str(i) for i in
-                                        await legacy.participant_ids(conversation_id)]
-        info = await conversations.conversation(conversation_id)
-        members = [p.user_id for p in await conversations.participants(conversation_id)]
-        return (info.type if info is not None else "group"), members
 
     @staticmethod
     def _in_progress(call_id: str) -> CallInProgress:
