@@ -188,3 +188,38 @@ async def test_direct_call_missed_by_ring_timeout(video_client: Any, sc_ws: Any)
         text = await r.text()
         return 'call_failures_total{reason="missed"} 1.0' in text
     await wait_for(counted, timeout=3, message="the missed call counted")
+
+
+async def test_group_call_every_callee_declines(video_client: Any, sc_ws: Any) -> None:
+    client = await video_client()
+    alice, bob, carol = await users(client, 3)
+    cid = await conversation(client, alice, [bob, carol])
+    a = await sc_ws(client, alice.access_token)
+    call_id = (await start_call(client, alice, cid, "audio"))["id"]
+    still = await act(client, bob, call_id, "decline")
+    assert still["status"] == "ringing"
+    await expect_event(a, "call.left", call_id, user_id=bob.user_id, reason="declined")
+    ended = await act(client, carol, call_id, "decline")
+    assert ended["status"] == "ended" and ended["end_reason"] == "declined"
+    await expect_event(a, "call.ended", call_id, reason="declined")
+
+
+async def test_group_callees_who_never_answer_stop_ringing_at_the_timeout(
+        video_client: Any, sc_ws: Any) -> None:
+    client = await video_client({"video": {"ring_timeout": 0.5}})
+    alice, bob, carol = await users(client, 3)
+    cid = await conversation(client, alice, [bob, carol])
+    c = await sc_ws(client, carol.access_token)
+    call_id = (await start_call(client, alice, cid))["id"]
+    await act(client, bob, call_id, "join")
+    left = await expect_event(c, "call.left", call_id, timeout=5, user_id=carol.user_id)
+    assert left["reason"] == "missed"
+    view = await call_api(client, alice, "GET", f"/v1/calls/{call_id}")
+    assert view["status"] == "active"  # the call goes on for those in it
+    assert {p["user_id"]: p["status"] for p in view["participants"]}[carol.user_id] == "missed"
+    await act(client, carol, call_id, "join")  # a late answer still gets in
+    await act(client, alice, call_id, "end")
+    metrics = await (await client.get("/metrics")).text()
+    assert 'calls_total{type="video"} 1.0' in metrics
+    assert "call_duration_seconds_count 1.0" in metrics
+    assert "calls_active 0.0" in metrics
