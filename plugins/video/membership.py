@@ -79,7 +79,8 @@ class JoinedCache:
             return
         self.forget(call_ids)
         try:
-            await self.kernel.bus.publish(TOPIC, json.dumps(sorted(call_ids)).encode())
+            # posted: ordered before the events that follow, without waiting for Redis
+            await self.kernel.bus.post(TOPIC, json.dumps(sorted(call_ids)).encode())
         except Exception:
             log.warning("video: could not announce a membership change; other instances "
                         "forget it within %s s", self.ttl, exc_info=True)

@@ -24,6 +24,8 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError
 
+from secureconnect.ws.gateway import USER_TOPIC_PREFIX
+
 from .errors import InvalidSignal, NotInCall, SignalTooLarge
 
 if TYPE_CHECKING:
@@ -140,7 +142,9 @@ def handlers(kernel: Kernel) -> dict[str, WsHandler]:
                                 if signal.candidate is not None else None)
         else:
             out["sdp"] = signal.sdp
-        await kernel.ws.publish_to_user(target, event_types[kind], out)
+        # posted: the sender's next frame need not wait for other instances to be reached
+        # (order is kept; a failure is counted by the gateway)
+        await kernel.ws.post(USER_TOPIC_PREFIX + target, event_types[kind], out)
         counters[kind].inc()
         return {"relayed": True}
 
