@@ -54,6 +54,8 @@ class JoinedCache:
         now = time.monotonic()
         entry = self._entries.get(call_id)
         if entry is not None and entry[0] > now:
+            if entry[1].done():
+                return entry[1].result()
             return await asyncio.shield(entry[1])
         if len(self._entries) >= self.max_calls:
             self._entries.clear()
