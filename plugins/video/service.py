@@ -39,6 +39,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from secureconnect.models import new_id, rfc3339
+from secureconnect.ws.gateway import USER_TOPIC_PREFIX
 from secureconnect_plugins.chat.api import CONVERSATIONS, MODERATOR_ROLES, Conversations
 
 from .errors import CallEnded, CallFull, CallInProgress, CallNotFound, NotCallHost, NotInCall
@@ -313,11 +314,14 @@ class CallService:
             log.info("call %s ended (%s)", call["id"], reason)
         await self.joined.changed({
             str(data["call_id"]) for _, kind, data in out.events if kind != "call.state"})
-        if out.events:
-            await asyncio.gather(*(
-                self.kernel.ws.publish_to_user(u, event_type, data)
-                for users, event_type, data in out.events for u in users
-            ))
+        # Posted one after another (each user sees a call's events in order, on every
+        # instance); then the other instances' outcomes are awaited together.
+        outcomes = [
+            await self.kernel.ws.post(USER_TOPIC_PREFIX + u, event_type, data)
+            for users, event_type, data in out.events for u in users
+        ]
+        if outcomes:
+            await asyncio.gather(*outcomes)
         for call, callees in out.ringing:
             await self.kernel.notify("sc_call_ringing", call=call, callee_ids=callees)
         if out.ended:
