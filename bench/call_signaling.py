@@ -11,13 +11,15 @@ Redis). This process drives it:
   ``call.ice`` frames to each other (40 participants: 780 pairs, 4,680 relays with 2
   candidates each way). Each relayed frame carries its send time (in the SDP / the
   candidate's ``usernameFragment``); latency is send → arrival at the addressed socket.
-* The phase runs twice over the same sockets: ``quiet`` (signaling only) and ``loaded``
-  (while ``--chat-senders`` users send ``chat.send`` to another conversation of
-  ``--chat-members`` members at ``--chat-rate`` messages/s in total).
+* Each round runs the burst twice over the same sockets, ``quiet`` (signaling only) and
+  ``loaded`` (while the ``--chat-members`` users of another conversation send
+  ``chat.send`` at ``--chat-rate`` messages/s in total), their order alternating round
+  by round (``--rounds``) so a slow spell of the machine falls on both alike.
 
 Printed per phase: join burst p50/p99, relay p50/p99/max latency, completeness
 (relays that reached their target / relays sent, plus any relay delivered to the wrong
-socket), chat messages delivered; then the loaded/quiet p99 ratio (same run).
+socket), chat messages delivered; then the loaded/quiet p99 ratio of adjacent phases
+and the median round's p99 (the target: <= 300 ms under chat load).
 
     .venv/bin/python bench/call_signaling.py --participants 40
 """
@@ -31,6 +33,7 @@ import json
 import multiprocessing
 import os
 import socket
+import statistics
 import sys
 import tempfile
 import time
@@ -90,8 +93,17 @@ def serve(port: int, data_dir: str, database_url: str | None, redis_url: str | N
                 handle_signals=True)
 
 
+def cpu_seconds(pid: int | None = None) -> float:
+    """User + system CPU seconds of a process (this one when ``pid`` is None)."""
+    if pid is None:
+        t = os.times()
+        return t.user + t.system
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 @contextlib.asynccontextmanager
-async def server(args: argparse.Namespace) -> AsyncIterator[str]:
+async def server(args: argparse.Namespace) -> AsyncIterator[tuple[str, int]]:
     with contextlib.ExitStack() as services:
         database_url = redis_url = None
         if args.store == "postgres":
@@ -119,7 +131,8 @@ async def server(args: argparse.Namespace) -> AsyncIterator[str]:
                     await asyncio.sleep(0.1)
                 else:
                     raise RuntimeError("the server did not come up")
-            yield base
+            assert proc.pid is not None
+            yield base, proc.pid
         finally:
             proc.terminate()
             proc.join(10)
@@ -155,12 +168,14 @@ class Phase:
     chat_sent: int = 0
     chat_delivered: int = 0
     seconds: float = 0.0
+    server_cpu: float = 0.0
+    driver_cpu: float = 0.0
 
 
 class Bench:
-    def __init__(self, base: str, session: aiohttp.ClientSession, args: argparse.Namespace
-                 ) -> None:
-        self.base, self.session, self.args = base, session, args
+    def __init__(self, base: str, pid: int, session: aiohttp.ClientSession,
+                 args: argparse.Namespace) -> None:
+        self.base, self.pid, self.session, self.args = base, pid, session, args
         self.people: list[User] = []
         self.chatters: list[User] = []
         self.call_cid = self.chat_cid = ""
@@ -305,6 +320,7 @@ class Bench:
         if loaded:
             await asyncio.sleep(1.0)  # the chat load is running before the burst
         started = time.perf_counter()
+        cpu = (cpu_seconds(self.pid), cpu_seconds())
         owner = self.people[0]
         async with self.session.post(f"{self.base}/v1/conversations/{self.call_cid}/calls",
                                      json={"type": "video"}, headers=owner.headers) as r:
@@ -316,6 +332,8 @@ class Bench:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.done.wait(), timeout=self.args.timeout)
         self.phase.seconds = time.perf_counter() - started
+        self.phase.server_cpu = cpu_seconds(self.pid) - cpu[0]
+        self.phase.driver_cpu = cpu_seconds() - cpu[1]
         stop.set()
         if load is not None:
             await load
@@ -336,7 +354,8 @@ class Bench:
 def report(phases: list[Phase], args: argparse.Namespace) -> None:
     n = args.participants
     print(f"call signaling: {n} participants, {n * (n - 1) // 2} pairs, "
-          f"{args.candidates} candidates each way, store={args.store}, bus={args.bus}")
+          f"{args.candidates} candidates each way, store={args.store}, bus={args.bus}, "
+          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     for p in phases:
         complete = p.received / p.sent if p.sent else 0.0
         print(f"  {p.name:>6}: join burst p50 {pct(p.joins, .5):.0f} ms p99 "
@@ -344,23 +363,39 @@ def report(phases: list[Phase], args: argparse.Namespace) -> None:
               f"p99 {pct(p.latencies, .99):.1f} ms max {max(p.latencies, default=0):.1f} ms"
               f" | {p.received}/{p.sent} relayed ({complete:.2%}), {p.misdelivered} "
               f"misdelivered, {p.refused} refused | chat {p.chat_sent} sent, "
-              f"{p.chat_delivered} delivered | {p.seconds:.1f} s")
-    if len(phases) == 2:
-        quiet, loaded = phases
-        print(f"  loaded/quiet relay p99 ratio: "
-              f"{pct(loaded.latencies, .99) / pct(quiet.latencies, .99):.2f}")
-    target = pct(phases[-1].latencies, .99)
-    print(f"  target p99 <= 300 ms under chat load: {'met' if target <= 300 else 'MISSED'}"
-          f" ({target:.1f} ms)")
+              f"{p.chat_delivered} delivered | {p.seconds:.1f} s, CPU server "
+              f"{p.server_cpu:.1f} s driver {p.driver_cpu:.1f} s")
+    quiet = [p for p in phases if p.name == "quiet"]
+    loaded = [p for p in phases if p.name == "loaded"]
+    ratios = [pct(b.latencies, .99) / pct(a.latencies, .99)
+              for a, b in zip(quiet, loaded, strict=False)]
+    if ratios:
+        print(f"  loaded/quiet relay p99 ratio of adjacent rounds: median "
+              f"{statistics.median(ratios):.2f} ({', '.join(f'{r:.2f}' for r in ratios)})")
+    for name, group in (("quiet", quiet), ("loaded", loaded)):
+        if group:
+            every = [v for p in group for v in p.latencies]
+            print(f"  {name} over all rounds: relay p50 {pct(every, .5):.1f} ms "
+                  f"p99 {pct(every, .99):.1f} ms, median round p99 "
+                  f"{statistics.median(pct(p.latencies, .99) for p in group):.1f} ms, "
+                  f"completeness {sum(p.received for p in group)}/"
+                  f"{sum(p.sent for p in group)}")
+    target = statistics.median(pct(p.latencies, .99) for p in loaded) if loaded else 0.0
+    print(f"  target: median round p99 <= 300 ms under chat load: "
+          f"{'met' if target <= 300 else 'MISSED'} ({target:.1f} ms)")
 
 
 async def main_async(args: argparse.Namespace) -> None:
-    async with server(args) as base, aiohttp.ClientSession() as session:
-        bench = Bench(base, session, args)
+    async with server(args) as (base, pid), aiohttp.ClientSession() as session:
+        bench = Bench(base, pid, session, args)
         await bench.setup()
         try:
-            phases = [await bench.run_phase("quiet", False),
-                      await bench.run_phase("loaded", True)]
+            phases = []
+            for round_no in range(args.rounds):  # quiet, loaded, loaded, quiet, ...
+                order = [False, True] if round_no % 2 == 0 else [True, False]
+                for loaded in order:
+                    phases.append(await bench.run_phase("loaded" if loaded else "quiet",
+                                                        loaded))
         finally:
             await bench.close()
     report(phases, args)
@@ -373,6 +408,7 @@ def main() -> None:
     p.add_argument("--chat-members", type=int, default=20)
     p.add_argument("--chat-rate", type=float, default=200.0, help="chat messages/s in total")
     p.add_argument("--timeout", type=float, default=60.0, help="seconds to wait per phase")
+    p.add_argument("--rounds", type=int, default=3, help="quiet+loaded pairs, alternating")
     p.add_argument("--store", choices=("sqlite", "postgres"), default="sqlite")
     p.add_argument("--bus", choices=("memory", "redis"), default="memory")
     asyncio.run(main_async(p.parse_args()))
