@@ -206,6 +206,11 @@ class CallService:
         """Which of ``users`` are joined participants of the live call ``call_id``
         (through the instance's :class:`JoinedCache`). Raises 404 for an unknown call."""
         joined = await self.joined.get(call_id)
+        if joined is None or not joined.issuperset(users):
+            # A refusal is rare: confirm it with a fresh read, so someone who joined a
+            # moment ago (on any instance) is never refused by a cached answer.
+            self.joined.forget([call_id])
+            joined = await self.joined.get(call_id)
         if joined is None:
             raise CallNotFound("no such call")
         return joined.intersection(users)

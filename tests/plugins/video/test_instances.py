@@ -37,6 +37,10 @@ async def test_initiate_on_a_join_and_relay_through_b(
     await expect_event(c, "call.ringing", call_id)
     conflict = await start_call(second, carol, cid, status=409)
     assert conflict["call_id"] == call_id
+    # A has looked the call's members up (and keeps them) before bob joins through B
+    early = await a.request("call.offer", {"call_id": call_id, "to_user_id": bob.user_id,
+                                           "sdp": SDP})
+    assert early["data"]["code"] == "not_in_call"
     await act(second, bob, call_id, "join")
     await expect_event(a, "call.joined", call_id, user_id=bob.user_id)
 

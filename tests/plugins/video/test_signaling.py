@@ -9,14 +9,17 @@ import hmac
 import time
 from typing import Any
 
+import pytest
+
 from .helpers import act, call_api, conversation, expect_event, start_call, users
 
 SDP = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n"
 
 
+@pytest.mark.parametrize("cache_ttl", [2.0, 0])
 async def test_relay_reaches_only_the_addressed_joined_participant(
-        video_client: Any, sc_ws: Any) -> None:
-    client = await video_client()
+        video_client: Any, sc_ws: Any, cache_ttl: float) -> None:
+    client = await video_client({"video": {"membership_cache_ttl": cache_ttl}})
     alice, bob, carol, dave, outsider = await users(client, 5)
     cid = await conversation(client, alice, [bob, carol, dave])
     a, b, c, d, o = [await sc_ws(client, u.access_token)
