@@ -138,8 +138,8 @@ def handlers(kernel: Kernel) -> dict[str, WsHandler]:
         out: dict[str, Any] = {"call_id": call_id, "from_user_id": conn.user_id,
                                "to_user_id": target}
         if kind == "ice":
-            out["candidate"] = (signal.candidate.model_dump()
-                                if signal.candidate is not None else None)
+            # validated strictly with no extra keys: the client's object is what it says
+            out["candidate"] = data["candidate"]
         else:
             out["sdp"] = signal.sdp
         # posted: the sender's next frame need not wait for other instances to be reached
