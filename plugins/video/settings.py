@@ -75,7 +75,8 @@ class VideoSettings:
         if s.turn_urls and not s.turn_secret:
             raise ConfigError(
                 "video.turn_urls is set but video.turn_secret is empty; set the TURN "
-                "shared secret as a secret (config/.secrets.toml or SC_VIDEO__TURN_SECRET)"
+                "shared secret as a secret (config/.secrets.toml or "
+                "SECURECONNECT_VIDEO__TURN_SECRET)"
             )
         return s
 
