@@ -20,9 +20,15 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from sqlalchemy import select, update
+
 from secureconnect.errors import ServiceUnavailable
+from secureconnect.models import utcnow
+
+from .models import call_participants as cp
 
 if TYPE_CHECKING:
     from .service import CallService
@@ -46,15 +52,15 @@ class Presence:
 
     async def connected(self, user_id: str) -> None:
         self.local[user_id] += 1
-        if await self.service.users_in_calls([user_id]):
-            await self.service.mark_seen([user_id])
+        if await self.users_in_calls([user_id]):
+            await self.mark_seen([user_id])
 
     async def disconnected(self, user_id: str) -> None:
         self.local[user_id] -= 1
         if self.local[user_id] > 0:
             return
         del self.local[user_id]
-        call_ids = await self.service.mark_gone(user_id)
+        call_ids = await self.mark_gone(user_id)
         grace = self.service.settings.reconnect_grace
         for call_id in call_ids:
             self.service.schedule(
@@ -74,7 +80,44 @@ class Presence:
 
     async def beat(self) -> Any:
         users = [u for u, n in self.local.items() if n > 0]
-        in_calls = await self.service.users_in_calls(users)
+        in_calls = await self.users_in_calls(users)
         if in_calls:
-            await self.service.mark_seen(in_calls)
+            await self.mark_seen(in_calls)
         return len(in_calls)
+
+    # -- the shared tables --------------------------------------------------------------
+    async def joined_calls_of(self, user_id: str) -> list[str]:
+        async with self.service.kernel.db.connect() as c:
+            rows = (await c.scalars(select(cp.c.call_id).where(
+                cp.c.user_id == user_id, cp.c.status == "joined"))).all()
+        return [str(r) for r in rows]
+
+    async def mark_seen(self, user_ids: Sequence[str]) -> None:
+        """These users have a socket here: they are connected participants."""
+        now = utcnow()
+        for i in range(0, len(user_ids), 500):
+            chunk = list(user_ids[i:i + 500])
+            async with self.service.kernel.db.session() as s:
+                await s.execute(update(cp).where(
+                    cp.c.user_id.in_(chunk), cp.c.status == "joined"
+                ).values(seen_at=now, gone_since=None))
+
+    async def mark_gone(self, user_id: str) -> list[str]:
+        """The user's last socket on this instance closed: start their grace."""
+        now = utcnow()
+        async with self.service.kernel.db.session() as s:
+            await s.execute(update(cp).where(
+                cp.c.user_id == user_id, cp.c.status == "joined", cp.c.gone_since.is_(None)
+            ).values(gone_since=now))
+        return await self.joined_calls_of(user_id)
+
+    async def users_in_calls(self, candidates: Sequence[str]) -> list[str]:
+        if not candidates:
+            return []
+        out: list[str] = []
+        async with self.service.kernel.db.connect() as c:
+            for i in range(0, len(candidates), 500):
+                chunk = list(candidates[i:i + 500])
+                out += [str(u) for u in (await c.scalars(select(cp.c.user_id).distinct().where(
+                    cp.c.user_id.in_(chunk), cp.c.status == "joined"))).all()]
+        return out

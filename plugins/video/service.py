@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import and_, exists, func, insert, or_, select, update
+from sqlalchemy import and_, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -48,13 +48,13 @@ from .metrics import VideoMetrics
 from .models import call_participants as cp
 from .models import calls, row_dict, utcnow
 from .settings import VideoSettings
+from .views import MEDIA_FIELDS, call_view, participant_view
 
 if TYPE_CHECKING:
     from secureconnect.kernel import Kernel
 
 log = logging.getLogger(__name__)
 
-MEDIA_FIELDS = ("audio", "video", "screen", "hand")
 #: how ended calls count in ``call_failures_total``
 FAILURE_REASONS = frozenset({"missed", "declined", "stale"})
 
@@ -69,36 +69,6 @@ class Outbox:
 
     def add(self, users: Iterable[str], event_type: str, data: dict[str, Any]) -> None:
         self.events.append((list(users), event_type, data))
-
-
-def participant_view(p: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "user_id": p["user_id"],
-        "status": p["status"],
-        "joined_at": rfc3339(p["joined_at"]),
-        "left_at": rfc3339(p["left_at"]),
-        "left_reason": p["left_reason"],
-        # false while every socket of a joined participant is gone (reconnect grace)
-        "connected": p["status"] == "joined" and p["gone_since"] is None,
-        **{k: bool(p[k]) for k in MEDIA_FIELDS},
-    }
-
-
-def call_view(call: dict[str, Any], participants: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    return {
-        "id": call["id"],
-        "conversation_id": call["conversation_id"],
-        "conversation_type": call["conversation_type"],
-        "type": call["type"],
-        "status": call["status"],
-        "end_reason": call["end_reason"],
-        "initiator_id": call["initiator_id"],
-        "created_at": rfc3339(call["created_at"]),
-        "ring_expires_at": rfc3339(call["ring_deadline"]),
-        "answered_at": rfc3339(call["answered_at"]),
-        "ended_at": rfc3339(call["ended_at"]),
-        "participants": [participant_view(p) for p in participants if not p["removed"]],
-    }
 
 
 class CallService:
@@ -605,61 +575,3 @@ class CallService:
             await self._finish(s, call, "stale", now, await self._participants(s, call_id), out)
         await self._release(out)
         return True
-
-    async def due_calls(self) -> tuple[list[str], list[str], list[str]]:
-        """Ids of live calls past their ring timeout, with departed participants, and
-        older than ``max_call_duration`` (each list at most ``reaper_batch_size``)."""
-        now = utcnow()
-        batch = self.settings.reaper_batch_size
-        grace_cut = now - timedelta(seconds=self.settings.reconnect_grace)
-        seen_cut = now - timedelta(seconds=self.settings.stale_after)
-        old_cut = now - timedelta(seconds=self.settings.max_call_duration)
-        invited = exists().where(cp.c.call_id == calls.c.id, cp.c.status == "invited")
-        async with self.kernel.db.connect() as c:
-            ringing = (await c.scalars(select(calls.c.id).where(
-                calls.c.status != "ended", calls.c.ring_deadline <= now,
-                or_(calls.c.status == "ringing", invited)).limit(batch))).all()
-            departed = (await c.scalars(select(cp.c.call_id).distinct().where(
-                cp.c.status == "joined",
-                or_(cp.c.gone_since <= grace_cut, cp.c.seen_at.is_(None),
-                    cp.c.seen_at <= seen_cut)).limit(batch))).all()
-            old = (await c.scalars(select(calls.c.id).where(
-                calls.c.status != "ended", calls.c.created_at <= old_cut).limit(batch))).all()
-        return [str(i) for i in ringing], [str(i) for i in departed], [str(i) for i in old]
-
-    # -- presence (sockets) ------------------------------------------------------------
-    async def joined_calls_of(self, user_id: str) -> list[str]:
-        async with self.kernel.db.connect() as c:
-            rows = (await c.scalars(select(cp.c.call_id).where(
-                cp.c.user_id == user_id, cp.c.status == "joined"))).all()
-        return [str(r) for r in rows]
-
-    async def mark_seen(self, user_ids: Sequence[str]) -> None:
-        """These users have a socket here: they are connected participants."""
-        now = utcnow()
-        for i in range(0, len(user_ids), 500):
-            chunk = list(user_ids[i:i + 500])
-            async with self.kernel.db.session() as s:
-                await s.execute(update(cp).where(
-                    cp.c.user_id.in_(chunk), cp.c.status == "joined"
-                ).values(seen_at=now, gone_since=None))
-
-    async def mark_gone(self, user_id: str) -> list[str]:
-        """The user's last socket on this instance closed: start their grace."""
-        now = utcnow()
-        async with self.kernel.db.session() as s:
-            await s.execute(update(cp).where(
-                cp.c.user_id == user_id, cp.c.status == "joined", cp.c.gone_since.is_(None)
-            ).values(gone_since=now))
-        return await self.joined_calls_of(user_id)
-
-    async def users_in_calls(self, candidates: Sequence[str]) -> list[str]:
-        if not candidates:
-            return []
-        out: list[str] = []
-        async with self.kernel.db.connect() as c:
-            for i in range(0, len(candidates), 500):
-                chunk = list(candidates[i:i + 500])
-                out += [str(u) for u in (await c.scalars(select(cp.c.user_id).distinct().where(
-                    cp.c.user_id.in_(chunk), cp.c.status == "joined"))).all()]
-        return out
