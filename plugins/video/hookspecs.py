@@ -20,7 +20,8 @@ if TYPE_CHECKING:
 def sc_call_ringing(kernel: Kernel, call: dict[str, Any], callee_ids: list[str]) -> None:
     """A call started ringing for ``callee_ids`` (``call`` is the REST view of the call).
 
-    Observe only (exceptions are logged and counted): the push plugin notifies callees
-    without a live socket. Runs once, on the instance where the call was initiated. A
-    callee's ringing stops with ``call.ended`` or with their ``call.left``.
+    Observe only (exceptions are logged and counted): the push plugin notifies the
+    callees without a live socket (chat's ``Conversations.is_online`` tells which). Runs
+    once, on the instance where the call was initiated, after ``call.ringing`` went out.
+    A callee's ringing stops with ``call.ended`` or with their own ``call.left``.
     """
