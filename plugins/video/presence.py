@@ -52,7 +52,11 @@ class Presence:
 
     async def connected(self, user_id: str) -> None:
         self.local[user_id] += 1
-        if await self.users_in_calls([user_id]):
+        # off the connect path: a socket's upgrade never waits for the database
+        self.service.spawn(self._back(user_id))
+
+    async def _back(self, user_id: str) -> None:
+        if self.local[user_id] > 0 and await self.users_in_calls([user_id]):
             await self.mark_seen([user_id])
 
     async def disconnected(self, user_id: str) -> None:

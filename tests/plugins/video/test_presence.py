@@ -42,9 +42,13 @@ async def test_reconnect_within_grace_keeps_the_participant_and_after_it_call_le
                    for p in view["participants"])
     await wait_for(bob_disconnected, timeout=3, message="bob marked disconnected")
     b = await sc_ws(client, bob.access_token)
-    view = await call_api(client, alice, "GET", f"/v1/calls/{call_id}")
-    bob_row = next(p for p in view["participants"] if p["user_id"] == bob.user_id)
-    assert bob_row["status"] == "joined" and bob_row["connected"]
+
+    async def bob_back() -> bool:
+        view = await call_api(client, alice, "GET", f"/v1/calls/{call_id}")
+        row = next(p for p in view["participants"] if p["user_id"] == bob.user_id)
+        assert row["status"] == "joined"
+        return bool(row["connected"])
+    await wait_for(bob_back, timeout=0.8, message="bob connected again within the grace")
 
     # carol closes and does not come back: call.left after the grace, not before
     gone_at = time.monotonic()
