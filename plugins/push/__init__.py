@@ -147,6 +147,14 @@ def sc_message_sent(kernel: Kernel, message: dict[str, Any]) -> None:
         service.message_sent(message)
 
 
+# optionalhook: video's hook exists only while the video plugin is enabled
+@hookimpl(optionalhook=True)
+def sc_call_ringing(kernel: Kernel, call: dict[str, Any], callee_ids: list[str]) -> None:
+    service = _service(kernel)
+    if service is not None:
+        service.call_ringing(call, callee_ids)
+
+
 @hookimpl
 async def sc_conversation_deleted(kernel: Kernel, conversation_id: str, local: bool) -> None:
     service = _service(kernel)

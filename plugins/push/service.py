@@ -45,6 +45,8 @@ log = logging.getLogger(__name__)
 SILENT_TYPES = frozenset({"system"})
 #: queued messages turned into outbox rows by one insert
 ENQUEUE_BATCH = 100
+#: marks a queued call ring (the queue holds chat messages and call rings)
+CALL_KEY = "__call__"
 #: seconds the enqueuer waits after a message for others to batch with it
 ENQUEUE_COALESCE = 0.05
 
@@ -219,6 +221,14 @@ class PushService:
             self.metrics.failed.labels("-", "backlog").inc()
             log.warning("push: enqueue backlog full; no push for message %s", message.get("id"))
 
+    def call_ringing(self, call: dict[str, Any], callee_ids: list[str]) -> None:
+        """Called by video's ``sc_call_ringing``: queue only, never wait."""
+        try:
+            self._queue.put_nowait({CALL_KEY: call, "callee_ids": list(callee_ids)})
+        except asyncio.QueueFull:
+            self.metrics.failed.labels("-", "backlog").inc()
+            log.warning("push: enqueue backlog full; no push for call %s", call.get("id"))
+
     async def _enqueue_loop(self) -> None:
         """Queued messages → outbox rows: after a first message, wait
         ``ENQUEUE_COALESCE`` s for more, then handle up to ``ENQUEUE_BATCH`` at once —
@@ -229,7 +239,12 @@ class PushService:
                 await asyncio.sleep(ENQUEUE_COALESCE)
                 while len(batch) < ENQUEUE_BATCH and not self._queue.empty():
                     batch.append(self._queue.get_nowait())
-                await self._add(await self.items_for(batch), batch)
+                calls = [m for m in batch if CALL_KEY in m]
+                messages = [m for m in batch if CALL_KEY not in m]
+                items = await self.items_for(messages)
+                for ring in calls:
+                    items += await self.call_items(ring[CALL_KEY], ring["callee_ids"])
+                await self._add(items, batch)
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -302,6 +317,33 @@ class PushService:
                            "provider": self.settings.provider_for(d.platform),
                            "payload": payload, "collapse_key": f"conv:{conversation_id}",
                            "priority": "high"} for d in devs]
+        return items
+
+    async def call_items(self, call: dict[str, Any],
+                         callee_ids: list[str]) -> list[dict[str, Any]]:
+        """One high-priority ``call`` notification per device of each ringing callee
+        without a live socket (collapse key ``call:<id>``; no content to hide)."""
+        conversations = self.conversations
+        if not callee_ids:
+            return []
+        async with self.kernel.db.connect() as conn:
+            rows = list(await conn.execute(select(devices).where(
+                devices.c.user_id.in_(callee_ids[: self.settings.max_recipients]))))
+        payload = {"type": "call", "call_id": str(call["id"]),
+                   "conversation_id": str(call["conversation_id"]),
+                   "call_type": call.get("type"), "caller_id": call.get("initiator_id"),
+                   "ring_expires_at": call.get("ring_expires_at")}
+        online: dict[str, bool] = {}
+        items = []
+        for d in rows:
+            if d.user_id not in online:
+                online[d.user_id] = await conversations.is_online(d.user_id)
+            if online[d.user_id]:
+                continue
+            items.append({"device_id": d.id, "user_id": d.user_id,
+                          "provider": self.settings.provider_for(d.platform),
+                          "payload": payload, "collapse_key": f"call:{call['id']}",
+                          "priority": "high"})
         return items
 
     def payload(self, message: dict[str, Any], badge: int) -> dict[str, Any]:

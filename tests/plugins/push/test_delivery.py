@@ -346,3 +346,24 @@ async def test_two_instances_on_postgres(sc_client: Any, fake: FakeProvider, rsa
     settings = push_settings(fake, rsa_pem, poll_interval=0.01, batch_size=3)
     settings["database"] = {"url": postgres_url}
     await _two_instances_deliver_each_once(sc_client, fake, settings)
+
+
+async def test_call_ringing_notifies_callees_without_a_socket(
+        push_client: Any, fake: FakeProvider, sc_ws: Any) -> None:
+    client = await push_client()
+    team = await make_team(client, 2)
+    offline, online = team.members
+    await add_device(client, offline, "webhook", f"{fake.url}/hook/offline")
+    await add_device(client, online, "webhook", f"{fake.url}/hook/online")
+    await sc_ws(client, online.access_token)
+    await wait_for(lambda: _online(client, online.user_id), message="presence online")
+    r = await client.post(f"/v1/conversations/{team.conversation_id}/calls",
+                          json={"type": "video"}, headers=team.owner.headers)
+    assert r.status == 201, await r.text()
+    call = await r.json()
+    await wait_for(lambda: len(fake.received) >= 1, message="a ringing push")
+    await wait_for(lambda: _outbox_empty(client), message="outbox drained")
+    assert [rec.path for rec in fake.received] == ["/hook/offline"]
+    note = fake.received[0].json()["notification"]
+    assert note["type"] == "call" and note["call_id"] == call["id"]
+    assert note["prio"] == "high" and note["caller_id"] == team.owner.user_id
