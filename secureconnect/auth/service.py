@@ -510,9 +510,6 @@ class AuthService:
             self.revoked.add(_CACHE_SESSION + sid, ttl)
             await self._cache_set(_CACHE_SESSION + sid, _REVOKED, ttl)
         self.revocations.labels(reason).inc(len(session_ids))
-        await self.kernel.notify(
-            "sc_sessions_revoked", user_id=user_id, session_ids=list(session_ids), reason=reason
-        )
         message = json.dumps(
             {"session_ids": session_ids, "user_id": user_id, "reason": reason}
         ).encode()
@@ -523,6 +520,10 @@ class AuthService:
                 "publishing a session revocation failed (the cache and database "
                 "still refuse the session)"
             )
+        # after the revocation is out: plugins clean up what was tied to the sessions
+        await self.kernel.notify(
+            "sc_sessions_revoked", user_id=user_id, session_ids=list(session_ids), reason=reason
+        )
 
     # -- every authenticated request ---------------------------------------------------
     async def authenticate(self, token: str) -> Principal:
