@@ -25,8 +25,8 @@ class ReserveIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: StrictStr = Field(min_length=1, max_length=4096)
-    #: bytes, exactly; the stored object must match it
-    size: StrictInt = Field(ge=0)
+    #: bytes, exactly (at least 1); the stored object must match it
+    size: StrictInt = Field(ge=1)
     content_type: StrictStr = Field(min_length=3, max_length=255)
     #: lower-case hex SHA-256 of the content; verified on complete when given
     sha256: StrictStr | None = Field(default=None, pattern=SHA256)

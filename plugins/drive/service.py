@@ -115,8 +115,8 @@ class DriveService:
 
     # -- reserve -------------------------------------------------------------------------
     def validate(self, r: Reservation) -> Reservation:
-        if r.size < 0:
-            raise InvalidFile("size", "must not be negative")
+        if r.size < 1:
+            raise InvalidFile("size", "must be at least 1 byte")
         if r.size > self.s.max_file_size:
             raise FileTooLarge(
                 f"a file may have at most {self.s.max_file_size} bytes, got {r.size}",
