@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
+import aiohttp
 from aiohttp import web
 
 from secureconnect.errors import NotFound
@@ -19,6 +20,7 @@ from secureconnect.routing import NO_TIMEOUT, RouteTable
 from .runtime import runtime
 from .signing import verify
 from .storage.local import canonical_id
+from .tus import UploadInterrupted
 from .validation import content_disposition
 
 routes = RouteTable(tag="drive")
@@ -56,8 +58,12 @@ async def put_blob(request: web.Request) -> web.StreamResponse:
     if request.content_length is not None and request.content_length > max_size:
         raise rt.local.too_large(max_size)
     await rt.drive.pending_upload(file_id, max_size)
-    written = await rt.local.write(
-        file_id, body_chunks(request, rt.drive.s.upload_idle_timeout), max_size)
+    try:
+        written = await rt.local.write(
+            file_id, body_chunks(request, rt.drive.s.upload_idle_timeout), max_size)
+    except (TimeoutError, aiohttp.ClientPayloadError, ConnectionError) as exc:
+        # nothing is kept; the client PUTs again with the same URL
+        raise UploadInterrupted(exc) from exc
     return web.Response(status=200, headers={"X-Stored-Bytes": str(written)})
 
 

@@ -41,6 +41,18 @@ class UploadLocked(Problem):
     status, code, title = 423, "upload_locked", "Locked"
 
 
+class UploadInterrupted(Problem):
+    """The body stopped early (client gone, or stalled past the idle timeout); what
+    arrived is kept and the client resumes from ``HEAD``'s offset."""
+
+    status, code, title = 400, "upload_interrupted", "Bad Request"
+
+    def __init__(self, cause: BaseException) -> None:
+        stalled = isinstance(cause, TimeoutError)
+        super().__init__("the upload body stalled past the idle timeout" if stalled
+                         else "the upload body ended early", status=408 if stalled else 400)
+
+
 class UploadGone(Problem):
     status, code, title = 410, "upload_expired", "Gone"
 
@@ -154,8 +166,10 @@ class TusUploads:
         new_offset = offset + written
         # shielded: a dropped client must not lose the record of what it did send
         await asyncio.shield(self._advance(upload_id, offset, new_offset))
-        if error is not None and isinstance(error, Problem):
-            raise error
+        if error is not None:
+            if isinstance(error, Problem | asyncio.CancelledError):
+                raise error
+            raise UploadInterrupted(error) from error
         if new_offset == int(row.size):
             view = await self.drive.complete(user_id, upload_id)
             return UploadState(upload_id, new_offset, int(row.size), None, view)

@@ -125,9 +125,8 @@ class LocalStorage:
                     written += len(chunk)
                     if error is not None:
                         break
-            except (OSError, TimeoutError, ConnectionError, asyncio.IncompleteReadError) as exc:
-                error = exc
-            except Exception as exc:  # aiohttp's ClientPayloadError and kin
+            except BaseException as exc:
+                # the bytes written so far are kept and recorded by the caller
                 error = exc
         return written, error
 

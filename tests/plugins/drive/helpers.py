@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import io
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -54,7 +55,7 @@ class Drive:
         return await r.json()
 
     async def put(self, url: str, data: bytes) -> int:
-        async with self.plain.put(url, data=data) as r:
+        async with self.plain.put(url, data=io.BytesIO(data)) as r:
             await r.read()
             return r.status
 
