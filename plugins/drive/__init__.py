@@ -111,14 +111,12 @@ async def _drive(kernel: Kernel) -> AsyncIterator[None]:
         await rt.drive.storage.close()
 
 
-# trylast: opened after chat's context, so chat's interface is already provided.
-@hookimpl(trylast=True)
+@hookimpl
 def sc_cleanup_ctx(kernel: Kernel) -> list[object]:
     return [_drive] if _enabled(kernel) else []
 
 
-# optionalhook: chat's hookspecs join the manager only when chat is installed and on.
-@hookimpl(optionalhook=True)
+@hookimpl
 async def sc_participant_removed(
     kernel: Kernel, conversation_id: str, user_id: str, by: str, local: bool
 ) -> None:
@@ -129,7 +127,7 @@ async def sc_participant_removed(
         await rt.sharing.participant_removed(conversation_id, user_id)
 
 
-@hookimpl(optionalhook=True)
+@hookimpl
 async def sc_conversation_deleted(kernel: Kernel, conversation_id: str, local: bool) -> None:
     rt: DriveRuntime | None = kernel.state.get(STATE_KEY)
     if local and rt is not None:

@@ -15,71 +15,22 @@
 
 from __future__ import annotations
 
-import os
-import time
-import uuid
-from datetime import UTC, datetime
-
 from sqlalchemy import (
     BigInteger,
     Boolean,
     CheckConstraint,
     Column,
-    DateTime,
     ForeignKey,
     Index,
-    MetaData,
     String,
     Table,
 )
-from sqlalchemy.engine import Dialect
-from sqlalchemy.types import TypeDecorator
 
-metadata = MetaData(
-    naming_convention={
-        "ix": "ix_%(column_0_label)s",
-        "uq": "uq_%(table_name)s_%(column_0_name)s",
-        "ck": "ck_%(table_name)s_%(constraint_name)s",
-        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
-        "pk": "pk_%(table_name)s",
-    }
-)
+from secureconnect.models import ID, UtcDateTime, new_id, new_metadata, utcnow
 
+__all__ = ["files", "metadata", "new_id", "quotas", "shares", "utcnow"]
 
-class UtcDateTime(TypeDecorator[datetime]):
-    """Aware UTC datetimes everywhere; stored naive on SQLite so SQL compares alike."""
-
-    impl = DateTime(timezone=True)
-    cache_ok = True
-
-    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            raise ValueError("naive datetime given to a UTC column")
-        value = value.astimezone(UTC)
-        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
-
-    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
-def new_id() -> str:
-    """A time-ordered UUID (version 7, RFC 9562)."""
-    millis = time.time_ns() // 1_000_000
-    raw = bytearray(millis.to_bytes(6, "big") + os.urandom(10))
-    raw[6] = (raw[6] & 0x0F) | 0x70
-    raw[8] = (raw[8] & 0x3F) | 0x80
-    return str(uuid.UUID(bytes=bytes(raw)))
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
-ID = String(36)
+metadata = new_metadata()
 
 files = Table(
     "drive_files",
@@ -98,9 +49,9 @@ files = Table(
     Column("backend", String(8), nullable=False),
     Column("multipart_id", String(1024), nullable=True),
     Column("received", BigInteger, nullable=False, default=0),
-    Column("created_at", UtcDateTime, nullable=False),
-    Column("expires_at", UtcDateTime, nullable=True),
-    Column("completed_at", UtcDateTime, nullable=True),
+    Column("created_at", UtcDateTime(), nullable=False),
+    Column("expires_at", UtcDateTime(), nullable=True),
+    Column("completed_at", UtcDateTime(), nullable=True),
     CheckConstraint("size >= 0", name="size_non_negative"),
     CheckConstraint("status IN ('pending', 'ready')", name="status"),
 )
@@ -124,6 +75,6 @@ shares = Table(
     Column("conversation_id", ID, primary_key=True),
     Column("shared_by", ID, nullable=False),
     Column("message_id", String(64), nullable=True),
-    Column("created_at", UtcDateTime, nullable=False),
+    Column("created_at", UtcDateTime(), nullable=False),
 )
 Index("ix_drive_shares_conversation", shares.c.conversation_id)

@@ -24,11 +24,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from secureconnect_plugins.chat.api import CONVERSATIONS, Conversations
 from sqlalchemy import and_, delete, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from secureconnect.errors import Conflict, NotFound, PayloadTooLarge, Problem
+from secureconnect.models import rfc3339
+from secureconnect_plugins.chat.api import CONVERSATIONS, Conversations
 
 from . import quotas
 from .metrics import DriveMetrics
@@ -80,8 +81,7 @@ class Reservation:
     multipart: bool = False
 
 
-def iso(value: datetime | None) -> str | None:
-    return None if value is None else value.isoformat().replace("+00:00", "Z")
+iso = rfc3339
 
 
 class DriveService:
