@@ -6,6 +6,8 @@ import asyncio
 import os
 from typing import Any
 
+import pytest
+
 SIZE = 100_000
 
 
@@ -90,3 +92,19 @@ async def test_list_is_paged_newest_first(make_drive: Any) -> None:
         if cursor is None:
             break
     assert seen == list(reversed(ids))
+
+
+@pytest.mark.postgres
+async def test_concurrent_reservations_on_postgresql(make_drive: Any, postgres_url: str) -> None:
+    d = await make_drive("local", {"database": {"url": postgres_url},
+                                   "drive": {"default_quota": 5 * SIZE}})
+    alice = await d.user()
+    body = {"name": "x.bin", "size": SIZE, "content_type": "application/octet-stream"}
+
+    async def one() -> int:
+        r = await d.client.post("/v1/drive/files", json=body, headers=alice.headers)
+        return int(r.status)
+
+    statuses = await asyncio.gather(*(one() for _ in range(20)))
+    assert sorted(statuses) == [201] * 5 + [507] * 15
+    assert await d.quota(alice) == {"used": 5 * SIZE, "limit": 5 * SIZE}
