@@ -74,14 +74,21 @@ async def get_blob(request: web.Request) -> web.StreamResponse:
     rt = runtime(request)
     assert rt.local is not None
     file_id = _blob_id(request)
-    verify(rt.local.secret, "GET", file_id, dict(request.query))
-    row = await rt.drive.ready_file(file_id)
+    query = dict(request.query)
+    verify(rt.local.secret, "GET", file_id, query)
+    # Download URLs are minted for ready files only, and a ready file is never
+    # rewritten; a deleted one is gone from disk. So the signed name and type suffice.
+    if "name" in query and "type" in query:
+        disposition, content_type = query["name"], query["type"]
+    else:
+        row = await rt.drive.ready_file(file_id)
+        disposition, content_type = content_disposition(row.name), row.content_type
     path = rt.local.path(file_id)
     if not path.exists():
         raise NotFound("no such file", code="file_not_found")
     return web.FileResponse(path, headers={
-        "Content-Type": row.content_type,
-        "Content-Disposition": content_disposition(row.name),
+        "Content-Type": content_type,
+        "Content-Disposition": disposition,
         "Cache-Control": "private, no-store",
         "X-Content-Type-Options": "nosniff",
     })

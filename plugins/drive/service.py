@@ -22,6 +22,7 @@ import math
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import and_, delete, func, insert, or_, select, update
@@ -154,12 +155,13 @@ class DriveService:
                     raise QuotaExceeded(
                         f"the upload of {r.size} bytes does not fit your quota "
                         f"({q.used} of {q.limit} bytes used)", used=q.used, limit=q.limit)
-                await s.execute(insert(files).values(
+                values = dict(
                     id=file_id, owner_id=user_id, name=r.name, size=r.size,
                     content_type=r.content_type, sha256=r.sha256, is_encrypted=r.is_encrypted,
                     status="pending", upload_kind=kind, backend=self.storage.name,
-                    multipart_id=upload_id, received=0, created_at=now, expires_at=expires_at))
-                row = await self._row(s, file_id)
+                    multipart_id=upload_id, received=0, created_at=now, expires_at=expires_at,
+                    completed_at=None)
+                await s.execute(insert(files).values(**values))
         except BaseException:
             if upload_id is not None:
                 await self._quietly(self.storage.abort_multipart(file_id, upload_id))
@@ -174,7 +176,7 @@ class DriveService:
         elif kind == "multipart":
             upload["multipart"] = {"part_size": part_size,
                                    "part_count": math.ceil(r.size / part_size)}
-        return self.view(row), upload
+        return self.view(SimpleNamespace(**values)), upload
 
     def _part_size(self, size: int) -> int:
         part = self.s.multipart_part_size
@@ -248,18 +250,21 @@ class DriveService:
         return await self.mark_ready(row)
 
     async def mark_ready(self, row: Any) -> dict[str, Any]:
+        changes = {"status": "ready", "completed_at": utcnow(), "expires_at": None,
+                   "multipart_id": None}
         async with self.kernel.db.session() as s:
             result = await s.execute(
                 update(files).where(files.c.id == row.id, files.c.status == "pending")
-                .values(status="ready", completed_at=utcnow(), expires_at=None,
-                        multipart_id=None))
-            fresh = await self._row(s, row.id)
-        if result.rowcount == 1:  # type: ignore[attr-defined]
-            self.metrics.uploads.labels("completed").inc()
-            self.metrics.bytes_stored.inc(int(row.size))
-        if fresh is None:
-            raise FileNotFound("no such file")
-        return self.view(fresh)
+                .values(**changes))
+            if result.rowcount != 1:  # type: ignore[attr-defined]
+                # a concurrent complete won (or the file was deleted meanwhile)
+                fresh = await self._row(s, row.id)
+                if fresh is None:
+                    raise FileNotFound("no such file")
+                return self.view(fresh)
+        self.metrics.uploads.labels("completed").inc()
+        self.metrics.bytes_stored.inc(int(row.size))
+        return self.view(SimpleNamespace(**{**row._mapping, **changes}))
 
     async def _refuse(self, row: Any, detail: str, **extra: Any) -> None:
         await self.discard(row, status="mismatch")

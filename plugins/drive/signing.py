@@ -1,8 +1,9 @@
 """HMAC-SHA256 signed, expiring URLs for the local back end.
 
-The signature covers the HTTP method, the file id, the expiry (Unix seconds) and the
-largest body the URL admits, so none of them can be changed without the key; it is
-compared in constant time. A URL carries ``expires``, ``max`` and ``sig`` query
+The signature covers the HTTP method, the file id, the expiry (Unix seconds), the
+largest body the URL admits and, for downloads, the name and type to serve, so none of
+them can be changed without the key; it is compared in constant time. A URL carries
+``expires``, ``max`` (download URLs also ``name`` and ``type``) and ``sig`` query
 parameters; the path holds only the file id.
 """
 
@@ -25,15 +26,26 @@ class UrlExpired(Forbidden):
     code = "url_expired"
 
 
-def _mac(secret: bytes, method: str, file_id: str, expires: int, max_size: int) -> str:
-    message = f"{method.upper()}\n{file_id}\n{expires}\n{max_size}".encode()
+#: optional signed parameters: a download URL carries the file's name and type, so the
+#: blob route can serve it without a database read
+EXTRAS = ("name", "type")
+
+
+def _mac(secret: bytes, method: str, file_id: str, expires: int, max_size: int,
+         extra: dict[str, str]) -> str:
+    fields = [method.upper(), file_id, str(expires), str(max_size)]
+    fields += [f"{k}={extra[k]}" for k in EXTRAS if k in extra]
+    message = "\n".join(fields).encode()
     digest = hmac.new(secret, message, hashlib.sha256).digest()
     return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
 
 
-def signed_query(secret: bytes, method: str, file_id: str, expires: int, max_size: int) -> str:
-    sig = _mac(secret, method, file_id, expires, max_size)
-    return urlencode({"expires": expires, "max": max_size, "sig": sig})
+def signed_query(secret: bytes, method: str, file_id: str, expires: int, max_size: int,
+                 extra: dict[str, str] | None = None) -> str:
+    extra = extra or {}
+    sig = _mac(secret, method, file_id, expires, max_size, extra)
+    return urlencode({"expires": expires, "max": max_size,
+                      **{k: extra[k] for k in EXTRAS if k in extra}, "sig": sig})
 
 
 def verify(secret: bytes, method: str, file_id: str, query: dict[str, str]) -> int:
@@ -44,7 +56,8 @@ def verify(secret: bytes, method: str, file_id: str, query: dict[str, str]) -> i
         sig = query["sig"]
     except (KeyError, ValueError):
         raise BadSignature("the URL is not a valid signed drive URL") from None
-    expected = _mac(secret, method, file_id, expires, max_size)
+    extra = {k: query[k] for k in EXTRAS if k in query}
+    expected = _mac(secret, method, file_id, expires, max_size, extra)
     if not hmac.compare_digest(expected.encode(), sig.encode()):
         raise BadSignature("the URL signature does not match")
     if expires < time.time():

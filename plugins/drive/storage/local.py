@@ -62,8 +62,9 @@ class LocalStorage:
         return self.objects / fid[:2] / fid
 
     # -- URLs ------------------------------------------------------------------------
-    def _url(self, method: str, file_id: str, expires: int, max_size: int) -> str:
-        query = signed_query(self.secret, method, file_id, expires, max_size)
+    def _url(self, method: str, file_id: str, expires: int, max_size: int,
+             extra: dict[str, str] | None = None) -> str:
+        query = signed_query(self.secret, method, file_id, expires, max_size, extra)
         return f"{self.public_url}/v1/drive/blobs/{file_id}?{query}"
 
     async def upload_url(self, file_id: str, size: int, content_type: str, expires: int) -> str:
@@ -72,7 +73,8 @@ class LocalStorage:
     async def download_url(
         self, file_id: str, disposition: str, content_type: str, expires: int
     ) -> str:
-        return self._url("GET", file_id, expires, 0)
+        return self._url("GET", file_id, expires, 0,
+                         {"name": disposition, "type": content_type})
 
     # -- writing -----------------------------------------------------------------------
     async def write(self, file_id: str, chunks: AsyncIterator[bytes], max_size: int) -> int:
