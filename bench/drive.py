@@ -16,8 +16,9 @@ servers (bare, drive, drive, bare, ...) so a slow spell of the machine falls on 
 Printed for the data path (the PUTs and GETs of the bytes: drive's signed-URL routes
 vs the bare handlers; target >= 70 %) and for the full flow (drive's reserve, complete
 and download-link calls included; per-file API overhead dominates small files): MB/s
-per round (median) and the median ratio drive/bare of rounds run one after the other. Then reservations/s: ``--reservations`` POST
-/v1/drive/files with ``--concurrency`` in flight (quota reserved in SQL each time).
+per round (median) and the median ratio drive/bare of rounds run one after the other.
+Then reservations/s: ``--reservations`` POST /v1/drive/files with ``--concurrency`` in
+flight (quota reserved in SQL each time).
 
     .venv/bin/python bench/drive.py --rounds 4
 """
