@@ -58,6 +58,7 @@ def validators() -> list[Validator]:
         Validator("drive.s3_access_key_id", is_type_of=str),
         Validator("drive.s3_secret_access_key", is_type_of=str),
         Validator("drive.s3_timeout", is_type_of=number, gt=0, lte=300),
+        Validator("drive.s3_long_timeout", is_type_of=number, gt=0, lte=3600),
         Validator("drive.s3_retry_attempts", is_type_of=int, gte=1, lte=10),
     ]
 
@@ -89,6 +90,7 @@ class DriveSettings:
     s3_access_key_id: str
     s3_secret_access_key: str
     s3_timeout: float
+    s3_long_timeout: float
     s3_retry_attempts: int
 
     @classmethod
@@ -141,5 +143,6 @@ class DriveSettings:
             s3_access_key_id=str(t.s3_access_key_id),
             s3_secret_access_key=str(t.s3_secret_access_key),
             s3_timeout=float(t.s3_timeout),
+            s3_long_timeout=float(t.s3_long_timeout),
             s3_retry_attempts=int(t.s3_retry_attempts),
         )

@@ -1,6 +1,8 @@
 """S3-compatible back end (AWS, MinIO; moto_server in tests) through aiobotocore.
 
-Every network call goes through :meth:`S3Storage._call`: bounded by ``s3_timeout``,
+Every network call goes through :meth:`S3Storage._call`: bounded by ``s3_timeout``
+(``s3_long_timeout`` for calls that grow with the object: assembling a multipart
+upload, reading an object to hash it),
 retried on transport errors and 5xx answers (``s3_retry_attempts``, with backoff that
 never outlives the timeout), and run inside ``kernel.breaker("s3")`` so an unreachable
 store fails requests fast with 503 instead of tying them up. botocore's own retries are
@@ -76,7 +78,7 @@ class S3Storage:
     async def start(self) -> None:
         s = self.s
         config = AioConfig(
-            connect_timeout=s.s3_timeout, read_timeout=s.s3_timeout,
+            connect_timeout=s.s3_timeout, read_timeout=max(s.s3_timeout, s.s3_long_timeout),
             retries={"max_attempts": 1, "mode": "standard"},
             signature_version="s3v4", s3={"addressing_style": "path"},
         )
@@ -97,9 +99,9 @@ class S3Storage:
         return f"{self.prefix}{file_id}"
 
     # -- the one way calls reach S3 ------------------------------------------------------
-    async def _call(self, what: str, fn: Callable[[], Awaitable[T]]) -> T:
+    async def _call(self, what: str, fn: Callable[[], Awaitable[T]], *, long: bool = False) -> T:
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.s.s3_timeout
+        deadline = loop.time() + (self.s.s3_long_timeout if long else self.s.s3_timeout)
 
         async def attempt() -> T:
             try:
@@ -177,7 +179,7 @@ class S3Storage:
                     h.update(chunk)
             return h.hexdigest()
 
-        return await self._call("GetObject", digest)
+        return await self._call("GetObject", digest, long=True)
 
     async def delete(self, file_id: str) -> None:
         await self._call("DeleteObject", lambda: self._client.delete_object(
@@ -222,10 +224,21 @@ class S3Storage:
 
     async def complete_multipart(self, file_id: str, upload_id: str) -> None:
         parts = await self.list_parts(file_id, upload_id)
-        await self._call("CompleteMultipartUpload", lambda: self._client.complete_multipart_upload(
-            Bucket=self.bucket, Key=self.key(file_id), UploadId=upload_id,
-            MultipartUpload={"Parts": [{"PartNumber": p.part_number, "ETag": p.etag}
-                                       for p in sorted(parts, key=lambda p: p.part_number)]}))
+        listed = [{"PartNumber": p.part_number, "ETag": p.etag}
+                  for p in sorted(parts, key=lambda p: p.part_number)]
+
+        async def assemble() -> None:
+            try:
+                await self._client.complete_multipart_upload(
+                    Bucket=self.bucket, Key=self.key(file_id), UploadId=upload_id,
+                    MultipartUpload={"Parts": listed})
+            except ClientError as exc:
+                # a retried call whose first attempt did finish: the caller checks the
+                # object itself (HeadObject) next
+                if _code(exc) != "NoSuchUpload":
+                    raise
+
+        await self._call("CompleteMultipartUpload", assemble, long=True)
 
     async def abort_multipart(self, file_id: str, upload_id: str) -> None:
         async def abort() -> None:
