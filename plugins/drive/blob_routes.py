@@ -57,13 +57,16 @@ async def put_blob(request: web.Request) -> web.StreamResponse:
     max_size = verify(rt.local.secret, "PUT", file_id, dict(request.query))
     if request.content_length is not None and request.content_length > max_size:
         raise rt.local.too_large(max_size)
-    await rt.drive.pending_upload(file_id, max_size)
-    try:
-        written = await rt.local.write(
-            file_id, body_chunks(request, rt.drive.s.upload_idle_timeout), max_size)
-    except (TimeoutError, aiohttp.ClientPayloadError, ConnectionError) as exc:
-        # nothing is kept; the client PUTs again with the same URL
-        raise UploadInterrupted(exc) from exc
+    # claimed before the status check: complete cannot verify (and mark ready) a file
+    # whose body is still being received
+    with rt.local.claim(file_id):
+        await rt.drive.pending_upload(file_id, max_size)
+        try:
+            written = await rt.local.write(
+                file_id, body_chunks(request, rt.drive.s.upload_idle_timeout), max_size)
+        except (TimeoutError, aiohttp.ClientPayloadError, ConnectionError) as exc:
+            # nothing is kept; the client PUTs again with the same URL
+            raise UploadInterrupted(exc) from exc
     return web.Response(status=200, headers={"X-Stored-Bytes": str(written)})
 
 

@@ -228,6 +228,8 @@ class DriveService:
                         f"the uploaded parts hold {sum(p.size for p in parts)} of "
                         f"{row.size} bytes; upload the missing parts (GET .../parts)")
                 await self.storage.complete_multipart(file_id, row.multipart_id)
+        elif self.storage.busy(file_id):
+            raise UploadIncomplete("the upload is still in progress; complete it afterwards")
         elif row.upload_kind == "tus" and int(row.received) < int(row.size):
             raise UploadIncomplete(
                 f"{row.received} of {row.size} bytes received; resume the tus upload")
@@ -275,12 +277,13 @@ class DriveService:
         """Delete a pending file's row (releasing its quota once) and its object."""
         async with self.kernel.db.session() as s:
             gone = await self._delete_row(s, row, only_pending=True)
+        if not gone:
+            return False  # completed or deleted meanwhile: its object is not ours to drop
         await self._quietly(self.storage.delete(row.id))
         if row.multipart_id:
             await self._quietly(self.storage.abort_multipart(row.id, row.multipart_id))
-        if gone:
-            self.metrics.uploads.labels(status).inc()
-        return gone
+        self.metrics.uploads.labels(status).inc()
+        return True
 
     async def _delete_row(self, s: AsyncSession, row: Any, *, only_pending: bool) -> bool:
         cond = [files.c.id == row.id]

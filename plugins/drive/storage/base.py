@@ -10,6 +10,7 @@
 * Multipart (S3 only, ``supports_multipart``): parts are uploaded through presigned
   part URLs; ``list_parts`` tells a client where to resume; ``complete_multipart``
   assembles every uploaded part in order; ``abort_multipart`` frees them.
+* ``busy`` tells whether this process is still receiving the object (local PUT).
 * ``keys`` lists stored objects with their age for the orphan sweep.
 * Errors of an unreachable store surface as 503 problems (``ServiceUnavailable``).
 """
@@ -49,6 +50,8 @@ class Storage(Protocol):
     async def download_url(
         self, file_id: str, disposition: str, content_type: str, expires: int
     ) -> str: ...
+
+    def busy(self, file_id: str) -> bool: ...
 
     async def size(self, file_id: str) -> int | None: ...
 

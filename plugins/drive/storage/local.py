@@ -11,15 +11,16 @@ offset the server recorded (anything past it is cut first).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
-from secureconnect.errors import PayloadTooLarge
+from secureconnect.errors import Conflict, PayloadTooLarge
 
 from ..signing import signed_query
 from .base import PendingMultipart, StoredPart
@@ -29,6 +30,10 @@ CHUNK = 256 * 1024
 
 class BodyTooLarge(PayloadTooLarge):
     code = "upload_too_large"
+
+
+class UploadBusy(Conflict):
+    code = "upload_in_progress"
 
 
 def canonical_id(file_id: str) -> str:
@@ -45,6 +50,8 @@ class LocalStorage:
         self.objects = root / "objects"
         self.public_url = public_url
         self.secret = secret
+        #: ids with a PUT in progress (this back end runs on one instance)
+        self._writing: set[str] = set()
 
     async def start(self) -> None:
         self.objects.mkdir(parents=True, exist_ok=True)
@@ -77,6 +84,21 @@ class LocalStorage:
                          {"name": disposition, "type": content_type})
 
     # -- writing -----------------------------------------------------------------------
+    def busy(self, file_id: str) -> bool:
+        """Is a PUT of this file in progress? ``complete`` waits for it to end, so a
+        body renamed into place after verification can never replace a ready file."""
+        return file_id in self._writing
+
+    @contextlib.contextmanager
+    def claim(self, file_id: str) -> Iterator[None]:
+        if file_id in self._writing:
+            raise UploadBusy("another upload of this file is in progress")
+        self._writing.add(file_id)
+        try:
+            yield
+        finally:
+            self._writing.discard(file_id)
+
     async def write(self, file_id: str, chunks: AsyncIterator[bytes], max_size: int) -> int:
         """Store a whole object from ``chunks``; more than ``max_size`` bytes → 413 and
         nothing is kept (the previous object, if any, stays)."""

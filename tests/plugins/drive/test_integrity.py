@@ -142,3 +142,42 @@ async def test_declared_images_are_sniffed(make_drive: Any, backend: str) -> Non
     assert (await d.quota(alice))["used"] == len(PNG) + 500
 
 
+
+
+async def test_local_complete_waits_for_a_put_in_progress(make_drive: Any) -> None:
+    import asyncio
+
+    d = await make_drive("local")
+    alice = await d.user()
+    data = os.urandom(200_000)
+    res = await d.reserve(alice, len(data))
+    release = asyncio.Event()
+    started = asyncio.Event()
+
+    async def slow_body() -> Any:
+        yield data[:100_000]
+        started.set()
+        await release.wait()
+        yield data[100_000:]
+
+    async def put() -> int:
+        async with d.plain.put(res["upload_url"], data=slow_body(),
+                               headers={"Content-Length": str(len(data))}) as r:
+            return int(r.status)
+
+    task = asyncio.create_task(put())
+    await asyncio.wait_for(started.wait(), 5)
+
+    async def refused_while_busy() -> bool:
+        r = await d.client.post(f"/v1/drive/files/{res['file']['id']}/complete",
+                                headers=alice.headers)
+        body = await r.json()
+        return r.status == 409 and "in progress" in body["detail"]
+
+    await wait_for(refused_while_busy, timeout=5)
+    # a second PUT of the same file meanwhile is refused too
+    assert await d.put(res["upload_url"], data) == 409
+    release.set()
+    assert await task == 200
+    f = await d.complete(alice, res["file"]["id"])
+    assert f["status"] == "ready"
