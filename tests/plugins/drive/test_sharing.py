@@ -101,3 +101,27 @@ async def test_deleting_a_shared_file_revokes_it(make_drive: Any) -> None:
     await d.download(bob, f["id"], status=404)
     status, _, _ = await d.fetch(link["url"])
     assert status == 404
+
+
+async def test_sharer_leaving_takes_their_shares_along(make_drive: Any) -> None:
+    from secureconnect.testing.helpers import wait_for
+
+    d = await make_drive("local")
+    alice, bob, carol = await d.users(3)
+    cid = await _conversation(d, bob, [alice, carol])
+    f = await d.upload(alice, b"mine")
+    r = await d.client.post(f"/v1/drive/files/{f['id']}/shares",
+                            json={"conversation_id": cid}, headers=alice.headers)
+    assert r.status == 201
+    await d.download(carol, f["id"])
+    r = await d.client.delete(f"/v1/conversations/{cid}/participants/{alice.user_id}",
+                              headers=alice.headers)
+    assert r.status == 204, await r.text()
+    await d.download(carol, f["id"], status=404)
+
+    async def share_dropped() -> bool:
+        r = await d.client.get(f"/v1/drive/files/{f['id']}/shares", headers=alice.headers)
+        return (await r.json())["items"] == []
+
+    await wait_for(share_dropped, timeout=5, message="sc_participant_removed dropped the share")
+    await d.download(alice, f["id"])  # the owner keeps the file
