@@ -17,7 +17,7 @@ from pathlib import Path
 from dynaconf import Validator
 from sqlalchemy.exc import SQLAlchemyError
 
-from secureconnect import ConfigError, Job, Kernel, Route, hookimpl
+from secureconnect import ConfigError, HealthCheck, Job, Kernel, Route, hookimpl
 from secureconnect.errors import ServiceUnavailable
 from secureconnect.migrations import MigrationSource
 
@@ -67,6 +67,18 @@ def sc_routes(kernel: Kernel) -> list[Route]:
         out += [dataclasses.replace(r, max_body=max_size) if r.method == "PUT" else r
                 for r in blob_routes.routes]
     return out
+
+
+@hookimpl
+def sc_health_checks(kernel: Kernel) -> list[HealthCheck]:
+    if not _enabled(kernel):
+        return []
+
+    async def storage() -> None:
+        rt: DriveRuntime = kernel.state[STATE_KEY]
+        await rt.drive.storage.ping()
+
+    return [HealthCheck("drive_storage", storage)]
 
 
 @hookimpl

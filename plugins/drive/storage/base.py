@@ -45,6 +45,10 @@ class Storage(Protocol):
 
     async def close(self) -> None: ...
 
+    async def ping(self) -> None:
+        """Raise when the store cannot serve (readiness check)."""
+        ...
+
     async def upload_url(self, file_id: str, size: int, content_type: str, expires: int) -> str: ...
 
     async def download_url(

@@ -59,6 +59,10 @@ class LocalStorage:
     async def close(self) -> None:
         return None
 
+    async def ping(self) -> None:
+        if not os.access(self.objects, os.W_OK | os.X_OK):
+            raise OSError(f"drive folder {self.objects} is missing or not writable")
+
     @staticmethod
     def too_large(max_size: int) -> BodyTooLarge:
         return BodyTooLarge(f"the upload exceeds the reserved size of {max_size} bytes",

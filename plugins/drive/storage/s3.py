@@ -95,6 +95,9 @@ class S3Storage:
         await self._stack.aclose()
         self._client = None
 
+    async def ping(self) -> None:
+        await self._op("HeadBucket", "head_bucket", Bucket=self.bucket)
+
     def busy(self, file_id: str) -> bool:
         return False  # uploads go to S3 directly; complete verifies what is there
 

@@ -75,3 +75,13 @@ async def test_s3_outage_fails_fast_and_recovers(make_drive: Any,
         await wait_for(lambda: d.kernel().breaker("s3").state != "open", timeout=5)
     assert metrics.value("circuit_breaker_state", {"service": "s3"}) == 0
 
+
+
+async def test_readiness_reports_the_store(make_drive: Any, private_moto: MotoServer) -> None:
+    d = await make_drive("s3", moto_server=private_moto)
+    r = await d.client.get("/health/ready")
+    assert r.status == 200, await r.text()
+    private_moto.stop()
+    r = await d.client.get("/health/ready")
+    assert r.status == 503
+    assert "drive_storage" in await r.text()
