@@ -86,3 +86,31 @@ def test_signatures() -> None:
     old = dict(p.split("=", 1) for p in signed_query(secret, "PUT", "f", past, 10).split("&"))
     with pytest.raises(UrlExpired):
         verify(secret, "PUT", "f", old)
+
+
+def test_bad_settings_stop_start_up() -> None:
+    from secureconnect import ConfigError
+    from secureconnect.app import create_app
+    from secureconnect.testing.helpers import make_settings
+
+    for overrides, words in (({"backend": "ftp"}, "drive.backend"),
+                             ({"max_file_size": 0}, "drive.max_file_size"),
+                             ({"multipart_part_size": 1024}, "drive.multipart_part_size"),
+                             ({"denied_content_types": "text/html"}, "list of strings"),
+                             ({"url_tll": 5}, "drive.url_tll")):
+        with pytest.raises(ConfigError, match=words.replace(".", r"\.")):
+            create_app(make_settings({"drive": overrides}))
+
+
+def test_s3_without_a_bucket_and_production_without_a_secret_refuse() -> None:
+    from secureconnect import ConfigError
+    from secureconnect.testing.helpers import make_settings
+    from secureconnect_plugins.drive.settings import DriveSettings
+
+    with pytest.raises(ConfigError, match="s3_bucket"):
+        DriveSettings.from_settings(make_settings({"drive": {"backend": "s3"}}))
+    with pytest.raises(ConfigError, match="url_secret"):
+        DriveSettings.from_settings(make_settings(), "production")
+    ok = DriveSettings.from_settings(make_settings({"drive": {"url_secret": "s" * 40}}),
+                                     "production")
+    assert ok.url_secret == b"s" * 40
