@@ -4,6 +4,7 @@ end, S3 multipart (ListParts) on S3. The downloaded bytes hash equal."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import io
 import os
@@ -175,3 +176,55 @@ async def test_tus_is_local_only_and_multipart_s3_only(make_drive: Any) -> None:
     alice = await local.user()
     body = await local.reserve(alice, 10 * MB, status=422, multipart=True)
     assert "tus" in body["detail"]
+
+
+async def test_tus_lock_is_per_upload_and_a_stalled_client_frees_it(make_drive: Any) -> None:
+    import asyncio
+
+    d = await make_drive("local", {"drive": {"upload_idle_timeout": 1.0,
+                                             "upload_lock_timeout": 0.3}})
+    alice = await d.user()
+    data = os.urandom(300_000)
+    location = await _tus_create(d, alice, data)
+    headers = {**alice.headers, **TUS, "Content-Type": "application/offset+octet-stream"}
+    sent = asyncio.Event()
+    never = asyncio.Event()
+
+    async def stalling_body() -> AsyncIterator[bytes]:
+        yield data[:100_000]
+        sent.set()
+        await never.wait()  # the client hangs without closing the connection
+        yield b""
+
+    async def stalled_patch() -> int:
+        async with d.plain.patch(location, data=stalling_body(), headers={
+                **headers, "Upload-Offset": "0", "Content-Length": str(len(data))}) as r:
+            return int(r.status)
+
+    stalled = asyncio.create_task(stalled_patch())
+    await asyncio.wait_for(sent.wait(), 5)
+
+    async def locked() -> bool:
+        async with d.plain.patch(location, data=b"x", headers={
+                **headers, "Upload-Offset": "0"}) as r:
+            return r.status == 423
+
+    # a second PATCH of the same upload waits for the lock, then gets 423
+    await wait_for(locked, timeout=5)
+    # the idle timeout cuts the stalled body and frees the lock; its bytes are kept
+    async def resumable() -> bool:
+        return await _offset(d, alice, location) > 0
+
+    await wait_for(resumable, timeout=10)
+    offset = await _offset(d, alice, location)
+    async with d.plain.patch(location, data=io.BytesIO(data[offset:]), headers={
+            **headers, "Upload-Offset": str(offset)}) as r:
+        assert r.status == 204, await r.text()
+    never.set()
+    stalled.cancel()
+    with contextlib.suppress(asyncio.CancelledError, aiohttp.ClientError):
+        await stalled
+    file_id = location.rsplit("/", 1)[1]
+    link = await d.download(alice, file_id)
+    status, body, _ = await d.fetch(link["url"])
+    assert status == 200 and sha(body) == sha(data)
