@@ -223,7 +223,7 @@ class DriveService:
             if await self.storage.size(file_id) is None:
                 if not parts:
                     raise UploadIncomplete("no part has been uploaded yet")
-                if sum(p.size for p in parts) != row.size:
+                if sum(p.size for p in parts) < row.size:
                     raise UploadIncomplete(
                         f"the uploaded parts hold {sum(p.size for p in parts)} of "
                         f"{row.size} bytes; upload the missing parts (GET .../parts)")

@@ -31,7 +31,7 @@ from botocore.exceptions import (
     ReadTimeoutError,
 )
 
-from secureconnect.errors import ServiceUnavailable
+from secureconnect.errors import Conflict, ServiceUnavailable
 from secureconnect.resilience import retry
 
 from .base import PendingMultipart, StoredPart
@@ -49,6 +49,13 @@ _TRANSPORT = (EndpointConnectionError, ConnectTimeoutError, ReadTimeoutError,
 
 class S3Unavailable(ServiceUnavailable):
     code = "storage_unavailable"
+
+
+class PartsRejected(Conflict):
+    code = "upload_incomplete"
+
+
+_BAD_PARTS = frozenset({"EntityTooSmall", "InvalidPart", "InvalidPartOrder"})
 
 
 class _Transient(Exception):
@@ -241,8 +248,14 @@ class S3Storage:
             except ClientError as exc:
                 # a retried call whose first attempt did finish: the caller checks the
                 # object itself (HeadObject) next
-                if _code(exc) != "NoSuchUpload":
-                    raise
+                if _code(exc) == "NoSuchUpload":
+                    return
+                if _code(exc) in _BAD_PARTS:
+                    raise PartsRejected(
+                        f"the store refused the parts ({_code(exc)}): every part but the "
+                        "last must be part_size bytes; upload the wrong parts again",
+                        store_code=_code(exc)) from exc
+                raise
 
         await self._call("CompleteMultipartUpload", assemble, long=True)
 

@@ -228,3 +228,21 @@ async def test_tus_lock_is_per_upload_and_a_stalled_client_frees_it(make_drive: 
     link = await d.download(alice, file_id)
     status, body, _ = await d.fetch(link["url"])
     assert status == 200 and sha(body) == sha(data)
+
+
+async def test_s3_multipart_with_a_short_middle_part_is_refused(make_drive: Any) -> None:
+    d = await make_drive("s3")
+    alice = await d.user()
+    res = await d.reserve(alice, 11 * MB, multipart=True)
+    fid = res["file"]["id"]
+    r = await d.client.post(f"/v1/drive/files/{fid}/parts", json={"part_numbers": [1, 2, 3]},
+                            headers=alice.headers)
+    urls = {p["part_number"]: p["url"] for p in (await r.json())["parts"]}
+    # part 1 too short, the bytes moved to part 3: the total is right, the layout is not
+    for n, size in ((1, 4 * MB), (2, 5 * MB), (3, 2 * MB)):
+        assert await d.put(urls[n], os.urandom(size)) == 200
+    body = await d.complete(alice, fid, status=409)
+    assert body["code"] == "upload_incomplete"
+    r = await d.client.post(f"/v1/drive/files/{fid}/parts", json={"part_numbers": [0]},
+                            headers=alice.headers)
+    assert r.status == 422
