@@ -138,12 +138,20 @@ class DriveService:
                 raise InvalidFile("multipart", "this server's storage resumes large uploads "
                                   "with tus at /v1/drive/uploads; leave multipart false")
             kind = "multipart" if r.multipart else "single"
-        if kind == "multipart" and r.size == 0:
-            raise InvalidFile("size", "a multipart upload needs at least one byte")
         part_size = self._part_size(r.size) if kind == "multipart" else 0
         file_id = new_id()
         now = utcnow()
         expires_at = now + timedelta(seconds=self.s.reservation_ttl)
+        upload: dict[str, Any] = {"upload_url": None, "expires_at": iso(expires_at)}
+        if kind == "single":
+            # signed before anything is written: a store that is down costs no quota
+            url_expiry = min(expires_at, now + timedelta(seconds=self.s.url_ttl))
+            upload["upload_url"] = await self.storage.upload_url(
+                file_id, r.size, r.content_type, int(url_expiry.timestamp()))
+            upload["expires_at"] = iso(url_expiry)
+        elif kind == "multipart":
+            upload["multipart"] = {"part_size": part_size,
+                                   "part_count": math.ceil(r.size / part_size)}
         upload_id = None
         if kind == "multipart":
             upload_id = await self.storage.create_multipart(file_id, r.content_type)
@@ -167,15 +175,6 @@ class DriveService:
                 await self._quietly(self.storage.abort_multipart(file_id, upload_id))
             raise
         self.metrics.uploads.labels("reserved").inc()
-        upload: dict[str, Any] = {"upload_url": None, "expires_at": iso(expires_at)}
-        if kind == "single":
-            url_expiry = min(expires_at, now + timedelta(seconds=self.s.url_ttl))
-            upload["upload_url"] = await self.storage.upload_url(
-                file_id, r.size, r.content_type, int(url_expiry.timestamp()))
-            upload["expires_at"] = iso(url_expiry)
-        elif kind == "multipart":
-            upload["multipart"] = {"part_size": part_size,
-                                   "part_count": math.ceil(r.size / part_size)}
         return self.view(SimpleNamespace(**values)), upload
 
     def _part_size(self, size: int) -> int:

@@ -32,7 +32,7 @@ from botocore.exceptions import (
 )
 
 from secureconnect.errors import Conflict, ServiceUnavailable
-from secureconnect.resilience import retry
+from secureconnect.resilience import CircuitOpenError, retry
 
 from .base import PendingMultipart, StoredPart
 
@@ -142,6 +142,11 @@ class S3Storage:
 
     # -- URLs ------------------------------------------------------------------------
     async def _presign(self, method: str, params: dict[str, Any], expires: int) -> str:
+        # Presigning is local, but a URL to a store known to be down is no use: while the
+        # breaker is open, refuse at once as the network calls do.
+        if self.breaker.state == "open":
+            raise CircuitOpenError("s3 is unavailable (circuit open); retry later",
+                                   headers={"Retry-After": "1"}, service="s3")
         ttl = max(1, int(expires - datetime.now().timestamp()))
         url: str = await self._client.generate_presigned_url(
             method, Params={"Bucket": self.bucket, **params}, ExpiresIn=ttl)

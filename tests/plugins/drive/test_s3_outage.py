@@ -53,6 +53,10 @@ async def test_s3_outage_fails_fast_and_recovers(make_drive: Any,
     assert r.status == 503 and time.monotonic() - start < 0.5
     assert (await r.json())["code"] == "dependency_unavailable"
     assert "Retry-After" in r.headers
+    # new reservations are refused too (no quota is taken for an upload that cannot land)
+    r = await d.client.post("/v1/drive/files", headers=alice.headers, json={
+        "name": "x.bin", "size": 10, "content_type": "application/octet-stream"})
+    assert r.status == 503 and (await r.json())["code"] == "dependency_unavailable"
     # the database side keeps working: quota and listing answer
     assert (await d.quota(alice))["used"] == 200
 
