@@ -20,6 +20,7 @@ import asyncio
 import base64
 import binascii
 import hashlib
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -148,7 +149,7 @@ class TusUploads:
         if row.status == "ready":
             raise Conflict("the upload is already complete", code="upload_complete",
                            offset=int(row.size))
-        if row.expires_at is not None and row.expires_at.timestamp() < _now():
+        if row.expires_at is not None and row.expires_at.timestamp() < time.time():
             raise UploadGone("the upload expired; start a new one")
         if offset != int(row.received):
             raise Conflict(f"Upload-Offset {offset} does not match the server's offset "
@@ -193,9 +194,3 @@ class TusUploads:
             await self.drive.delete(user_id, upload_id)
             return
         await self.drive.discard(row, status="terminated")
-
-
-def _now() -> float:
-    import time
-
-    return time.time()

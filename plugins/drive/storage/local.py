@@ -193,12 +193,8 @@ class LocalStorage:
                     mtime = entry.stat().st_mtime
                 except FileNotFoundError:
                     continue
-                stamp = datetime.fromtimestamp(mtime, UTC)
-                if entry.name.endswith(".part"):
-                    # a temporary file of an interrupted PUT: report it by its own name
-                    yield entry.name, stamp
-                    continue
-                yield entry.name, stamp
+                # temporary files of interrupted PUTs come under their own ``*.part`` name
+                yield entry.name, datetime.fromtimestamp(mtime, UTC)
 
     def remove_temp(self, name: str, older_than: float) -> bool:
         """Delete a leftover ``*.part`` temporary file older than ``older_than`` s."""
