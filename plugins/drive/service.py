@@ -147,7 +147,7 @@ class DriveService:
             # signed before anything is written: a store that is down costs no quota
             url_expiry = min(expires_at, now + timedelta(seconds=self.s.url_ttl))
             upload["upload_url"] = await self.storage.upload_url(
-                file_id, r.size, r.content_type, int(url_expiry.timestamp()))
+                file_id, r.size, r.content_type, math.ceil(url_expiry.timestamp()))
             upload["expires_at"] = iso(url_expiry)
         elif kind == "multipart":
             upload["multipart"] = {"part_size": part_size,
@@ -191,7 +191,7 @@ class DriveService:
         bad = [n for n in numbers if not 1 <= n <= count]
         if bad:
             raise InvalidFile("part_numbers", f"parts are numbered 1..{count}; got {bad[:5]}")
-        expiry = int(min(row.expires_at.timestamp(), time.time() + self.s.url_ttl))
+        expiry = math.ceil(min(row.expires_at.timestamp(), time.time() + self.s.url_ttl))
         urls = [{"part_number": n,
                  "url": await self.storage.part_url(file_id, row.multipart_id, n, expiry)}
                 for n in sorted(set(numbers))]
@@ -320,7 +320,7 @@ class DriveService:
         row = await self._readable(user_id, file_id)
         if row.status != "ready":
             raise UploadIncomplete("the file is not complete yet")
-        expires = int(time.time() + self.s.url_ttl)
+        expires = math.ceil(time.time() + self.s.url_ttl)
         disposition = content_disposition(row.name)
         url = await self.storage.download_url(file_id, disposition, row.content_type, expires)
         return {"url": url, "expires_at": iso(datetime.fromtimestamp(expires, utcnow().tzinfo)),

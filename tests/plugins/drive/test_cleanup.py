@@ -8,6 +8,8 @@ import os
 import uuid
 from typing import Any
 
+import pytest
+
 from secureconnect.testing.helpers import wait_for
 
 from .helpers import s3_client
@@ -20,7 +22,7 @@ async def _run(d: Any) -> int:
 
 
 async def test_abandoned_reservation_releases_quota(make_drive: Any, backend: str) -> None:
-    d = await make_drive(backend, {"drive": {"reservation_ttl": 1}})
+    d = await make_drive(backend, {"drive": {"reservation_ttl": 2}})
     alice = await d.user()
     kept = await d.upload(alice, os.urandom(500))
     abandoned = await d.reserve(alice, 1000)
@@ -32,7 +34,7 @@ async def test_abandoned_reservation_releases_quota(make_drive: Any, backend: st
         await _run(d)
         return bool((await d.quota(alice))["used"] == 500)
 
-    await wait_for(released, timeout=10)
+    await wait_for(released, timeout=15)
     assert not await d.object_exists(abandoned["file"]["id"])
     r = await d.client.get(f"/v1/drive/files/{abandoned['file']['id']}", headers=alice.headers)
     assert r.status == 404
@@ -42,7 +44,7 @@ async def test_abandoned_reservation_releases_quota(make_drive: Any, backend: st
 
 
 async def test_abandoned_multipart_is_aborted(make_drive: Any) -> None:
-    d = await make_drive("s3", {"drive": {"reservation_ttl": 1}})
+    d = await make_drive("s3", {"drive": {"reservation_ttl": 2}})
     alice = await d.user()
     res = await d.reserve(alice, 12 * MB, multipart=True)
     file_id = res["file"]["id"]
@@ -63,7 +65,7 @@ async def test_abandoned_multipart_is_aborted(make_drive: Any) -> None:
         await _run(d)
         return bool((await d.quota(alice))["used"] == 0)
 
-    await wait_for(released, timeout=10)
+    await wait_for(released, timeout=15)
     async with await s3_client(d.s3_url) as s3:
         assert (await s3.list_multipart_uploads(Bucket=d.bucket)).get("Uploads", []) == []
         try:
@@ -99,3 +101,24 @@ async def test_orphans_and_unclaimed_multiparts_are_swept(make_drive: Any,
         async with await s3_client(d.s3_url) as s3:
             assert (await s3.list_multipart_uploads(Bucket=d.bucket)).get("Uploads", []) == []
     assert d.kernel().metrics.value("drive_cleanup_orphans_total") == 1
+
+
+@pytest.mark.postgres
+async def test_lifecycle_and_cleanup_on_postgresql(make_drive: Any, postgres_url: str) -> None:
+    d = await make_drive("local", {"database": {"url": postgres_url},
+                                   "drive": {"reservation_ttl": 2}})
+    alice, bob = await d.users(2)
+    f = await d.upload(alice, b"on postgres")
+    r = await d.client.get("/v1/drive/files", headers=alice.headers)
+    assert [x["id"] for x in (await r.json())["items"]] == [f["id"]]
+    await d.download(bob, f["id"], status=404)
+    await d.reserve(alice, 100)
+
+    async def released() -> bool:
+        await _run(d)
+        return bool((await d.quota(alice))["used"] == len(b"on postgres"))
+
+    await wait_for(released, timeout=15)
+    r = await d.client.delete(f"/v1/drive/files/{f['id']}", headers=alice.headers)
+    assert r.status == 204
+    assert (await d.quota(alice))["used"] == 0
