@@ -53,7 +53,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import struct
 import time
 import uuid
 from collections import deque
@@ -66,10 +65,50 @@ from aiohttp import WSCloseCode, WSMsgType, web
 from ..auth.service import REVOKED_TOPIC
 from ..errors import ConfigError, Forbidden, Problem, Unauthorized
 from ..store.bus import resolved
+from .frames import (
+    CLOSE_GOING_AWAY,
+    CLOSE_INTERNAL,
+    CLOSE_NORMAL,
+    CLOSE_POLICY,
+    CLOSE_TOO_BIG,
+    CLOSE_TRY_AGAIN_LATER,
+    SSE_CONNECTED,
+    SSE_KEEPALIVE,
+    BadFrame,
+    ack_frame,
+    decode,
+    encode,
+    error_frame,
+    event_type_of,
+    resync_frame,
+    sse_event,
+    text_frame,
+)
 
 if TYPE_CHECKING:
     from ..kernel import Kernel
     from ..store.bus import Subscription
+
+__all__ = [
+    "CLOSE_GOING_AWAY",
+    "CLOSE_INTERNAL",
+    "CLOSE_NORMAL",
+    "CLOSE_POLICY",
+    "CLOSE_TOO_BIG",
+    "CLOSE_TRY_AGAIN_LATER",
+    "CONTROL_TOPIC",
+    "USER_TOPIC_PREFIX",
+    "Connection",
+    "Deadlines",
+    "Deferred",
+    "Gateway",
+    "GatewayConfig",
+    "SseConnection",
+    "WsConnection",
+    "WsHandler",
+    "encode",
+    "text_frame",
+]
 
 log = logging.getLogger(__name__)
 
@@ -77,12 +116,6 @@ log = logging.getLogger(__name__)
 CONTROL_TOPIC = "ws:control"
 USER_TOPIC_PREFIX = "user:"
 
-CLOSE_NORMAL = 1000
-CLOSE_GOING_AWAY = 1001
-CLOSE_POLICY = 1008
-CLOSE_TOO_BIG = 1009
-CLOSE_INTERNAL = 1011
-CLOSE_TRY_AGAIN_LATER = 1013
 
 
 class Connection:
@@ -163,7 +196,7 @@ class Connection:
             self.request_close(CLOSE_TRY_AGAIN_LATER, "slow consumer")
             return
         # The client re-reads history; what stays queued is the notice first.
-        self._queue.append(encode("resync", {"reason": "slow_consumer", "dropped": dropped}))
+        self._queue.append(resync_frame("slow_consumer", dropped))
         self._wakeup.set()
 
     async def next_frame(self, timeout: float | None = None) -> str | None:
@@ -368,30 +401,6 @@ class Deadlines:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-
-
-_FRAME_HEADER_SHORT = struct.Struct("!BB")
-_FRAME_HEADER_MEDIUM = struct.Struct("!BBH")
-_FRAME_HEADER_LONG = struct.Struct("!BBQ")
-
-
-def text_frame(payload: bytes) -> bytes:
-    """A whole, final, unmasked, uncompressed WebSocket text frame (RFC 6455 §5.2) —
-    what a server sends; built once per event and written to every socket as is."""
-    size = len(payload)
-    if size < 126:
-        return _FRAME_HEADER_SHORT.pack(0x81, size) + payload
-    if size < 65536:
-        return _FRAME_HEADER_MEDIUM.pack(0x81, 126, size) + payload
-    return _FRAME_HEADER_LONG.pack(0x81, 127, size) + payload
-
-
-def encode(event_type: str, data: Any, frame_id: Any = None) -> str:
-    frame: dict[str, Any] = {"type": event_type}
-    if frame_id is not None:
-        frame["id"] = frame_id
-    frame["data"] = data
-    return json.dumps(frame, separators=(",", ":"), default=str)
 
 
 @dataclass
@@ -631,8 +640,7 @@ class Gateway:
 
     def outbound_counter(self, frame: str, count: int = 1) -> None:
         # the type is the envelope's first key: no need to parse the frame again
-        end = frame.find('"', 9)
-        event_type = frame[9:end] if frame.startswith('{"type":"') and end > 0 else "unknown"
+        event_type = event_type_of(frame) or "unknown"
         child = self._out_children.get(event_type)
         if child is None:
             child = self._out_children[event_type] = self.m_messages.labels("out", event_type)
@@ -874,32 +882,10 @@ class Gateway:
 
     async def _dispatch(self, conn: Connection, raw: str) -> None:
         try:
-            frame = json.loads(raw)
-        except ValueError:
+            frame_id, event_type, data = decode(raw)
+        except BadFrame as bad:
             self.m_messages.labels("in", "invalid").inc()
-            self._error(conn, None, "bad_json", "the frame is not JSON")
-            return
-        if not isinstance(frame, dict):
-            self.m_messages.labels("in", "invalid").inc()
-            self._error(conn, None, "bad_envelope", "a frame is an object {type, id, data}")
-            return
-        frame_id = frame.get("id")
-        event_type = frame.get("type")
-        data = frame.get("data", {})
-        if data is None:
-            data = {}
-        if (
-            not isinstance(event_type, str)
-            or not isinstance(data, dict)
-            or (frame_id is not None and not isinstance(frame_id, str | int))
-        ):
-            self.m_messages.labels("in", "invalid").inc()
-            self._error(
-                conn,
-                frame_id,
-                "bad_envelope",
-                "a frame is {type: string, id?: string, data?: object}",
-            )
+            self._error(conn, bad.frame_id, bad.code, bad.message)
             return
         handler = self.handlers.get(event_type)
         label = event_type if handler else "unknown"
@@ -953,12 +939,12 @@ class Gateway:
         if isinstance(result, Deferred):
             return result
         if frame_id is not None:
-            conn.enqueue(encode("ack", result, frame_id))
+            conn.enqueue(ack_frame(result, frame_id))
         return None
 
     def _error(self, conn: Connection, frame_id: Any, code: str, message: str) -> None:
         self.m_errors.labels(code).inc()
-        conn.enqueue(encode("error", {"code": code, "message": message}, frame_id))
+        conn.enqueue(error_frame(code, message, frame_id))
 
     # -- Server-Sent Events -----------------------------------------------------------
     async def serve_sse(self, request: web.Request, topics: list[str]) -> web.StreamResponse:
@@ -983,17 +969,15 @@ class Gateway:
             await self._register(conn)
             for topic in topics:
                 await conn.subscribe(topic)
-            await resp.write(b": connected\n\n")
+            await resp.write(SSE_CONNECTED)
             while True:
                 frame = await conn.next_frame(self.config.sse_keepalive)
                 if frame is None:
                     break
                 if frame == "":
-                    await resp.write(b": keepalive\n\n")
+                    await resp.write(SSE_KEEPALIVE)
                     continue
-                end = frame.find('"', 9)
-                event_type = frame[9:end] if end > 0 else "message"
-                await resp.write(f"event: {event_type}\ndata: {frame}\n\n".encode())
+                await resp.write(sse_event(frame))
                 self.outbound_counter(frame)
         except ConnectionResetError:
             pass  # the client went away
