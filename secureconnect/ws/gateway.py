@@ -55,7 +55,6 @@ import json
 import logging
 import time
 import uuid
-from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -65,6 +64,8 @@ from aiohttp import WSCloseCode, WSMsgType, web
 from ..auth.service import REVOKED_TOPIC
 from ..errors import ConfigError, Forbidden, Problem, Unauthorized
 from ..store.bus import resolved
+from .config import GatewayConfig
+from .connection import Connection, DropListeners, RoundWriter, SseConnection, WsConnection
 from .frames import (
     CLOSE_GOING_AWAY,
     CLOSE_INTERNAL,
@@ -79,11 +80,10 @@ from .frames import (
     decode,
     encode,
     error_frame,
-    event_type_of,
-    resync_frame,
     sse_event,
     text_frame,
 )
+from .metrics import GatewayMetrics
 
 if TYPE_CHECKING:
     from ..kernel import Kernel
@@ -116,219 +116,6 @@ log = logging.getLogger(__name__)
 CONTROL_TOPIC = "ws:control"
 USER_TOPIC_PREFIX = "user:"
 
-
-
-class Connection:
-    """One authenticated client connection (WebSocket or event stream).
-
-    Frames leave through a bounded queue and one writer; ``send`` never blocks.
-    """
-
-    transport = "ws"
-
-    def __init__(self, gateway: Gateway, principal: Any) -> None:
-        self.gateway = gateway
-        self.principal = principal
-        self.user_id = str(principal.user_id)
-        self.session_id = str(principal.session_id)
-        self.topics: set[str] = set()
-        self.closing = False
-        self.close_code = CLOSE_NORMAL
-        self.close_reason = ""
-        self.dropped = 0
-        self._queue: deque[str | None] = deque()
-        self._limit = gateway.config.send_queue_size
-        self._wakeup = asyncio.Event()
-        self._expiry: asyncio.TimerHandle | None = None
-        #: slots for frames whose handler returned Deferred and is still running (the
-        #: frame being dispatched is started before it waits, hence one fewer)
-        self.deferred = asyncio.Semaphore(gateway.config.max_deferred - 1)
-        # inbound token bucket
-        self._tokens = float(gateway.config.inbound_burst)
-        self._refilled = time.monotonic()
-
-    # -- what plugins call --------------------------------------------------------------
-    async def subscribe(self, topic: str) -> None:
-        """Deliver ``topic`` to this connection (no authorization: the caller decides)."""
-        if topic in self.topics or self.closing:
-            return
-        self.topics.add(topic)
-        try:
-            await self.gateway._attach(topic, self)
-        except BaseException:
-            self.topics.discard(topic)
-            raise
-
-    async def unsubscribe(self, topic: str) -> None:
-        if topic in self.topics:
-            self.topics.discard(topic)
-            await self.gateway._detach(topic, self)
-
-    async def send(self, event_type: str, data: Any) -> None:
-        """Queue an event for this connection only."""
-        self.enqueue(encode(event_type, data))
-
-    # -- queue ------------------------------------------------------------------------
-    @property
-    def queued(self) -> int:
-        return len(self._queue)
-
-    def enqueue(self, text: str, wire: bytes | None = None) -> bool:
-        """Queue a frame (``wire``: the same frame already framed for a WebSocket, which
-        a WebSocket connection may write at once). ``True`` when it was written here and
-        now; ``False`` when queued for the writer (or dropped)."""
-        if self.closing:
-            return False
-        if len(self._queue) >= self._limit:
-            self._overflow(text)
-            return False
-        self._queue.append(text)
-        self._wakeup.set()
-        return False
-
-    def _overflow(self, text: str) -> None:
-        dropped = len(self._queue) + 1
-        self.dropped += dropped
-        self.gateway.m_dropped.inc(dropped)
-        self.gateway._tell_dropped(self, [f for f in (*self._queue, text) if f])
-        self._queue.clear()
-        if self.gateway.config.slow_consumer == "close":
-            self.request_close(CLOSE_TRY_AGAIN_LATER, "slow consumer")
-            return
-        # The client re-reads history; what stays queued is the notice first.
-        self._queue.append(resync_frame("slow_consumer", dropped))
-        self._wakeup.set()
-
-    async def next_frame(self, timeout: float | None = None) -> str | None:
-        """The next queued frame, ``None`` when the connection is closing, or ``""`` when
-        ``timeout`` passed with nothing to send."""
-        while not self._queue:
-            if self.closing:
-                return None
-            self._wakeup.clear()
-            if timeout is None:
-                await self._wakeup.wait()
-            else:
-                try:
-                    await asyncio.wait_for(self._wakeup.wait(), timeout)
-                except TimeoutError:
-                    return ""
-        return self._queue.popleft()
-
-    # -- closing ----------------------------------------------------------------------
-    def request_close(self, code: int, reason: str) -> None:
-        """Ask the connection to close (from any task; returns at once)."""
-        if self.closing:
-            return
-        self.closing = True
-        self.close_code, self.close_reason = code, reason
-        self._queue.clear()
-        self._wakeup.set()
-        self.gateway._spawn(self._close_transport())
-
-    async def _close_transport(self) -> None:
-        """Transport specific: make the serving task finish."""
-
-    def allow_inbound(self) -> bool:
-        cfg = self.gateway.config
-        now = time.monotonic()
-        self._tokens = min(
-            float(cfg.inbound_burst), self._tokens + (now - self._refilled) * cfg.inbound_rate
-        )
-        self._refilled = now
-        if self._tokens < 1.0:
-            return False
-        self._tokens -= 1.0
-        return True
-
-
-class WsConnection(Connection):
-    transport = "ws"
-
-    def __init__(self, gateway: Gateway, principal: Any, ws: web.WebSocketResponse) -> None:
-        super().__init__(gateway, principal)
-        self.ws = ws
-        self.writer: asyncio.Task[None] | None = None
-        #: the socket's transport while frames may be written straight to it
-        self._direct: asyncio.WriteTransport | None = None
-        #: whole frames to write when the loop finishes its current round
-        self._out: list[bytes] = []
-        #: the transport's unsent bytes when this round began, plus ``_out``'s
-        self._out_bytes = 0
-        self._write_limit = gateway.config.write_buffer_bytes
-
-    def write_directly(self, transport: Any) -> None:
-        """After the upgrade: while nothing is queued and the socket's unsent bytes are
-        below ``ws.write_buffer_bytes``, frames skip the queue and the writer task. The
-        frames one round of the event loop produces for a socket leave in one write
-        (under load, a burst of messages costs one system call per socket, not one per
-        message). Not with permessage-deflate: aiohttp compresses those frames."""
-        if not self.ws.compress and isinstance(transport, asyncio.WriteTransport):
-            self._direct = transport
-
-    def enqueue(self, text: str, wire: bytes | None = None) -> bool:
-        direct = self._direct
-        if direct is not None and not self._queue and not self.closing:
-            # (a socket that is closing drops these in flush_out)
-            if not self._out:  # the transport's backlog only changes when we flush
-                self._out_bytes = direct.get_write_buffer_size()
-            if self._out_bytes < self._write_limit:
-                if wire is None:
-                    wire = text_frame(text.encode())
-                    self.gateway.outbound_counter(text)
-                # (a topic's fan-out counts once for all its sockets)
-                if not self._out:
-                    self.gateway._flush_soon(self)
-                self._out.append(wire)
-                self._out_bytes += len(wire)
-                return True
-        return super().enqueue(text)
-
-    def flush_out(self) -> None:
-        """Write the frames gathered this round: whole frames, so they never interleave
-        with aiohttp's own (pings, close). Dropped once the socket is closing."""
-        if not self._out:
-            return
-        out, self._out, self._out_bytes = self._out, [], 0
-        direct = self._direct
-        if direct is None or direct.is_closing() or self.ws.closed:
-            return
-        direct.write(out[0] if len(out) == 1 else b"".join(out))
-
-    async def write_loop(self) -> None:
-        sent = self.gateway.outbound_counter
-        while True:
-            frame = await self.next_frame()
-            if frame is None:
-                return
-            self.flush_out()  # frames gathered before this one leave first
-            await self.ws.send_str(frame)
-            sent(frame)
-
-    async def _close_transport(self) -> None:
-        if self.writer is not None and not self.writer.done():
-            self.writer.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self.writer
-        with contextlib.suppress(Exception):
-            async with asyncio.timeout(self.gateway.config.close_timeout):
-                await self.ws.close(code=self.close_code, message=self.close_reason.encode())
-
-
-class SseConnection(Connection):
-    transport = "sse"
-
-    def __init__(self, gateway: Gateway, principal: Any) -> None:
-        super().__init__(gateway, principal)
-        self.task: asyncio.Task[Any] | None = None
-
-    async def _close_transport(self) -> None:
-        # the serving task sees the closing flag; a write stuck on a dead peer is cut
-        if self.task is None or self.task.done():
-            return
-        await asyncio.wait({self.task}, timeout=self.gateway.config.close_timeout)
-        if not self.task.done():
-            self.task.cancel()
 
 
 WsHandler = Callable[[Connection, dict[str, Any]], Awaitable[Any]]
@@ -404,30 +191,6 @@ class Deadlines:
 
 
 @dataclass
-class GatewayConfig:
-    max_connections: int = 10000
-    max_connections_per_user: int = 20
-    max_frame_bytes: int = 65536
-    send_queue_size: int = 1024
-    slow_consumer: str = "resync"
-    heartbeat: float = 20.0
-    inbound_rate: float = 50.0
-    inbound_burst: int = 200
-    handler_timeout: float = 10.0
-    max_deferred: int = 8
-    write_buffer_bytes: int = 65536
-    close_timeout: float = 2.0
-    sse_keepalive: float = 15.0
-
-    @classmethod
-    def from_settings(cls, table: Any) -> GatewayConfig:
-        if table is None:
-            return cls()
-        names = cls.__dataclass_fields__
-        return cls(**{k: table[k] for k in names if table.get(k) is not None})
-
-
-@dataclass
 class _Topic:
     conns: set[Connection] = field(default_factory=set)
     sub: Subscription | None = None
@@ -449,41 +212,17 @@ class Gateway:
         self._control: list[Subscription] = []
         self._reserved: dict[str, int] = {}
         self._reserved_total = 0
-        self._drop_listeners: list[Callable[[Connection, list[str]], None]] = []
         #: tells this instance's control messages from other instances'
         self.instance_id = uuid.uuid4().hex
         self.accepting = True
-        m = kernel.metrics
-        self.m_connections = m.gauge(
-            "websocket_connections", "Open WebSocket/SSE connections", ("transport",)
-        )
-        self.m_messages = m.counter(
-            "websocket_messages_total", "WebSocket frames", ("direction", "type")
-        )
-        self.m_errors = m.counter(
-            "websocket_errors_total", "WebSocket error frames and closes", ("code",)
-        )
-        self.m_dropped = m.counter(
-            "websocket_send_queue_dropped_total",
-            "Events dropped because a connection could not keep up",
-        )
-        self.m_unauthorized = m.counter(
-            "websocket_connection_unauthorized_total",
-            "Connections refused for a missing/bad/revoked token",
-        )
-        self.m_refused = m.counter(
-            "websocket_connections_refused_total",
-            "Connections refused by a limit or the origin check",
-            ("reason",),
-        )
-        self.m_publish_errors = m.counter(
-            "websocket_publish_errors_total", "Publishes the bus failed (never raised)"
-        )
-        self._out_children: dict[str, Any] = {}
-        self._in_children: dict[str, Any] = {}
+        self.metrics = GatewayMetrics(kernel.metrics)
+        self.outbound_counter = self.metrics.outbound
+        self._round_writer = RoundWriter()
+        #: (Host) WebSockets with frames gathered this round
+        self.flush_soon = self._round_writer.schedule
+        self._drops = DropListeners()
+        self.tell_dropped = self._drops.tell
         self._deadlines = Deadlines(self.config.handler_timeout)
-        #: sockets with frames gathered this round (see WsConnection.write_directly)
-        self._to_flush: list[WsConnection] = []
 
     # -- start-up ---------------------------------------------------------------------
     def install_handlers(self, handlers: Iterable[tuple[str, tuple[str, WsHandler]]]) -> None:
@@ -529,37 +268,17 @@ class Gateway:
         if pending:
             await asyncio.wait(pending, timeout=self.config.close_timeout + 1)
 
-    def _spawn(self, coro: Awaitable[Any]) -> asyncio.Future[Any]:
+    def spawn(self, coro: Awaitable[Any]) -> asyncio.Future[Any]:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task
 
-    def _flush_soon(self, conn: WsConnection) -> None:
-        if not self._to_flush:
-            asyncio.get_running_loop().call_soon(self._flush_all)
-        self._to_flush.append(conn)
-
-    def _flush_all(self) -> None:
-        conns, self._to_flush = self._to_flush, []
-        for conn in conns:
-            try:
-                conn.flush_out()
-            except Exception:  # one broken socket must not keep frames from the others
-                log.debug("writing to a WebSocket failed", exc_info=True)
-
     # -- slow consumers -----------------------------------------------------------------
     def on_dropped(self, listener: Callable[[Connection, list[str]], None]) -> None:
         """Call ``listener(conn, frames)`` with the encoded frames a slow consumer's
         queue dropped (plugins count their own events, e.g. chat's messages)."""
-        self._drop_listeners.append(listener)
-
-    def _tell_dropped(self, conn: Connection, frames: list[str]) -> None:
-        for listener in self._drop_listeners:
-            try:
-                listener(conn, frames)
-            except Exception:
-                log.exception("a dropped-frames listener failed")
+        self._drops.add(listener)
 
     # -- publishing -------------------------------------------------------------------
     async def publish(self, topic: str, event_type: str, data: Any) -> bool:
@@ -576,11 +295,11 @@ class Gateway:
             outcome = await self.kernel.bus.post(topic, encode(event_type, data).encode())
         except Exception:
             log.warning("publishing %s to %s failed", event_type, topic, exc_info=True)
-            self.m_publish_errors.inc()
+            self.metrics.publish_errors.inc()
             return resolved(False)
         if outcome.done():
             if outcome.result() is False:
-                self.m_publish_errors.inc()
+                self.metrics.publish_errors.inc()
         else:
             outcome.add_done_callback(self._count_outcome)
         return outcome
@@ -588,7 +307,7 @@ class Gateway:
     def _count_outcome(self, outcome: asyncio.Future[bool]) -> None:
         # (cancelled: the caller stopped waiting; the bus sends the event anyway)
         if not outcome.cancelled() and outcome.result() is False:
-            self.m_publish_errors.inc()
+            self.metrics.publish_errors.inc()
 
     async def publish_to_user(self, user_id: str, event_type: str, data: Any) -> bool:
         return await self.publish(USER_TOPIC_PREFIX + str(user_id), event_type, data)
@@ -615,7 +334,7 @@ class Gateway:
         if body.get("origin") == self.instance_id or user_id not in self._by_user:
             return
         # Never wait for bus subscriptions inside the bus's own listener: an owned task.
-        self._spawn(self._apply_control(op, user_id, topic))
+        self.spawn(self._apply_control(op, user_id, topic))
 
     async def _apply_control(self, op: str, user_id: str, topic: str) -> None:
         for conn in list(self._by_user.get(user_id, ())):
@@ -638,19 +357,11 @@ class Gateway:
             for conn in list(self._by_session.get(sid, ())):
                 conn.request_close(CLOSE_POLICY, "session revoked")
 
-    def outbound_counter(self, frame: str, count: int = 1) -> None:
-        # the type is the envelope's first key: no need to parse the frame again
-        event_type = event_type_of(frame) or "unknown"
-        child = self._out_children.get(event_type)
-        if child is None:
-            child = self._out_children[event_type] = self.m_messages.labels("out", event_type)
-        child.inc(count)
-
     # -- topics (one bus subscription per topic per instance) ------------------------
     def topic_count(self) -> int:
         return len(self._topics)
 
-    async def _attach(self, topic: str, conn: Connection) -> None:
+    async def attach(self, topic: str, conn: Connection) -> None:
         entry = self._topics.get(topic)
         if entry is not None:
             entry.conns.add(conn)
@@ -683,7 +394,7 @@ class Gateway:
         if entry.closed:  # every connection left while the subscription was made
             await entry.sub.close()
 
-    async def _detach(self, topic: str, conn: Connection) -> None:
+    async def detach(self, topic: str, conn: Connection) -> None:
         entry = self._topics.get(topic)
         if entry is None:
             return
@@ -749,22 +460,22 @@ class Gateway:
             )
         origin = request.headers.get("Origin")
         if origin is not None and not self._origin_allowed(origin):
-            self.m_refused.labels("origin").inc()
+            self.metrics.refused.labels("origin").inc()
             raise Forbidden("this origin may not open a connection", code="origin_forbidden")
         token = bearer_token(request) or request.query.get("access_token")
         if not token:
-            self.m_unauthorized.inc()
+            self.metrics.unauthorized.inc()
             raise Unauthorized("an access token is required", code="missing_token")
         try:
             principal = await self.kernel.auth.authenticate(token)
         except Unauthorized:
-            self.m_unauthorized.inc()
+            self.metrics.unauthorized.inc()
             raise
         # A slot is reserved until the connection registers: concurrent upgrades of
         # one user cannot slip past the limit while they await the handshake.
         user_id = str(principal.user_id)
         if len(self.connections) + self._reserved_total >= self.config.max_connections:
-            self.m_refused.labels("global_limit").inc()
+            self.metrics.refused.labels("global_limit").inc()
             raise Problem(
                 "too many connections on this server",
                 code="too_many_connections",
@@ -776,7 +487,7 @@ class Gateway:
             len(self._by_user.get(user_id, ())) + self._reserved.get(user_id, 0)
             >= self.config.max_connections_per_user
         ):
-            self.m_refused.labels("user_limit").inc()
+            self.metrics.refused.labels("user_limit").inc()
             raise Problem(
                 "too many open connections for this user",
                 code="too_many_connections",
@@ -806,12 +517,12 @@ class Gateway:
         self.connections.add(conn)
         self._by_user.setdefault(conn.user_id, set()).add(conn)
         self._by_session.setdefault(conn.session_id, set()).add(conn)
-        self.m_connections.labels(conn.transport).inc()
+        self.metrics.connections.labels(conn.transport).inc()
         expires = float(getattr(conn.principal, "expires_at", 0.0) or 0.0)
         if expires:
             loop = asyncio.get_running_loop()
             delay = max(0.0, expires - time.time())
-            conn._expiry = loop.call_later(delay, conn.request_close, CLOSE_POLICY, "token expired")
+            conn.expiry = loop.call_later(delay, conn.request_close, CLOSE_POLICY, "token expired")
         await conn.subscribe(USER_TOPIC_PREFIX + conn.user_id)
         await self.kernel.notify("sc_ws_connected", conn=conn)
 
@@ -819,8 +530,8 @@ class Gateway:
         if conn not in self.connections:
             return
         conn.closing = True
-        if conn._expiry is not None:
-            conn._expiry.cancel()
+        if conn.expiry is not None:
+            conn.expiry.cancel()
         self.connections.discard(conn)
         for index, key in ((self._by_user, conn.user_id), (self._by_session, conn.session_id)):
             group = index.get(key)
@@ -828,7 +539,7 @@ class Gateway:
                 group.discard(conn)
                 if not group:
                     del index[key]
-        self.m_connections.labels(conn.transport).dec()
+        self.metrics.connections.labels(conn.transport).dec()
         for topic in list(conn.topics):
             await conn.unsubscribe(topic)
         await self.kernel.notify("sc_ws_disconnected", conn=conn)
@@ -854,7 +565,7 @@ class Gateway:
             conn.writer = asyncio.ensure_future(conn.write_loop())
             conn.write_directly(request.transport)
             if conn.closing:  # closed while upgrading (revoked, overflowed)
-                await conn._close_transport()
+                await conn.close_transport()
                 return ws
             async for msg in ws:
                 if msg.type == WSMsgType.TEXT:
@@ -863,36 +574,32 @@ class Gateway:
                     self._error(conn, None, "bad_envelope", "frames are JSON text")
                 elif msg.type == WSMsgType.ERROR:
                     if ws.close_code == WSCloseCode.MESSAGE_TOO_BIG:
-                        self.m_errors.labels("frame_too_large").inc()
+                        self.metrics.errors.labels("frame_too_large").inc()
                     break
                 if conn.closing:
                     break
         finally:
-            conn.closing = True
-            conn._wakeup.set()
+            conn.halt()
             if conn.writer is not None and not conn.writer.done():
                 conn.writer.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await conn.writer
             # owned, and finished even when the serving task is cancelled
-            await asyncio.shield(self._spawn(self._unregister(conn)))
+            await asyncio.shield(self.spawn(self._unregister(conn)))
             if conn.close_code == CLOSE_TRY_AGAIN_LATER:
-                self.m_errors.labels("slow_consumer").inc()
+                self.metrics.errors.labels("slow_consumer").inc()
         return ws
 
     async def _dispatch(self, conn: Connection, raw: str) -> None:
         try:
             frame_id, event_type, data = decode(raw)
         except BadFrame as bad:
-            self.m_messages.labels("in", "invalid").inc()
+            self.metrics.messages.labels("in", "invalid").inc()
             self._error(conn, bad.frame_id, bad.code, bad.message)
             return
         handler = self.handlers.get(event_type)
         label = event_type if handler else "unknown"
-        child = self._in_children.get(label)
-        if child is None:  # handler types and "unknown" only: bounded
-            child = self._in_children[label] = self.m_messages.labels("in", label)
-        child.inc()
+        self.metrics.inbound(label)  # handler types and "unknown" only: bounded
         if not conn.allow_inbound():
             self._error(conn, frame_id, "rate_limited", "too many frames; slow down")
             return
@@ -904,7 +611,7 @@ class Gateway:
             # Started at once, so the work always runs and cleans up after itself (chat's
             # place in line is released by it) even if this socket is going away; then
             # back-pressure: past ws.max_deferred the socket's reads wait for a slot.
-            task = self._spawn(self._answer(conn, frame_id, event_type, result.awaitable))
+            task = self.spawn(self._answer(conn, frame_id, event_type, result.awaitable))
             task.add_done_callback(lambda _: conn.deferred.release())
             await conn.deferred.acquire()
 
@@ -943,7 +650,7 @@ class Gateway:
         return None
 
     def _error(self, conn: Connection, frame_id: Any, code: str, message: str) -> None:
-        self.m_errors.labels(code).inc()
+        self.metrics.errors.labels(code).inc()
         conn.enqueue(error_frame(code, message, frame_id))
 
     # -- Server-Sent Events -----------------------------------------------------------
@@ -987,7 +694,7 @@ class Gateway:
         finally:
             conn.closing = True
             # owned, and finished even when the serving task is cancelled
-            await asyncio.shield(self._spawn(self._unregister(conn)))
+            await asyncio.shield(self.spawn(self._unregister(conn)))
         return resp
 
 
