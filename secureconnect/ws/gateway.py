@@ -56,14 +56,12 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from ..auth.service import REVOKED_TOPIC
 from ..errors import ConfigError, Forbidden, Problem, Unauthorized
-from ..store.bus import resolved
 from .config import GatewayConfig
 from .connection import Connection, DropListeners, RoundWriter, SseConnection, WsConnection
 from .frames import (
@@ -84,6 +82,7 @@ from .frames import (
     text_frame,
 )
 from .metrics import GatewayMetrics
+from .topics import CONTROL_TOPIC, USER_TOPIC_PREFIX, TopicRouter
 
 if TYPE_CHECKING:
     from ..kernel import Kernel
@@ -111,12 +110,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-#: bus topic carrying ``{"op": "add"|"remove", "user_id": ..., "topic": ...}``
-CONTROL_TOPIC = "ws:control"
-USER_TOPIC_PREFIX = "user:"
-
-
 
 WsHandler = Callable[[Connection, dict[str, Any]], Awaitable[Any]]
 
@@ -190,14 +183,6 @@ class Deadlines:
             self._timer = None
 
 
-@dataclass
-class _Topic:
-    conns: set[Connection] = field(default_factory=set)
-    sub: Subscription | None = None
-    ready: asyncio.Event = field(default_factory=asyncio.Event)
-    closed: bool = False
-
-
 class Gateway:
     def __init__(self, kernel: Kernel) -> None:
         self.kernel = kernel
@@ -207,7 +192,6 @@ class Gateway:
         self.connections: set[Connection] = set()
         self._by_user: dict[str, set[Connection]] = {}
         self._by_session: dict[str, set[Connection]] = {}
-        self._topics: dict[str, _Topic] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._control: list[Subscription] = []
         self._reserved: dict[str, int] = {}
@@ -222,6 +206,13 @@ class Gateway:
         self.flush_soon = self._round_writer.schedule
         self._drops = DropListeners()
         self.tell_dropped = self._drops.tell
+        self.topics = TopicRouter(
+            kernel,
+            self.metrics,
+            self.spawn,
+            lambda user_id: self._by_user.get(user_id, ()),
+            self.instance_id,
+        )
         self._deadlines = Deadlines(self.config.handler_timeout)
 
     # -- start-up ---------------------------------------------------------------------
@@ -235,8 +226,8 @@ class Gateway:
                 )
             self.handlers[event_type] = handler
             self.owners[event_type] = plugin
-        self.handlers["subscribe"] = self._client_subscribe
-        self.handlers["unsubscribe"] = self._client_unsubscribe
+        self.handlers["subscribe"] = self.topics.client_subscribe
+        self.handlers["unsubscribe"] = self.topics.client_unsubscribe
         self.owners.setdefault("subscribe", "ws")
         self.owners.setdefault("unsubscribe", "ws")
 
@@ -244,7 +235,7 @@ class Gateway:
         self.accepting = True
         self._control = [
             await self.kernel.bus.subscribe(REVOKED_TOPIC, self._on_revoked),
-            await self.kernel.bus.subscribe(CONTROL_TOPIC, self._on_control),
+            await self.topics.start(),
         ]
 
     async def close(self) -> None:
@@ -291,60 +282,16 @@ class Gateway:
         """:meth:`publish` in two steps: returns once this instance's sockets have the
         event, with a future that resolves (never raises) to whether the other
         instances were reached; events posted in turn leave in that order."""
-        try:
-            outcome = await self.kernel.bus.post(topic, encode(event_type, data).encode())
-        except Exception:
-            log.warning("publishing %s to %s failed", event_type, topic, exc_info=True)
-            self.metrics.publish_errors.inc()
-            return resolved(False)
-        if outcome.done():
-            if outcome.result() is False:
-                self.metrics.publish_errors.inc()
-        else:
-            outcome.add_done_callback(self._count_outcome)
-        return outcome
-
-    def _count_outcome(self, outcome: asyncio.Future[bool]) -> None:
-        # (cancelled: the caller stopped waiting; the bus sends the event anyway)
-        if not outcome.cancelled() and outcome.result() is False:
-            self.metrics.publish_errors.inc()
+        return await self.topics.post(topic, event_type, data)
 
     async def publish_to_user(self, user_id: str, event_type: str, data: Any) -> bool:
         return await self.publish(USER_TOPIC_PREFIX + str(user_id), event_type, data)
 
     async def add_user_to_topic(self, user_id: str, topic: str) -> None:
-        await self._control_all("add", str(user_id), topic)
+        await self.topics.control_all("add", str(user_id), topic)
 
     async def remove_user_from_topic(self, user_id: str, topic: str) -> None:
-        await self._control_all("remove", str(user_id), topic)
-
-    async def _control_all(self, op: str, user_id: str, topic: str) -> None:
-        # This instance at once (a publish right after sees the change), then the others.
-        await self._apply_control(op, user_id, topic)
-        message = {"op": op, "user_id": user_id, "topic": topic, "origin": self.instance_id}
-        await self.kernel.bus.publish(CONTROL_TOPIC, json.dumps(message).encode())
-
-    def _on_control(self, _topic: str, message: bytes) -> None:
-        try:
-            body = json.loads(message)
-            op, user_id, topic = body["op"], str(body["user_id"]), str(body["topic"])
-        except (ValueError, KeyError, TypeError):
-            log.warning("ignored a malformed %s message", CONTROL_TOPIC)
-            return
-        if body.get("origin") == self.instance_id or user_id not in self._by_user:
-            return
-        # Never wait for bus subscriptions inside the bus's own listener: an owned task.
-        self.spawn(self._apply_control(op, user_id, topic))
-
-    async def _apply_control(self, op: str, user_id: str, topic: str) -> None:
-        for conn in list(self._by_user.get(user_id, ())):
-            try:
-                if op == "add":
-                    await conn.subscribe(topic)
-                elif op == "remove":
-                    await conn.unsubscribe(topic)
-            except Exception:
-                log.warning("could not %s %s for user %s", op, topic, user_id, exc_info=True)
+        await self.topics.control_all("remove", str(user_id), topic)
 
     def _on_revoked(self, _topic: str, message: bytes) -> None:
         try:
@@ -357,94 +304,20 @@ class Gateway:
             for conn in list(self._by_session.get(sid, ())):
                 conn.request_close(CLOSE_POLICY, "session revoked")
 
-    # -- topics (one bus subscription per topic per instance) ------------------------
+    # -- topics (see topics.py) ---------------------------------------------------------
     def topic_count(self) -> int:
-        return len(self._topics)
+        return self.topics.count()
 
     async def attach(self, topic: str, conn: Connection) -> None:
-        entry = self._topics.get(topic)
-        if entry is not None:
-            entry.conns.add(conn)
-            await entry.ready.wait()
-            if entry.sub is None:  # the first subscriber's bus subscription failed
-                entry.conns.discard(conn)
-                raise RuntimeError(f"could not subscribe to {topic}")
-            return
-        entry = self._topics[topic] = _Topic()
-        entry.conns.add(conn)
-
-        def deliver(_topic: str, message: bytes) -> None:
-            text = message.decode()
-            wire = text_frame(message)  # one frame for every socket
-            written = 0
-            for target in list(entry.conns):
-                if target.enqueue(text, wire):
-                    written += 1
-            if written:
-                self.outbound_counter(text, written)
-
-        try:
-            entry.sub = await self.kernel.bus.subscribe(topic, deliver)
-        except BaseException:
-            entry.conns.clear()
-            self._forget(topic, entry)
-            raise
-        finally:
-            entry.ready.set()
-        if entry.closed:  # every connection left while the subscription was made
-            await entry.sub.close()
+        await self.topics.attach(topic, conn)
 
     async def detach(self, topic: str, conn: Connection) -> None:
-        entry = self._topics.get(topic)
-        if entry is None:
-            return
-        entry.conns.discard(conn)
-        if not entry.conns:
-            self._forget(topic, entry)
-            if entry.sub is not None:
-                with contextlib.suppress(Exception):
-                    await entry.sub.close()
+        await self.topics.detach(topic, conn)
 
-    def _forget(self, topic: str, entry: _Topic) -> None:
-        entry.closed = True
-        if self._topics.get(topic) is entry:
-            del self._topics[topic]
-
-    # -- authorization ----------------------------------------------------------------
     async def authorize_topic(self, principal: Any, topic: str) -> bool:
         """Deny by default: allowed when ≥1 plugin says True and none False
         (an exception counts as False). ``user:<id>`` only for its own user."""
-        if topic.startswith(USER_TOPIC_PREFIX):
-            return topic == USER_TOPIC_PREFIX + str(principal.user_id)
-        allowed = False
-        for impl in self.kernel.hook_impls("sc_authorize_topic"):
-            try:
-                answer = await self.kernel.call_impl(
-                    impl, "sc_authorize_topic", user=principal, topic=topic
-                )
-            except Exception:
-                self.kernel.http_metrics.hook_errors.labels(
-                    "sc_authorize_topic", impl.plugin_name
-                ).inc()
-                log.exception("plugin %r failed in sc_authorize_topic", impl.plugin_name)
-                return False
-            if answer is False:
-                return False
-            if answer is True:
-                allowed = True
-        return allowed
-
-    async def _client_subscribe(self, conn: Connection, data: dict[str, Any]) -> Any:
-        topic = _topic_of(data)
-        if not await self.authorize_topic(conn.principal, topic):
-            raise Forbidden("you may not subscribe to this topic", code="topic_forbidden")
-        await conn.subscribe(topic)
-        return {"topic": topic}
-
-    async def _client_unsubscribe(self, conn: Connection, data: dict[str, Any]) -> Any:
-        topic = _topic_of(data)
-        await conn.unsubscribe(topic)
-        return {"topic": topic}
+        return await self.topics.authorize(principal, topic)
 
     # -- connection lifecycle ---------------------------------------------------------
     async def authenticate(self, request: web.Request) -> Any:
@@ -696,15 +569,3 @@ class Gateway:
             # owned, and finished even when the serving task is cancelled
             await asyncio.shield(self.spawn(self._unregister(conn)))
         return resp
-
-
-def _topic_of(data: dict[str, Any]) -> str:
-    topic = data.get("topic")
-    if not isinstance(topic, str) or not topic or len(topic) > 200:
-        raise Problem(
-            "data.topic must be a non-empty string",
-            code="bad_envelope",
-            status=400,
-            title="Bad Request",
-        )
-    return topic
