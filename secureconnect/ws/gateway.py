@@ -61,9 +61,10 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from ..auth.service import REVOKED_TOPIC
-from ..errors import ConfigError, Forbidden, Problem, Unauthorized
+from ..errors import Forbidden, Problem, Unauthorized
 from .config import GatewayConfig
 from .connection import Connection, DropListeners, RoundWriter, SseConnection, WsConnection
+from .dispatch import Deadlines, Deferred, Dispatcher, WsHandler
 from .frames import (
     CLOSE_GOING_AWAY,
     CLOSE_INTERNAL,
@@ -73,11 +74,7 @@ from .frames import (
     CLOSE_TRY_AGAIN_LATER,
     SSE_CONNECTED,
     SSE_KEEPALIVE,
-    BadFrame,
-    ack_frame,
-    decode,
     encode,
-    error_frame,
     sse_event,
     text_frame,
 )
@@ -111,84 +108,10 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-WsHandler = Callable[[Connection, dict[str, Any]], Awaitable[Any]]
-
-
-class Deferred:
-    """Returned by a handler: ``awaitable`` finishes the frame; its result is the ack."""
-
-    __slots__ = ("awaitable",)
-
-    def __init__(self, awaitable: Awaitable[Any]) -> None:
-        self.awaitable = awaitable
-
-
-class Deadlines:
-    """Bounds the tasks awaiting frame handlers with one loop timer for all of them.
-
-    ``asyncio.timeout`` schedules a timer per use and leaves it cancelled in the loop's
-    heap; at thousands of frames a second (two uses per chat send) that heap grows to
-    tens of thousands and every push pays for it. Here a task is noted with its
-    deadline, and while anything is noted a sweep runs every ``tick`` seconds and
-    cancels the tasks past theirs. A deadline is kept at most ``tick`` late — a quarter
-    of the timeout, at most a second — which is fine for a bound meant to catch stuck
-    work. Since every deadline is ``now + timeout``, the notes are in deadline order
-    and a sweep stops at the first one not yet due.
-    """
-
-    def __init__(self, timeout: float) -> None:
-        self.timeout = timeout
-        self.tick = min(1.0, timeout / 4)
-        self._due: dict[asyncio.Task[Any], float] = {}
-        self._expired: set[asyncio.Task[Any]] = set()
-        self._timer: asyncio.TimerHandle | None = None
-
-    def enter(self, task: asyncio.Task[Any]) -> int:
-        """Note ``task``; returns what :meth:`leave` needs (its pending cancellations)."""
-        loop = asyncio.get_running_loop()
-        now = loop.time()
-        self._due.pop(task, None)  # (re-noted: keep the notes in deadline order)
-        self._due[task] = now + self.timeout
-        if self._timer is None:
-            self._timer = loop.call_at(now + self.tick, self._sweep)
-        return task.cancelling()
-
-    def leave(self, task: asyncio.Task[Any], cancelling: int) -> bool:
-        """Forget ``task``; True when its deadline cancelled it (and nothing else did)."""
-        self._due.pop(task, None)
-        if task not in self._expired:
-            return False
-        self._expired.discard(task)
-        return task.uncancel() <= cancelling
-
-    def _sweep(self) -> None:
-        self._timer = None
-        loop = asyncio.get_running_loop()
-        now = loop.time()
-        late = []
-        for task, due in self._due.items():
-            if due > now:
-                break
-            late.append(task)
-        for task in late:
-            del self._due[task]
-            self._expired.add(task)
-            task.cancel()
-        if self._due:
-            self._timer = loop.call_at(now + self.tick, self._sweep)
-
-    def close(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-
-
 class Gateway:
     def __init__(self, kernel: Kernel) -> None:
         self.kernel = kernel
         self.config = GatewayConfig.from_settings(kernel.settings.get("ws"))
-        self.handlers: dict[str, WsHandler] = {}
-        self.owners: dict[str, str] = {}
         self.connections: set[Connection] = set()
         self._by_user: dict[str, set[Connection]] = {}
         self._by_session: dict[str, set[Connection]] = {}
@@ -213,23 +136,20 @@ class Gateway:
             lambda user_id: self._by_user.get(user_id, ()),
             self.instance_id,
         )
-        self._deadlines = Deadlines(self.config.handler_timeout)
+        self.dispatcher = Dispatcher(self.metrics, self.spawn, self.config.handler_timeout)
+        #: frame type → handler, and the plugin owning each (see dispatch.py)
+        self.handlers = self.dispatcher.handlers
+        self.owners = self.dispatcher.owners
 
     # -- start-up ---------------------------------------------------------------------
     def install_handlers(self, handlers: Iterable[tuple[str, tuple[str, WsHandler]]]) -> None:
-        for plugin, (event_type, handler) in handlers:
-            if event_type in self.handlers or event_type in ("subscribe", "unsubscribe"):
-                owner = self.owners.get(event_type, "ws")
-                raise ConfigError(
-                    f"WebSocket event {event_type!r} is handled by both plugin "
-                    f"'{owner}' and plugin '{plugin}'; disable one of them"
-                )
-            self.handlers[event_type] = handler
-            self.owners[event_type] = plugin
-        self.handlers["subscribe"] = self.topics.client_subscribe
-        self.handlers["unsubscribe"] = self.topics.client_unsubscribe
-        self.owners.setdefault("subscribe", "ws")
-        self.owners.setdefault("unsubscribe", "ws")
+        self.dispatcher.install(
+            handlers,
+            {
+                "subscribe": self.topics.client_subscribe,
+                "unsubscribe": self.topics.client_unsubscribe,
+            },
+        )
 
     async def start(self) -> None:
         self.accepting = True
@@ -244,7 +164,7 @@ class Gateway:
             with contextlib.suppress(Exception):
                 await sub.close()
         self._control = []
-        self._deadlines.close()
+        self.dispatcher.close()
         if self._tasks:
             for task in list(self._tasks):
                 task.cancel()
@@ -440,11 +360,12 @@ class Gateway:
             if conn.closing:  # closed while upgrading (revoked, overflowed)
                 await conn.close_transport()
                 return ws
+            dispatch = self.dispatcher.dispatch
             async for msg in ws:
                 if msg.type == WSMsgType.TEXT:
-                    await self._dispatch(conn, msg.data)
+                    await dispatch(conn, msg.data)
                 elif msg.type == WSMsgType.BINARY:
-                    self._error(conn, None, "bad_envelope", "frames are JSON text")
+                    self.dispatcher.error(conn, None, "bad_envelope", "frames are JSON text")
                 elif msg.type == WSMsgType.ERROR:
                     if ws.close_code == WSCloseCode.MESSAGE_TOO_BIG:
                         self.metrics.errors.labels("frame_too_large").inc()
@@ -462,69 +383,6 @@ class Gateway:
             if conn.close_code == CLOSE_TRY_AGAIN_LATER:
                 self.metrics.errors.labels("slow_consumer").inc()
         return ws
-
-    async def _dispatch(self, conn: Connection, raw: str) -> None:
-        try:
-            frame_id, event_type, data = decode(raw)
-        except BadFrame as bad:
-            self.metrics.messages.labels("in", "invalid").inc()
-            self._error(conn, bad.frame_id, bad.code, bad.message)
-            return
-        handler = self.handlers.get(event_type)
-        label = event_type if handler else "unknown"
-        self.metrics.inbound(label)  # handler types and "unknown" only: bounded
-        if not conn.allow_inbound():
-            self._error(conn, frame_id, "rate_limited", "too many frames; slow down")
-            return
-        if handler is None:
-            self._error(conn, frame_id, "unknown_type", f"unknown frame type {event_type!r}")
-            return
-        result = await self._answer(conn, frame_id, event_type, handler(conn, data))
-        if isinstance(result, Deferred):
-            # Started at once, so the work always runs and cleans up after itself (chat's
-            # place in line is released by it) even if this socket is going away; then
-            # back-pressure: past ws.max_deferred the socket's reads wait for a slot.
-            task = self.spawn(self._answer(conn, frame_id, event_type, result.awaitable))
-            task.add_done_callback(lambda _: conn.deferred.release())
-            await conn.deferred.acquire()
-
-    async def _answer(self, conn: Connection, frame_id: Any, event_type: str,
-                      work: Awaitable[Any]) -> Any:
-        """Await a handler's work; ack or error the frame (a Deferred is passed back)."""
-        task = asyncio.current_task()
-        assert task is not None
-        deadlines = self._deadlines
-        cancelling = deadlines.enter(task)
-        timed_out = False
-        try:
-            try:
-                result = await work
-            finally:
-                timed_out = deadlines.leave(task, cancelling)
-        except asyncio.CancelledError:
-            if not timed_out:
-                raise
-            self._error(conn, frame_id, "timeout", "the handler took too long")
-            return None
-        except Problem as problem:
-            self._error(conn, frame_id, problem.code, problem.detail)
-            return None
-        except TimeoutError:
-            self._error(conn, frame_id, "timeout", "the handler took too long")
-            return None
-        except Exception:
-            log.exception("WebSocket handler for %r failed", event_type)
-            self._error(conn, frame_id, "internal_error", "the server failed on this frame")
-            return None
-        if isinstance(result, Deferred):
-            return result
-        if frame_id is not None:
-            conn.enqueue(ack_frame(result, frame_id))
-        return None
-
-    def _error(self, conn: Connection, frame_id: Any, code: str, message: str) -> None:
-        self.metrics.errors.labels(code).inc()
-        conn.enqueue(error_frame(code, message, frame_id))
 
     # -- Server-Sent Events -----------------------------------------------------------
     async def serve_sse(self, request: web.Request, topics: list[str]) -> web.StreamResponse:
