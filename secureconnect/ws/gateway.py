@@ -45,23 +45,36 @@ How it works
 
 Close codes: 1000 normal, 1001 server shutting down, 1008 token revoked or expired,
 1009 frame too large, 1011 internal error, 1013 slow consumer (reconnect and catch up).
+
+Where things live (each module states its contract at its top)
+--------------------------------------------------------------
+* ``frames.py`` — the wire layout: envelope (``type`` first), ack/error/resync frames,
+  WebSocket framing, SSE lines, close codes. Nothing else builds or parses a frame.
+* ``connection.py`` — :class:`Connection` and its transports: per-socket state, the
+  bounded send queue, direct writes, the slow-consumer policy.
+* ``topics.py`` — bus subscriptions per topic, fan-out, publish/post, adding/removing
+  users to topics on every instance, topic authorization.
+* ``dispatch.py`` — the handler table, envelopes, deadlines, :class:`Deferred` answers.
+* ``admission.py`` — refusing requests, connection limits, the registry of open
+  connections, revocation/expiry/shutdown closes.
+* ``serving.py`` — one request's life: admit, register, upgrade, read, unregister.
+* ``config.py`` / ``metrics.py`` — ``[ws]`` settings; the ``websocket_*`` series.
+* this module — :class:`Gateway`, the facade composing them (``kernel.ws``), and the
+  names other code imports (re-exported; import them from here or ``secureconnect.ws``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
-import logging
-import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
-from aiohttp import WSCloseCode, WSMsgType, web
+from aiohttp import web
 
-from ..auth.service import REVOKED_TOPIC
-from ..errors import Forbidden, Problem, Unauthorized
+from . import serving
+from .admission import Admission
 from .config import GatewayConfig
 from .connection import Connection, DropListeners, RoundWriter, SseConnection, WsConnection
 from .dispatch import Deadlines, Deferred, Dispatcher, WsHandler
@@ -72,10 +85,7 @@ from .frames import (
     CLOSE_POLICY,
     CLOSE_TOO_BIG,
     CLOSE_TRY_AGAIN_LATER,
-    SSE_CONNECTED,
-    SSE_KEEPALIVE,
     encode,
-    sse_event,
     text_frame,
 )
 from .metrics import GatewayMetrics
@@ -106,42 +116,41 @@ __all__ = [
     "text_frame",
 ]
 
-log = logging.getLogger(__name__)
 
 class Gateway:
+    """``kernel.ws``: composes admission, connections, topics and dispatch; also the
+    :class:`~secureconnect.ws.connection.Host` its connections reach it through."""
+
     def __init__(self, kernel: Kernel) -> None:
         self.kernel = kernel
         self.config = GatewayConfig.from_settings(kernel.settings.get("ws"))
-        self.connections: set[Connection] = set()
-        self._by_user: dict[str, set[Connection]] = {}
-        self._by_session: dict[str, set[Connection]] = {}
-        self._tasks: set[asyncio.Task[Any]] = set()
-        self._control: list[Subscription] = []
-        self._reserved: dict[str, int] = {}
-        self._reserved_total = 0
+        self.metrics = GatewayMetrics(kernel.metrics)
         #: tells this instance's control messages from other instances'
         self.instance_id = uuid.uuid4().hex
-        self.accepting = True
-        self.metrics = GatewayMetrics(kernel.metrics)
-        self.outbound_counter = self.metrics.outbound
-        self._round_writer = RoundWriter()
-        #: (Host) WebSockets with frames gathered this round
-        self.flush_soon = self._round_writer.schedule
-        self._drops = DropListeners()
-        self.tell_dropped = self._drops.tell
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._control: list[Subscription] = []
+        self.admission = Admission(kernel, self.config, self.metrics)
         self.topics = TopicRouter(
-            kernel,
-            self.metrics,
-            self.spawn,
-            lambda user_id: self._by_user.get(user_id, ()),
-            self.instance_id,
+            kernel, self.metrics, self.spawn, self.admission.connections_of, self.instance_id
         )
         self.dispatcher = Dispatcher(self.metrics, self.spawn, self.config.handler_timeout)
-        #: frame type → handler, and the plugin owning each (see dispatch.py)
+        self._drops = DropListeners()
+        self._round_writer = RoundWriter()
+        #: every open connection of this instance
+        self.connections = self.admission.connections
+        #: frame type → handler, and the plugin owning each
         self.handlers = self.dispatcher.handlers
         self.owners = self.dispatcher.owners
+        # (Host, bound once: on the fan-out's path)
+        self.flush_soon = self._round_writer.schedule
+        self.tell_dropped = self._drops.tell
+        self.outbound_counter = self.metrics.outbound
 
-    # -- start-up ---------------------------------------------------------------------
+    @property
+    def accepting(self) -> bool:
+        return self.admission.accepting
+
+    # -- start-up and shutdown --------------------------------------------------------
     def install_handlers(self, handlers: Iterable[tuple[str, tuple[str, WsHandler]]]) -> None:
         self.dispatcher.install(
             handlers,
@@ -152,11 +161,7 @@ class Gateway:
         )
 
     async def start(self) -> None:
-        self.accepting = True
-        self._control = [
-            await self.kernel.bus.subscribe(REVOKED_TOPIC, self._on_revoked),
-            await self.topics.start(),
-        ]
+        self._control = [await self.admission.start(), await self.topics.start()]
 
     async def close(self) -> None:
         await self.shutdown()
@@ -172,31 +177,41 @@ class Gateway:
 
     async def shutdown(self) -> None:
         """Close every connection with 1001 GOING_AWAY (app shutdown)."""
-        self.accepting = False
-        for conn in list(self.connections):
-            conn.request_close(CLOSE_GOING_AWAY, "server shutting down")
+        self.admission.close_all(CLOSE_GOING_AWAY, "server shutting down")
         pending = [t for t in self._tasks if not t.done()]
         if pending:
             await asyncio.wait(pending, timeout=self.config.close_timeout + 1)
 
     def spawn(self, coro: Awaitable[Any]) -> asyncio.Future[Any]:
+        """Run ``coro`` as a task the gateway owns (cancelled and awaited by ``close``)."""
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task
 
-    # -- slow consumers -----------------------------------------------------------------
+    # -- serving (serving.py) -------------------------------------------------------------
+    async def serve_ws(self, request: web.Request) -> web.StreamResponse:
+        return await serving.serve_ws(self, request)
+
+    async def serve_sse(self, request: web.Request, topics: list[str]) -> web.StreamResponse:
+        return await serving.serve_sse(self, request, topics)
+
+    async def authenticate(self, request: web.Request) -> Any:
+        """The principal of a connection request, or a Problem (before any upgrade)."""
+        return await self.admission.authenticate(request)
+
+    # -- slow consumers (connection.py) ---------------------------------------------------
     def on_dropped(self, listener: Callable[[Connection, list[str]], None]) -> None:
         """Call ``listener(conn, frames)`` with the encoded frames a slow consumer's
         queue dropped (plugins count their own events, e.g. chat's messages)."""
         self._drops.add(listener)
 
-    # -- publishing -------------------------------------------------------------------
+    # -- publishing and topics (topics.py) ------------------------------------------------
     async def publish(self, topic: str, event_type: str, data: Any) -> bool:
         """Deliver an event to a topic's sockets on every instance. Never raises:
         ``False`` (and ``websocket_publish_errors_total``) when other instances could
         not be reached — local sockets got it anyway."""
-        return await (await self.post(topic, event_type, data))
+        return await (await self.topics.post(topic, event_type, data))
 
     async def post(self, topic: str, event_type: str, data: Any) -> asyncio.Future[bool]:
         """:meth:`publish` in two steps: returns once this instance's sockets have the
@@ -213,18 +228,11 @@ class Gateway:
     async def remove_user_from_topic(self, user_id: str, topic: str) -> None:
         await self.topics.control_all("remove", str(user_id), topic)
 
-    def _on_revoked(self, _topic: str, message: bytes) -> None:
-        try:
-            body = json.loads(message)
-            sessions = [str(s) for s in body.get("session_ids") or ()]
-        except (ValueError, AttributeError, TypeError):
-            log.warning("ignored a malformed %s message", REVOKED_TOPIC)
-            return
-        for sid in sessions:
-            for conn in list(self._by_session.get(sid, ())):
-                conn.request_close(CLOSE_POLICY, "session revoked")
+    async def authorize_topic(self, principal: Any, topic: str) -> bool:
+        """Deny by default: allowed when ≥1 plugin says True and none False
+        (an exception counts as False). ``user:<id>`` only for its own user."""
+        return await self.topics.authorize(principal, topic)
 
-    # -- topics (see topics.py) ---------------------------------------------------------
     def topic_count(self) -> int:
         return self.topics.count()
 
@@ -233,197 +241,3 @@ class Gateway:
 
     async def detach(self, topic: str, conn: Connection) -> None:
         await self.topics.detach(topic, conn)
-
-    async def authorize_topic(self, principal: Any, topic: str) -> bool:
-        """Deny by default: allowed when ≥1 plugin says True and none False
-        (an exception counts as False). ``user:<id>`` only for its own user."""
-        return await self.topics.authorize(principal, topic)
-
-    # -- connection lifecycle ---------------------------------------------------------
-    async def authenticate(self, request: web.Request) -> Any:
-        """The principal of a connection request, or a Problem (before any upgrade)."""
-        from ..http.handlers import bearer_token
-
-        if not self.accepting:
-            raise Problem(
-                "the server is shutting down",
-                code="shutting_down",
-                status=503,
-                title="Service Unavailable",
-            )
-        origin = request.headers.get("Origin")
-        if origin is not None and not self._origin_allowed(origin):
-            self.metrics.refused.labels("origin").inc()
-            raise Forbidden("this origin may not open a connection", code="origin_forbidden")
-        token = bearer_token(request) or request.query.get("access_token")
-        if not token:
-            self.metrics.unauthorized.inc()
-            raise Unauthorized("an access token is required", code="missing_token")
-        try:
-            principal = await self.kernel.auth.authenticate(token)
-        except Unauthorized:
-            self.metrics.unauthorized.inc()
-            raise
-        # A slot is reserved until the connection registers: concurrent upgrades of
-        # one user cannot slip past the limit while they await the handshake.
-        user_id = str(principal.user_id)
-        if len(self.connections) + self._reserved_total >= self.config.max_connections:
-            self.metrics.refused.labels("global_limit").inc()
-            raise Problem(
-                "too many connections on this server",
-                code="too_many_connections",
-                status=503,
-                title="Service Unavailable",
-                headers={"Retry-After": "5"},
-            )
-        if (
-            len(self._by_user.get(user_id, ())) + self._reserved.get(user_id, 0)
-            >= self.config.max_connections_per_user
-        ):
-            self.metrics.refused.labels("user_limit").inc()
-            raise Problem(
-                "too many open connections for this user",
-                code="too_many_connections",
-                status=429,
-                title="Too Many Requests",
-                headers={"Retry-After": "5"},
-            )
-        self._reserved[user_id] = self._reserved.get(user_id, 0) + 1
-        self._reserved_total += 1
-        return principal
-
-    def _release(self, principal: Any) -> None:
-        user_id = str(principal.user_id)
-        left = self._reserved.get(user_id, 0) - 1
-        if left > 0:
-            self._reserved[user_id] = left
-        else:
-            self._reserved.pop(user_id, None)
-        self._reserved_total -= 1
-
-    def _origin_allowed(self, origin: str) -> bool:
-        allowed = {str(o) for o in self.kernel.settings.cors.allow_origins}
-        public = str(self.kernel.settings.app.public_url).rstrip("/")
-        return "*" in allowed or origin in allowed or origin == public
-
-    async def _register(self, conn: Connection) -> None:
-        self.connections.add(conn)
-        self._by_user.setdefault(conn.user_id, set()).add(conn)
-        self._by_session.setdefault(conn.session_id, set()).add(conn)
-        self.metrics.connections.labels(conn.transport).inc()
-        expires = float(getattr(conn.principal, "expires_at", 0.0) or 0.0)
-        if expires:
-            loop = asyncio.get_running_loop()
-            delay = max(0.0, expires - time.time())
-            conn.expiry = loop.call_later(delay, conn.request_close, CLOSE_POLICY, "token expired")
-        await conn.subscribe(USER_TOPIC_PREFIX + conn.user_id)
-        await self.kernel.notify("sc_ws_connected", conn=conn)
-
-    async def _unregister(self, conn: Connection) -> None:
-        if conn not in self.connections:
-            return
-        conn.closing = True
-        if conn.expiry is not None:
-            conn.expiry.cancel()
-        self.connections.discard(conn)
-        for index, key in ((self._by_user, conn.user_id), (self._by_session, conn.session_id)):
-            group = index.get(key)
-            if group is not None:
-                group.discard(conn)
-                if not group:
-                    del index[key]
-        self.metrics.connections.labels(conn.transport).dec()
-        for topic in list(conn.topics):
-            await conn.unsubscribe(topic)
-        await self.kernel.notify("sc_ws_disconnected", conn=conn)
-
-    # -- WebSocket --------------------------------------------------------------------
-    async def serve_ws(self, request: web.Request) -> web.StreamResponse:
-        principal = await self.authenticate(request)
-        ws = web.WebSocketResponse(
-            heartbeat=self.config.heartbeat,
-            max_msg_size=self.config.max_frame_bytes,
-            timeout=self.config.close_timeout,
-        )
-        conn = WsConnection(self, principal, ws)
-        try:
-            try:
-                # Subscribed (own topic and the plugins' topics) *before* the client sees
-                # the upgrade: everything published after it reaches this socket, queued
-                # until the writer starts.
-                await self._register(conn)
-            finally:
-                self._release(principal)  # counted by _register from its first line
-            await ws.prepare(request)
-            conn.writer = asyncio.ensure_future(conn.write_loop())
-            conn.write_directly(request.transport)
-            if conn.closing:  # closed while upgrading (revoked, overflowed)
-                await conn.close_transport()
-                return ws
-            dispatch = self.dispatcher.dispatch
-            async for msg in ws:
-                if msg.type == WSMsgType.TEXT:
-                    await dispatch(conn, msg.data)
-                elif msg.type == WSMsgType.BINARY:
-                    self.dispatcher.error(conn, None, "bad_envelope", "frames are JSON text")
-                elif msg.type == WSMsgType.ERROR:
-                    if ws.close_code == WSCloseCode.MESSAGE_TOO_BIG:
-                        self.metrics.errors.labels("frame_too_large").inc()
-                    break
-                if conn.closing:
-                    break
-        finally:
-            conn.halt()
-            if conn.writer is not None and not conn.writer.done():
-                conn.writer.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await conn.writer
-            # owned, and finished even when the serving task is cancelled
-            await asyncio.shield(self.spawn(self._unregister(conn)))
-            if conn.close_code == CLOSE_TRY_AGAIN_LATER:
-                self.metrics.errors.labels("slow_consumer").inc()
-        return ws
-
-    # -- Server-Sent Events -----------------------------------------------------------
-    async def serve_sse(self, request: web.Request, topics: list[str]) -> web.StreamResponse:
-        principal = await self.authenticate(request)
-        try:
-            for topic in topics:
-                if not await self.authorize_topic(principal, topic):
-                    raise Forbidden(f"you may not subscribe to {topic}", code="topic_forbidden")
-            resp = web.StreamResponse(
-                headers={
-                    "Content-Type": "text/event-stream",
-                    "Cache-Control": "no-cache",
-                    "X-Accel-Buffering": "no",
-                }
-            )
-            await resp.prepare(request)
-        finally:
-            self._release(principal)  # no await until _register adds the connection
-        conn = SseConnection(self, principal)
-        conn.task = asyncio.current_task()
-        try:
-            await self._register(conn)
-            for topic in topics:
-                await conn.subscribe(topic)
-            await resp.write(SSE_CONNECTED)
-            while True:
-                frame = await conn.next_frame(self.config.sse_keepalive)
-                if frame is None:
-                    break
-                if frame == "":
-                    await resp.write(SSE_KEEPALIVE)
-                    continue
-                await resp.write(sse_event(frame))
-                self.outbound_counter(frame)
-        except ConnectionResetError:
-            pass  # the client went away
-        except asyncio.CancelledError:
-            if not conn.close_reason:  # not our own cut of a stuck write: propagate
-                raise
-        finally:
-            conn.closing = True
-            # owned, and finished even when the serving task is cancelled
-            await asyncio.shield(self.spawn(self._unregister(conn)))
-        return resp
