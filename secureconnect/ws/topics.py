@@ -36,6 +36,7 @@ from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from .. import hooks
 from ..errors import Forbidden, Problem
 from ..store.bus import resolved
 from .frames import encode, text_frame
@@ -193,23 +194,7 @@ class TopicRouter:
         (an exception counts as False). ``user:<id>`` only for its own user."""
         if topic.startswith(USER_TOPIC_PREFIX):
             return topic == USER_TOPIC_PREFIX + str(principal.user_id)
-        allowed = False
-        for impl in self.kernel.hook_impls("sc_authorize_topic"):
-            try:
-                answer = await self.kernel.call_impl(
-                    impl, "sc_authorize_topic", user=principal, topic=topic
-                )
-            except Exception:
-                self.kernel.http_metrics.hook_errors.labels(
-                    "sc_authorize_topic", impl.plugin_name
-                ).inc()
-                log.exception("plugin %r failed in sc_authorize_topic", impl.plugin_name)
-                return False
-            if answer is False:
-                return False
-            if answer is True:
-                allowed = True
-        return allowed
+        return await hooks.vote(self.kernel, "sc_authorize_topic", user=principal, topic=topic)
 
     # -- the client's frames ------------------------------------------------------------
     async def client_subscribe(self, conn: Connection, data: dict[str, Any]) -> Any:

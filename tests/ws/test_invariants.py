@@ -20,6 +20,7 @@ import pytest
 from secureconnect import hookimpl
 from secureconnect.app import KERNEL
 from secureconnect.errors import Conflict
+from secureconnect.plugins import switches_without
 from secureconnect.testing import wait_for
 from secureconnect.testing.accounts import register_and_login
 from secureconnect.ws import Deferred
@@ -32,7 +33,7 @@ from secureconnect.ws.frames import (
     resync_frame,
 )
 
-FAST = {"plugins": {"chat": False, "polls": False}}
+FAST = {"plugins": switches_without("chat")}
 MAX_DEFERRED = 3
 
 
