@@ -10,7 +10,8 @@ Owns
 
 Guarantees
     * ``send``/``enqueue`` never block and never raise; a connection's queue never holds
-      more than ``ws.send_queue_size`` frames (plus the one ``resync`` notice).
+      more than ``ws.send_queue_size`` frames (an overflow leaves only the ``resync``
+      notice in it).
     * Frames reach a socket in the order they were enqueued, whichever path each takes:
       a frame goes the direct way only while nothing is queued, and the writer writes
       the frames gathered for the direct way before each queued one

@@ -9,8 +9,8 @@ Owns
     per-socket bound on them (``ws.max_deferred``).
 
 Guarantees
-    * Every frame with an ``id`` gets exactly one ``ack`` or ``error``; a handler that
-      raises, times out or crashes never ends the socket's read loop.
+    * While the socket is open, every frame with an ``id`` gets exactly one ``ack`` or
+      ``error``; a handler that raises, times out or crashes never ends the read loop.
     * A socket's frames are handled one after another; a handler's quick part runs in
       frame order. Work a handler returns as :class:`Deferred` is started at once and
       always runs (even when the socket goes away meanwhile), so what it cleans up is
