@@ -144,35 +144,13 @@ class MessageService:
     ) -> tuple[dict[str, Any], bool]:
         started = time.perf_counter()
         sender_id, conversation_id = str(sender_id), str(conversation_id)
-        allowed = CLIENT_MESSAGE_TYPES if origin == "client" else PLUGIN_MESSAGE_TYPES
-        if draft.message_type not in allowed:
-            raise ChatInvalid(
-                f"message_type must be one of {', '.join(sorted(allowed))}, "
-                f"got {draft.message_type!r}",
-                code="invalid_message_type",
-            )
-        self._check_size(draft.message_type, draft.content, draft.metadata)
-        await self.conversations.require_sender(conversation_id, sender_id)
+        await self._validate(sender_id, conversation_id, draft, origin)
         if idempotency_key is not None:
             earlier = await self.store.find(conversation_id, sender_id, idempotency_key)
             if earlier is not None:
                 self.metrics.idempotency_hits.inc()
                 return earlier.as_dict(), False
-        guarded = await self._guard(
-            {
-                "conversation_id": conversation_id,
-                "sender_id": sender_id,
-                "message_type": draft.message_type,
-                "content": draft.content,
-                "is_encrypted": draft.is_encrypted,
-                "metadata": draft.metadata,
-                "file_id": draft.file_id,
-                "origin": origin,
-            }
-        )
-        content, metadata = guarded
-        if content != draft.content or metadata != draft.metadata:
-            self._check_size(draft.message_type, content, metadata)
+        content, metadata = await self._guard_send(sender_id, conversation_id, draft, origin)
         step = time.perf_counter()
         self._took["guard"].observe(step - started)
         new = NewMessage(
@@ -187,6 +165,55 @@ class MessageService:
             created_at=utcnow(),
             idempotency_key=idempotency_key,
         )
+        stored, created = await self._persist(new, ticket)
+        # still this message's turn: the line moves on when send_message closes it
+        if not created:
+            self.metrics.idempotency_hits.inc()
+            return stored.as_dict(), False
+        now = time.perf_counter()
+        self._took["persist"].observe(now - step)
+        message = await self._deliver(stored, ticket)
+        self._took["publish"].observe(time.perf_counter() - now)
+        if idempotency_key is not None:
+            self.metrics.idempotency_misses.inc()
+        self._after_send(message)
+        return message, True
+
+    async def _validate(self, sender_id: str, conversation_id: str, draft: Draft,
+                        origin: str) -> None:
+        """Type allowed for the origin, sizes within limits, sender a participant."""
+        allowed = CLIENT_MESSAGE_TYPES if origin == "client" else PLUGIN_MESSAGE_TYPES
+        if draft.message_type not in allowed:
+            raise ChatInvalid(
+                f"message_type must be one of {', '.join(sorted(allowed))}, "
+                f"got {draft.message_type!r}",
+                code="invalid_message_type",
+            )
+        self._check_size(draft.message_type, draft.content, draft.metadata)
+        await self.conversations.require_sender(conversation_id, sender_id)
+
+    async def _guard_send(self, sender_id: str, conversation_id: str, draft: Draft,
+                          origin: str) -> tuple[str, dict[str, Any] | None]:
+        """The guards' verdict: the (possibly rewritten) content and metadata, sizes
+        checked again after a rewrite."""
+        content, metadata = await self._guard(
+            {
+                "conversation_id": conversation_id,
+                "sender_id": sender_id,
+                "message_type": draft.message_type,
+                "content": draft.content,
+                "is_encrypted": draft.is_encrypted,
+                "metadata": draft.metadata,
+                "file_id": draft.file_id,
+                "origin": origin,
+            }
+        )
+        if content != draft.content or metadata != draft.metadata:
+            self._check_size(draft.message_type, content, metadata)
+        return content, metadata
+
+    async def _persist(self, new: NewMessage, ticket: Ticket) -> tuple[StoredMessage, bool]:
+        """Store the message in its line's order; ``(stored, created)``."""
         try:
             if self.store.ordered_appends:
                 # Appends submitted in line order get their seqs in that order: the next
@@ -206,21 +233,16 @@ class MessageService:
         except Exception:
             self.metrics.persisted.labels("error").inc()
             raise
-        # still this message's turn: the line moves on when send_message closes it
-        if not created:
-            self.metrics.idempotency_hits.inc()
-            return stored.as_dict(), False
-        now = time.perf_counter()
-        self._took["persist"].observe(now - step)
+        return stored, created
+
+    async def _deliver(self, stored: StoredMessage, ticket: Ticket) -> dict[str, Any]:
+        """Publish a stored message to its conversation and count it; the line moves
+        on once this instance's sockets have it (the bus keeps that order across
+        instances)."""
         message = stored.as_dict()
-        # the line moves on once this instance's sockets have the message: the next
-        # one is posted after it, and the bus keeps that order across instances
-        await self.publisher.publish(self._topic(conversation_id), "chat.message", message,
-                            posted=ticket.close)
-        self._took["publish"].observe(time.perf_counter() - now)
+        await self.publisher.publish(self._topic(stored.conversation_id), "chat.message",
+                                     message, posted=ticket.close)
         self._persisted_ok.inc()
-        if idempotency_key is not None:
-            self.metrics.idempotency_misses.inc()
         created_of = (stored.message_type, stored.is_encrypted)
         counter = self._created.get(created_of)
         if counter is None:  # message types x two: bounded
@@ -228,14 +250,13 @@ class MessageService:
                 stored.message_type, "true" if stored.is_encrypted else "false")
         counter.inc()
         self.activity.note(
-            conversation_id,
+            stored.conversation_id,
             seq=stored.seq,
             at=stored.created_at,
-            sender_id=sender_id,
+            sender_id=stored.sender_id,
             message_id=stored.id,
         )
-        self._after_send(message)
-        return message, True
+        return message
 
     async def edit_message(
         self,
