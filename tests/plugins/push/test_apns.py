@@ -66,7 +66,8 @@ async def test_apns_headers_jwt_reused_content_free(push_client: Any, fake: Fake
 
 
 @pytest.mark.parametrize(("status", "reason"), [(410, "Unregistered"),
-                                                (400, "BadDeviceToken")])
+                                                (400, "BadDeviceToken"),
+                                                (400, "DeviceTokenNotForTopic")])
 async def test_apns_dead_token_deleted(push_client: Any, fake: FakeProvider, apns: FakeApns,
                                        status: int, reason: str) -> None:
     push, _ = _settings(apns)

@@ -10,6 +10,7 @@ from typing import Any
 
 import http_ece
 import jwt
+import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
@@ -85,10 +86,11 @@ async def test_webpush_encrypted_vapid_signed_content_free(push_client: Any,
     assert len({r.headers["Authorization"] for r in fake.of("webpush")}) == 1
 
 
-async def test_webpush_410_deletes_the_subscription(push_client: Any,
-                                                   fake: FakeProvider) -> None:
+@pytest.mark.parametrize("status", [404, 410])
+async def test_webpush_gone_deletes_the_subscription(push_client: Any, fake: FakeProvider,
+                                                    status: int) -> None:
     push, _ = _settings()
-    fake.script = _answer("webpush", 410, {})
+    fake.script = _answer("webpush", status, {})
     client = await push_client(**push)
     team = await make_team(client, 1)
     await add_device(client, team.members[0], "webpush",
