@@ -120,7 +120,8 @@ async def _push_service(kernel: Kernel) -> AsyncIterator[None]:
     service = PushService(kernel, settings, outbox, dispatcher, metrics)
     kernel.state[STATE_KEY] = service
     service.start()
-    dispatcher.start()
+    if settings.deliver:  # else only enqueue: instances with `deliver = true` send
+        dispatcher.start()
     try:
         yield
     finally:

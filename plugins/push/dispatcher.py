@@ -148,7 +148,7 @@ class Dispatcher:
                 await asyncio.sleep(COALESCE)
 
     async def _claim_some(self) -> int:
-        await self._refresh_depth()
+        await self.refresh_depth()
         free = max(0, self.settings.concurrency * len(self.providers) - len(self._sends))
         limit = min(self.settings.batch_size, free)
         if limit == 0:
@@ -167,7 +167,9 @@ class Dispatcher:
             task.add_done_callback(self._sends.discard)
         return len(rows)
 
-    async def _refresh_depth(self) -> None:
+    async def refresh_depth(self) -> None:
+        """Recount the outbox (at most once a second; between counts, ``depth`` grows
+        with what this instance adds)."""
         now = time.monotonic()
         if now - self._depth_at >= max(1.0, self.settings.poll_interval):
             self._depth_at = now

@@ -263,6 +263,7 @@ class PushService:
     async def _add(self, items: list[dict[str, Any]], messages: list[dict[str, Any]]) -> None:
         if not items:
             return
+        await self.dispatcher.refresh_depth()  # (an instance with deliver = false too)
         if self.dispatcher.depth + len(items) > self.settings.max_outbox:
             self.metrics.failed.labels("-", "outbox_full").inc(len(items))
             log.warning("push: outbox full (%d); %d notification(s) of %d message(s) skipped",

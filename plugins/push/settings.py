@@ -20,6 +20,7 @@ def validators() -> list[Validator]:
     positive = {"is_type_of": (int, float), "gt": 0}
     return [
         Validator("push.enabled", is_type_of=bool),
+        Validator("push.deliver", is_type_of=bool),
         Validator("push.providers", is_type_of=list,
                   condition=lambda v: all(p in PROVIDERS for p in v),
                   messages={"condition": f"push.providers: each must be one of {PROVIDERS}"}),
@@ -65,6 +66,7 @@ def validators() -> list[Validator]:
 @dataclass(frozen=True)
 class PushSettings:
     providers: tuple[str, ...] = ("log",)
+    deliver: bool = True
     preview: Preview = "none"
     preview_max_chars: int = 120
     remove_devices_with_session: bool = True
@@ -98,6 +100,7 @@ class PushSettings:
 
         return cls(
             providers=tuple(t.providers),
+            deliver=bool(t.get("deliver", True)),
             preview=t.preview,
             preview_max_chars=int(t.preview_max_chars),
             remove_devices_with_session=bool(t.remove_devices_with_session),

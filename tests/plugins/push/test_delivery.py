@@ -340,6 +340,32 @@ async def test_two_instances_never_send_one_notification_twice(
     await _two_instances_deliver_each_once(sc_client, fake, settings)
 
 
+async def test_an_enqueue_only_instance_leaves_sending_to_a_worker(
+        sc_client: Any, fake: FakeProvider, rsa_pem: str) -> None:
+    from .conftest import push_settings
+
+    api = await sc_client(push_settings(fake, rsa_pem, deliver=False))
+    team = await make_team(api, 2)
+    for i, member in enumerate(team.members):
+        await add_device(api, member, "webhook", f"{fake.url}/hook/{i}")
+    sent = [await send(api, team.owner, team.conversation_id, f"m{i}") for i in range(3)]
+    await wait_for(lambda: _enqueued(api, 6), message="six notifications queued")
+    await asyncio.sleep(0.3)
+    assert fake.received == []  # nobody delivers yet
+    worker = await sc_client(push_settings(fake, rsa_pem, deliver=True))
+    await wait_for(lambda: len(fake.received) >= 6, message="the worker delivers")
+    await wait_for(lambda: _outbox_empty(worker), message="outbox drained")
+    keys = {(r.path, r.json()["notification"]["message_id"]) for r in fake.received}
+    assert len(fake.received) == len(keys) == 6
+    assert {k[1] for k in keys} == {m["id"] for m in sent}
+    assert await metric(api, "push_notifications_total", status="sent") == 0
+    assert await metric(worker, "push_notifications_total", status="sent") == 6
+
+
+async def _enqueued(client: Any, n: int) -> bool:
+    return await metric(client, "push_notifications_total", status="enqueued") == n
+
+
 @pytest.mark.postgres
 async def test_two_instances_on_postgres(sc_client: Any, fake: FakeProvider, rsa_pem: str,
                                          postgres_url: str) -> None:

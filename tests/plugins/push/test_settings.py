@@ -15,6 +15,7 @@ from secureconnect.testing import make_settings
     ({"preview": "everything"}, "push.preview"),
     ({"providers": ["log", "pigeon"]}, "push.providers"),
     ({"max_attempts": 0}, "push.max_attempts"),
+    ({"deliver": "yes"}, "push.deliver"),
     ({"apns": {"token_lifetime": 60}}, "push.apns.token_lifetime"),
     ({"webpush": {"vapid_subject": "admin@example.com"}}, "vapid_subject"),
 ])
