@@ -52,9 +52,17 @@ class Outbox:
         if not items:
             return
         now = utcnow()
+        encoded: dict[int, str] = {}  # the devices of one recipient share a payload
+
+        def dumps(payload: dict[str, Any]) -> str:
+            key = id(payload)
+            if key not in encoded:
+                encoded[key] = json.dumps(payload)
+            return encoded[key]
+
         rows = [{
             "id": new_id(), "device_id": i["device_id"], "user_id": i["user_id"],
-            "provider": i["provider"], "payload": json.dumps(i["payload"]),
+            "provider": i["provider"], "payload": dumps(i["payload"]),
             "collapse_key": i.get("collapse_key"), "priority": i.get("priority", "high"),
             "attempts": 0, "last_error": None, "next_attempt_at": now,
             "claim_token": None, "claim_until": None, "created_at": now,

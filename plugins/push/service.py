@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -271,8 +272,9 @@ class PushService:
             return
         await self.outbox.add(items)
         self.dispatcher.depth += len(items)
-        for i in items:
-            self.metrics.notifications.labels(i["provider"], "enqueued").inc()
+        per_provider = Counter(i["provider"] for i in items)
+        for provider, n in per_provider.items():
+            self.metrics.notifications.labels(provider, "enqueued").inc(n)
         self.dispatcher.wake()
 
     async def items_for(self, messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
