@@ -10,9 +10,11 @@ Rules (docs/push.md "Webhook gateways"):
   host matches an entry *other than* the bare ``"*"`` — an operator who runs a gateway
   on 10.0.0.5 lists ``"10.0.0.5"`` (or ``"10.0.0.*"``) explicitly.
 * :func:`check_url` runs at registration (literal IPs and ``localhost``);
-  :func:`check_resolved` runs before each send on the addresses the name resolves to,
-  so a public name pointing at a private address is refused too. Redirects are never
-  followed by the providers.
+  :func:`pinned` runs before each send on the addresses the name resolves to, so a
+  public name pointing at a private address is refused too, and returns the request
+  to make *to the address it checked* (``Host`` and TLS server name kept): a name that
+  resolves differently a moment later (DNS rebinding) cannot redirect the call.
+  Redirects are never followed by the providers.
 """
 
 from __future__ import annotations
@@ -21,8 +23,9 @@ import asyncio
 import ipaddress
 import socket
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit, urlunsplit
 
 from secureconnect.errors import Unprocessable
 
@@ -76,20 +79,44 @@ def check_url(url: str, allowed: Sequence[str], *, what: str = "URL") -> str:
     return host
 
 
-async def check_resolved(url: str, allowed: Sequence[str]) -> None:
-    """Raise :class:`UnsafeUrl` when the URL's name resolves to an internal address
-    (unless its host is explicitly listed)."""
+@dataclass(frozen=True)
+class Target:
+    """Where to send: ``url`` (a checked address in place of the name), the ``Host``
+    header to send and the TLS ``server_hostname`` (certificate checked for the name)."""
+
+    url: str
+    headers: dict[str, str] = field(default_factory=dict)
+    server_hostname: str | None = None
+
+
+async def pinned(url: str, allowed: Sequence[str]) -> Target:
+    """The request to make for ``url``, or raise :class:`UnsafeUrl`: a name is resolved
+    once, refused when an address is internal (unless the host is explicitly listed),
+    and the call goes to the first address."""
     host = check_url(url, allowed)
-    if _matches(host, allowed)[1]:
-        return
     try:
         ipaddress.ip_address(host)
-        return  # a literal was checked by check_url
+        return Target(url)  # a literal was checked by check_url
     except ValueError:
         pass
     parts = urlsplit(url)
     port = parts.port or (443 if parts.scheme == "https" else 80)
     infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    for info in infos:
-        if _is_internal(ipaddress.ip_address(info[4][0])):
-            raise UnsafeUrl(f"host {host!r} resolves to an internal address")
+    addresses = [ipaddress.ip_address(info[4][0]) for info in infos]
+    if not addresses:
+        raise UnsafeUrl(f"host {host!r} does not resolve")
+    if not _matches(host, allowed)[1] and any(_is_internal(a) for a in addresses):
+        raise UnsafeUrl(f"host {host!r} resolves to an internal address")
+    return pin(parts, addresses[0])
+
+
+def pin(parts: SplitResult, address: ipaddress.IPv4Address | ipaddress.IPv6Address
+        ) -> Target:
+    """``parts`` with ``address`` in place of its host name; the name goes in ``Host``
+    (with the port when the URL has one) and, for https, in the TLS server name."""
+    name = str(parts.hostname)
+    literal = f"[{address}]" if address.version == 6 else str(address)
+    netloc = literal if parts.port is None else f"{literal}:{parts.port}"
+    host_header = name if parts.port is None else f"{name}:{parts.port}"
+    return Target(urlunsplit(parts._replace(netloc=netloc)), {"Host": host_header},
+                  name if parts.scheme == "https" else None)

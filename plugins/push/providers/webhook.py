@@ -4,7 +4,8 @@ gateway URL; the notification JSON is POSTed to it.
 Body: ``{"notification": {..payload.., "devices": [{"pushkey": <url>, "app_id": ..}]}}``
 (docs/push.md). A 2xx answer may carry ``{"rejected": [pushkey, ...]}``: a rejected
 pushkey is a dead token. The URL is checked against the SSRF guard before every send
-(names re-resolved), redirects are never followed, the body read is bounded.
+(a name is resolved then, and the call goes to the address that was checked), redirects
+are never followed, the body read is bounded.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import aiohttp
 
-from ..urlguard import UnsafeUrl, check_resolved
+from ..urlguard import UnsafeUrl, pinned
 from .base import Delivery, InvalidToken, Outcome, Rejected, Sent, status_outcome
 
 if TYPE_CHECKING:
@@ -35,7 +36,7 @@ class WebhookProvider:
     async def send(self, delivery: Delivery) -> Outcome:
         url = delivery.token
         try:
-            await check_resolved(url, self.allowed_hosts)
+            target = await pinned(url, self.allowed_hosts)
         except UnsafeUrl:
             return Rejected("unsafe_url")
         body = {
@@ -46,7 +47,9 @@ class WebhookProvider:
             }
         }
         async with self.kernel.http.post(
-            url, json=body, allow_redirects=False, timeout=self.timeout
+            target.url, json=body, headers=target.headers,
+            server_hostname=target.server_hostname, allow_redirects=False,
+            timeout=self.timeout,
         ) as resp:
             raw = await resp.content.read(MAX_ANSWER)
             outcome = status_outcome(resp.status, resp.headers.get("Retry-After"), "webhook")

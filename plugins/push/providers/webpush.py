@@ -29,7 +29,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from secureconnect.errors import ConfigError
 
-from ..urlguard import UnsafeUrl, check_resolved
+from ..urlguard import UnsafeUrl, pinned
 from .base import Delivery, InvalidToken, Outcome, Rejected, status_outcome
 
 if TYPE_CHECKING:
@@ -125,7 +125,7 @@ class WebPushProvider:
         subscription = json.loads(delivery.token)
         endpoint = str(subscription["endpoint"])
         try:
-            await check_resolved(endpoint, self.allowed_hosts)
+            target = await pinned(endpoint, self.allowed_hosts)
         except UnsafeUrl:
             return Rejected("unsafe_url")
         plain = json.dumps(delivery.payload, separators=(",", ":")).encode()
@@ -137,11 +137,13 @@ class WebPushProvider:
             "Content-Encoding": "aes128gcm",
             "Content-Type": "application/octet-stream",
             "Authorization": self._vapid(endpoint),
+            **target.headers,
         }
         if delivery.collapse_key:
             headers["Topic"] = b64url(hashlib.sha256(delivery.collapse_key.encode()).digest())[:32]
-        async with self.kernel.http.post(endpoint, data=self.encrypt(subscription, plain),
+        async with self.kernel.http.post(target.url, data=self.encrypt(subscription, plain),
                                          headers=headers, allow_redirects=False,
+                                         server_hostname=target.server_hostname,
                                          timeout=self.timeout) as resp:
             await resp.content.read(4096)
             if resp.status in (404, 410):
