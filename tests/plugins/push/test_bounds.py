@@ -64,3 +64,25 @@ async def test_a_gateway_redirect_is_not_followed(push_client: Any, fake: FakePr
     assert [r.path for r in fake.received] == ["/hook/x"]
     assert await metric(client, "push_failed_total", provider="webhook",
                         reason="webhook_307") == 1
+
+
+async def test_a_full_enqueue_queue_skips_messages_and_counts_them(
+        push_client: Any, fake: FakeProvider) -> None:
+    from secureconnect.app import KERNEL
+
+    client = await push_client(enqueue_queue=1)
+    team = await make_team(client, 1)
+    await add_device(client, team.members[0], "webhook", f"{fake.url}/hook/x")
+    message = await send(client, team.owner, team.conversation_id)
+    await wait_for(lambda: len(fake.received) == 1, message="the first push")
+    service = client.app[KERNEL].state["push"]
+    for _ in range(5):  # one loop turn: the enqueuer cannot take any before the last
+        service.message_sent(message)
+    await wait_for(lambda: _backlog(client, 4), message="four skipped")
+    await wait_for(lambda: len(fake.received) == 2, message="the one queued is pushed")
+    await asyncio.sleep(0.3)
+    assert len(fake.received) == 2
+
+
+async def _backlog(client: Any, n: int) -> bool:
+    return await metric(client, "push_failed_total", provider="-", reason="backlog") == n
