@@ -140,3 +140,18 @@ async def test_leaving_a_conversation_forgets_its_mute(push_client: Any) -> None
 
 async def _none(rows: Any) -> bool:
     return not await rows
+
+
+async def test_devices_outlive_their_session_when_the_setting_says_so(
+        push_client: Any) -> None:
+    client = await push_client(remove_devices_with_session=False)
+    user = await register_and_login(client)
+    device = await add_device(client, user, "fcm", FCM_TOKEN)
+    r = await client.post("/v1/auth/logout", headers=user.headers)
+    assert r.status == 204
+    from secureconnect.testing.accounts import login
+
+    again = await login(client, user.email)
+    r = await client.get("/v1/push/devices",
+                         headers={"Authorization": f"Bearer {again['access_token']}"})
+    assert [d["id"] for d in (await r.json())["devices"]] == [device["id"]]
