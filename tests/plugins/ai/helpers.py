@@ -1,0 +1,84 @@
+"""Helpers for the ai black-box tests: accounts, conversations and messages over HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from secureconnect.testing.accounts import TestUser, register_and_login
+
+SQLITE_FILE = "sqlite+aiosqlite:///{data_dir}/ai-test.db"
+
+
+def merge(base: dict[str, Any], extra: Mapping[str, Any] | None) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in (extra or {}).items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = merge(dict(out[key]), value)
+        else:
+            out[key] = value
+    return out
+
+
+@dataclass
+class Room:
+    client: Any
+    conversation_id: str
+    owner: TestUser
+    members: list[TestUser]
+
+    def url(self, what: str) -> str:
+        return f"/v1/ai/conversations/{self.conversation_id}/{what}"
+
+
+async def users(client: Any, n: int) -> list[TestUser]:
+    out: list[TestUser] = []
+    while len(out) < n:
+        batch = min(10, n - len(out))
+        out += await asyncio.gather(*(register_and_login(client) for _ in range(batch)))
+    return out
+
+
+async def make_room(client: Any, n_members: int = 1) -> Room:
+    owner, *members = await users(client, n_members + 1)
+    r = await client.post(
+        "/v1/conversations",
+        json={"type": "group", "participant_ids": [m.user_id for m in members], "name": "room"},
+        headers=owner.headers,
+    )
+    assert r.status == 201, await r.text()
+    return Room(client, str((await r.json())["id"]), owner, members)
+
+
+async def send(room: Room, user: TestUser, content: str, **fields: Any) -> dict[str, Any]:
+    r = await room.client.post(
+        f"/v1/conversations/{room.conversation_id}/messages",
+        json={"content": content, "message_type": "text", **fields},
+        headers=user.headers,
+    )
+    assert r.status == 201, await r.text()
+    body: dict[str, Any] = await r.json()
+    return body
+
+
+async def opt_in(client: Any, user: TestUser, **fields: Any) -> dict[str, Any]:
+    r = await client.put("/v1/ai/settings", json={"enabled": True, **fields},
+                         headers=user.headers)
+    assert r.status == 200, await r.text()
+    body: dict[str, Any] = await r.json()
+    return body
+
+
+async def post(room: Room, user: TestUser, what: str, body: Any = None) -> Any:
+    return await room.client.post(room.url(what), json=body if body is not None else {},
+                                  headers=user.headers)
+
+
+async def metric(client: Any, sample: str) -> float:
+    body = await (await client.get("/metrics")).text()
+    for line in body.splitlines():
+        if line.startswith(sample + " "):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
