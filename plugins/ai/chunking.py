@@ -10,26 +10,28 @@ costs a bounded number of bounded requests and never overflows a context window.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 
 from .providers.base import Line, Provider, Summary
 
-#: characters of framing a line costs on top of its text ({"seq":…,"speaker":…,"text":…})
-LINE_OVERHEAD = 40
-PART_OVERHEAD = 8
+#: a list separator (", ") per item of the JSON array a provider receives
+SEPARATOR = 2
 
 #: ``run(stage, message_count, call)`` — the service's metered, audited provider call
 Runner = Callable[[str, int, Callable[[], Awaitable[Summary]]], Awaitable[Summary]]
 
 
 def line_cost(line: Line) -> int:
-    return len(line.text) + len(line.speaker) + LINE_OVERHEAD
+    """Exactly what the line adds to the JSON data of a request (escapes included)."""
+    item = {"seq": line.seq, "speaker": line.speaker, "text": line.text}
+    return len(json.dumps(item, ensure_ascii=False)) + SEPARATOR
 
 
 def part_cost(part: Summary) -> int:
-    return len(part.text) + PART_OVERHEAD
+    return len(json.dumps(part.text, ensure_ascii=False)) + SEPARATOR
 
 
 def split(lines: Sequence[Line], budget: int) -> list[list[Line]]:

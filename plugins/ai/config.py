@@ -93,7 +93,8 @@ class AiSettings:
             max_messages=int(t.max_messages),
             default_limit=min(int(t.default_limit), int(t.max_messages)),
             max_input_chars=int(t.max_input_chars),
-            max_message_chars=min(int(t.max_message_chars), int(t.max_input_chars)),
+            # a single message always fits a request with room for its framing
+            max_message_chars=min(int(t.max_message_chars), int(t.max_input_chars) // 2),
             summary_points=int(t.summary_points),
             context_messages=int(t.context_messages),
             daily_requests=int(t.daily_requests),

@@ -11,6 +11,36 @@ from secureconnect.testing.accounts import TestUser, register_and_login
 
 SQLITE_FILE = "sqlite+aiosqlite:///{data_dir}/ai-test.db"
 
+SECRET = "SECRET-CIPHERTEXT-7f3a9c"
+
+TALK = [
+    "The release of version 2.0 is planned for Friday afternoon",
+    "Before the release we must fix the login bug on the mobile app",
+    "I think the login bug comes from the expired refresh tokens",
+    "lol",
+    "Marketing wants the release notes by Thursday evening",
+    "ok",
+    "I will write the release notes tomorrow morning",
+    "Also the database migration needs a backup first",
+    "thanks",
+    "The backup of the production database is scheduled tonight at 11pm",
+]
+
+
+async def seed(room: Any) -> tuple[dict[int, str], set[int]]:
+    """The talk, with three end-to-end encrypted messages in between."""
+    people = [room.owner, *room.members]
+    texts: dict[int, str] = {}
+    encrypted: set[int] = set()
+    for i, line in enumerate(TALK):
+        m = await send(room, people[i % len(people)], line)
+        texts[m["seq"]] = line
+        if i % 4 == 1:
+            e = await send(room, people[(i + 1) % len(people)], f"{SECRET}-{i}",
+                           is_encrypted=True)
+            encrypted.add(e["seq"])
+    return texts, encrypted
+
 
 def merge(base: dict[str, Any], extra: Mapping[str, Any] | None) -> dict[str, Any]:
     out = dict(base)
