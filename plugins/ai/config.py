@@ -19,6 +19,7 @@ def validators() -> list[Validator]:
         Validator("ai.max_concurrent", is_type_of=int, gte=1, lte=1000),
         Validator("ai.queue_timeout", is_type_of=num, gte=0, lte=60),
         Validator("ai.local_threads", is_type_of=int, gte=1, lte=64),
+        Validator("ai.local_nice", is_type_of=int, gte=0, lte=19),
         Validator("ai.local_preload", is_type_of=bool),
         Validator("ai.max_messages", is_type_of=int, gte=2, lte=100_000),
         Validator("ai.default_limit", is_type_of=int, gte=1, lte=100_000),
@@ -68,6 +69,7 @@ class AiSettings:
     max_concurrent: int
     queue_timeout: float
     local_threads: int
+    local_nice: int
     local_preload: bool
     max_messages: int
     default_limit: int
@@ -89,6 +91,7 @@ class AiSettings:
             max_concurrent=int(t.max_concurrent),
             queue_timeout=float(t.queue_timeout),
             local_threads=int(t.local_threads),
+            local_nice=int(t.local_nice),
             local_preload=bool(t.local_preload),
             max_messages=int(t.max_messages),
             default_limit=min(int(t.default_limit), int(t.max_messages)),

@@ -21,7 +21,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -94,11 +94,13 @@ class Readable:
     truncated: int
 
 
-@dataclass(frozen=True)
+@dataclass
 class CallContext:
     user_id: str
     conversation_id: str
     feature: str
+    #: audit rows of this request's provider calls, written together at its end
+    entries: list[AuditEntry] = field(default_factory=list)
 
 
 def seconds_to_midnight(now: datetime) -> int:
@@ -202,6 +204,10 @@ class AiService:
             if status == "ok":
                 self.metrics.latency.labels(ctx.feature, p).observe(
                     time.perf_counter() - started)
+            if ctx.entries:
+                # one write for the whole request (SQLite has one writer: chat's sends
+                # must not queue behind a row per chunk)
+                await asyncio.shield(self._record(ctx))
 
     async def _admit(self, ctx: CallContext) -> UserAiSettings:
         prefs = await self.store.user_settings(ctx.user_id)
@@ -361,24 +367,21 @@ class AiService:
         finally:
             self.metrics.tokens.labels(provider.name, "input").inc(usage.input_tokens)
             self.metrics.tokens.labels(provider.name, "output").inc(usage.output_tokens)
-            entry = AuditEntry(
+            ctx.entries.append(AuditEntry(
                 user_id=ctx.user_id, conversation_id=ctx.conversation_id,
                 feature=ctx.feature, provider=provider.name, model=provider.model,
                 stage=stage, message_count=message_count,
                 input_tokens=usage.input_tokens, output_tokens=usage.output_tokens,
                 status=status, latency_ms=int((time.perf_counter() - started) * 1000),
-            )
-            await asyncio.shield(self._record(ctx, entry))
+            ))
 
-    async def _record(self, ctx: CallContext, entry: AuditEntry) -> None:
+    async def _record(self, ctx: CallContext) -> None:
         today: date = self.clock().date()
         try:
-            await self.store.add_tokens(ctx.user_id, today,
-                                        entry.input_tokens + entry.output_tokens)
-            await self.store.audit(entry)
+            await self.store.record(ctx.user_id, today, ctx.entries)
         except Exception:
-            log.exception("ai: could not record usage/audit of a %s call by user %s",
-                          entry.provider, ctx.user_id)
+            log.exception("ai: could not record the usage and audit of %d %s call(s) by "
+                          "user %s", len(ctx.entries), self.provider.name, ctx.user_id)
 
     async def prune(self) -> int:
         return await self.store.prune(self.settings.audit_retention_days)

@@ -156,16 +156,6 @@ class AiStore:
                 continue  # a concurrent first request inserted it: count again
         return False
 
-    async def add_tokens(self, user_id: str, day: date, tokens: int) -> None:
-        if tokens <= 0:
-            return
-        async with self.db.session() as s:
-            await s.execute(
-                update(ai_usage)
-                .where(ai_usage.c.user_id == user_id, ai_usage.c.day == day.isoformat())
-                .values(tokens=ai_usage.c.tokens + tokens)
-            )
-
     async def usage(self, user_id: str, day: date) -> tuple[int, int]:
         async with self.db.session() as s:
             row = (await s.execute(
@@ -175,10 +165,20 @@ class AiStore:
         return (int(row.requests), int(row.tokens)) if row else (0, 0)
 
     # -- audit ----------------------------------------------------------------------------
-    async def audit(self, entry: AuditEntry) -> None:
+    async def record(self, user_id: str, day: date, entries: list[AuditEntry]) -> None:
+        """One transaction: the request's tokens onto today's counter and one audit row
+        per provider call."""
+        tokens = sum(e.input_tokens + e.output_tokens for e in entries)
+        now = utcnow()
         async with self.db.session() as s:
-            await s.execute(insert(ai_audit).values(
-                id=new_id(), created_at=utcnow(), **entry.__dict__))
+            if tokens > 0:
+                await s.execute(
+                    update(ai_usage)
+                    .where(ai_usage.c.user_id == user_id, ai_usage.c.day == day.isoformat())
+                    .values(tokens=ai_usage.c.tokens + tokens)
+                )
+            await s.execute(insert(ai_audit), [
+                {"id": new_id(), "created_at": now, **e.__dict__} for e in entries])
 
     async def audit_rows(self, user_id: str) -> list[dict[str, Any]]:
         async with self.db.session() as s:

@@ -15,6 +15,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -39,9 +42,10 @@ class LocalProvider:
     name = "local"
     model = MODEL_NAME
 
-    def __init__(self, *, threads: int, points: int) -> None:
+    def __init__(self, *, threads: int, points: int, nice: int = 0) -> None:
         self.points = points
-        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="ai-local")
+        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="ai-local",
+                                        initializer=_lower_priority, initargs=(nice,))
         self._model: Any = None
         self._examples: np.ndarray[Any, Any] | None = None
         self._example_intent: list[int] = []
@@ -163,6 +167,15 @@ class LocalProvider:
         out: list[str] = list(INTENTS[order[0]].replies)
         out += [INTENTS[i].replies[0] for i in order[1:]]
         return out[:count]
+
+
+def _lower_priority(nice: int) -> None:
+    """Run this worker thread at a lower CPU priority than the event loop (Linux sets
+    nice values per thread), so model work yields the CPU to chat traffic."""
+    if nice <= 0:
+        return
+    with contextlib.suppress(AttributeError, OSError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
 
 
 def _clip(text: str) -> str:
