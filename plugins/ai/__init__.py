@@ -13,9 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from dynaconf import Validator
-from secureconnect_plugins.chat.api import CONVERSATIONS
 
-from secureconnect import ConfigError, Job, Kernel, Route, hookimpl
+from secureconnect import Job, Kernel, Route, hookimpl
 from secureconnect.migrations import MigrationSource
 
 from .config import AiSettings, validators
@@ -28,7 +27,7 @@ log = logging.getLogger(__name__)
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 PRUNE_JOB = "ai.prune"
-#: start-up ordering: this plugin's contexts open after chat's
+#: summaries read conversations: opened after chat, refused at start-up without it
 REQUIRES = ("chat",)
 
 
@@ -46,19 +45,10 @@ def _enabled(kernel: Kernel) -> bool:
     return bool(kernel.settings.ai.enabled)
 
 
-def _require_chat(kernel: Kernel) -> None:
-    if kernel.pm.is_blocked("chat"):
-        raise ConfigError(
-            "plugin 'ai' needs plugin 'chat' (it summarises conversations), but "
-            "`plugins.chat` is false; enable chat or also set `ai = false` under [plugins]"
-        )
-
-
 @hookimpl
 def sc_routes(kernel: Kernel) -> list[Route]:
     if not _enabled(kernel):
         return []
-    _require_chat(kernel)
     return list(routes)
 
 
@@ -86,11 +76,6 @@ def build_provider(kernel: Kernel, settings: AiSettings) -> Provider:
 
 
 async def _ai_service(kernel: Kernel) -> AsyncIterator[None]:
-    if not kernel.provides(CONVERSATIONS):
-        raise ConfigError(
-            f"plugin 'ai' needs the {CONVERSATIONS!r} interface of plugin 'chat', which is "
-            "not installed or not enabled; enable chat or set `ai = false` under [plugins]"
-        )
     settings = AiSettings.from_settings(kernel.settings.ai)
     service = AiService(kernel, settings, build_provider(kernel, settings))
     if settings.local_preload:
@@ -107,8 +92,7 @@ async def _ai_service(kernel: Kernel) -> AsyncIterator[None]:
         await service.close()
 
 
-# trylast: opened after chat's context, so chat's interface is already provided.
-@hookimpl(trylast=True)
+@hookimpl
 def sc_cleanup_ctx(kernel: Kernel) -> list[object]:
     return [_ai_service] if _enabled(kernel) else []
 
@@ -118,8 +102,7 @@ def _service(kernel: Kernel) -> AiService | None:
     return found
 
 
-# optionalhook: chat's hookspecs are added to the manager by chat (being landed on main)
-@hookimpl(optionalhook=True)
+@hookimpl
 async def sc_conversation_deleted(kernel: Kernel, conversation_id: str, local: bool) -> None:
     service = _service(kernel)
     if service is not None and local:

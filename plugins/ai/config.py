@@ -21,7 +21,7 @@ def validators() -> list[Validator]:
         Validator("ai.local_threads", is_type_of=int, gte=1, lte=64),
         Validator("ai.local_nice", is_type_of=int, gte=0, lte=19),
         Validator("ai.local_preload", is_type_of=bool),
-        Validator("ai.max_messages", is_type_of=int, gte=2, lte=100_000),
+        Validator("ai.max_messages", is_type_of=int, gte=2, lte=10_000),
         Validator("ai.default_limit", is_type_of=int, gte=1, lte=100_000),
         Validator("ai.max_input_chars", is_type_of=int, gte=500, lte=2_000_000),
         Validator("ai.max_message_chars", is_type_of=int, gte=50, lte=100_000),

@@ -7,69 +7,15 @@ an operator can account for external calls without being able to read a conversa
 
 from __future__ import annotations
 
-import os
-import time
-import uuid
-from datetime import UTC, datetime
+from sqlalchemy import Boolean, Column, Index, Integer, String, Table, Text
 
-from sqlalchemy import (
-    Boolean,
-    Column,
-    DateTime,
-    Index,
-    Integer,
-    MetaData,
-    String,
-    Table,
-    Text,
-)
-from sqlalchemy.engine import Dialect
-from sqlalchemy.types import TypeDecorator
+from secureconnect.models import ID, UtcDateTime, new_id, new_metadata, utcnow
 
-metadata = MetaData(
-    naming_convention={
-        "ix": "ix_%(column_0_label)s",
-        "uq": "uq_%(table_name)s_%(column_0_name)s",
-        "ck": "ck_%(table_name)s_%(constraint_name)s",
-        "pk": "pk_%(table_name)s",
-    }
-)
+metadata = new_metadata()
 
+__all__ = ["ID", "ai_audit", "ai_conversation_policy", "ai_usage", "ai_user_settings",
+           "metadata", "new_id", "utcnow"]
 
-class UtcDateTime(TypeDecorator[datetime]):
-    """Timezone-aware UTC datetimes on every backend (naive UTC on SQLite)."""
-
-    impl = DateTime(timezone=True)
-    cache_ok = True
-
-    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            raise ValueError("naive datetime given to a UTC column")
-        value = value.astimezone(UTC)
-        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
-
-    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
-def new_id() -> str:
-    """A time-ordered UUID (version 7, RFC 9562)."""
-    millis = time.time_ns() // 1_000_000
-    raw = bytearray(millis.to_bytes(6, "big") + os.urandom(10))
-    raw[6] = (raw[6] & 0x0F) | 0x70
-    raw[8] = (raw[8] & 0x3F) | 0x80
-    return str(uuid.UUID(bytes=bytes(raw)))
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
-ID = String(36)
 
 #: one row per user who ever changed their AI settings (no row = opted out, defaults)
 ai_user_settings = Table(

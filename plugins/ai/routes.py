@@ -113,7 +113,7 @@ class SmartRepliesOut(BaseModel):
 
 
 def _service(request: web.Request) -> AiService:
-    from secureconnect.app import KERNEL
+    from secureconnect.http.context import KERNEL
 
     service: AiService = request.app[KERNEL].state[STATE_KEY]
     return service
