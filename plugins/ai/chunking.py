@@ -3,8 +3,9 @@
 ``split`` cuts the readable lines into consecutive chunks whose cost (text + framing)
 fits ``budget``; every line lands in exactly one chunk, so nothing is dropped. The map
 step summarises each chunk; the reduce step merges the partial summaries in groups that
-fit the budget (at least two per group, so each round at least halves their number and
-the rounds end) until one summary is left. A 2,000-message conversation therefore
+fit the budget (at least two per merged group, so every round lowers their number and
+the rounds end; a partial longer than half the budget is cut to it and counted) until
+one summary is left. A 2,000-message conversation therefore
 costs a bounded number of bounded requests and never overflows a context window.
 """
 
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 
 from .providers.base import Line, Provider, Summary
@@ -64,10 +65,7 @@ def group(parts: Sequence[Summary], budget: int) -> list[list[Summary]]:
         current.append(part)
         used += cost
     if current:
-        if len(current) == 1 and groups:
-            groups[-1].append(current[0])
-        else:
-            groups.append(current)
+        groups.append(current)  # a last single part waits for the next round
     return groups
 
 
@@ -76,6 +74,8 @@ class Outcome:
     summary: Summary
     chunks: int
     merges: int
+    #: partial summaries cut to fit a merge request
+    clipped: int
 
 
 async def summarize_all(
@@ -87,17 +87,35 @@ async def summarize_all(
         only = chunks[0]
         summary = await run("single", len(only),
                             partial(provider.summarize, only, language=language))
-        return Outcome(summary, 1, 0)
+        return Outcome(summary, 1, 0, 0)
     parts: list[Summary] = []
     for chunk in chunks:  # sequential: one request at a time per user request
         parts.append(await run("map", len(chunk),
                                partial(provider.summarize, chunk, language=language)))
+    # Two partial summaries must fit one merge request: a provider that answered
+    # longer than half the budget has its partial cut (counted, never silent).
+    cap = max(1, budget // 2 - 2 * SEPARATOR)
+    clipped = 0
     merges = 0
     while len(parts) > 1:
+        for i, part in enumerate(parts):
+            if part_cost(part) > cap:
+                parts[i] = _clip(part, cap)
+                clipped += 1
         merged: list[Summary] = []
         for batch in group(parts, budget):
+            if len(batch) == 1:
+                merged.append(batch[0])
+                continue
             merged.append(await run("reduce", len(batch),
                                     partial(provider.merge, batch, language=language)))
             merges += 1
         parts = merged
-    return Outcome(parts[0], len(chunks), merges)
+    return Outcome(parts[0], len(chunks), merges, clipped)
+
+
+def _clip(part: Summary, cap: int) -> Summary:
+    text = part.text
+    while text and part_cost(Summary(text)) > cap:
+        text = text[: max(0, len(text) - max(1, (part_cost(Summary(text)) - cap)))]
+    return replace(part, text=text)

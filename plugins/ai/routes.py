@@ -95,6 +95,8 @@ class SummaryOut(BaseModel):
     covered: Covered
     #: chunks the conversation was split into to stay within the request budget
     chunks: int
+    #: partial summaries cut to half the budget so that two fit one merge request
+    partials_clipped: int
 
 
 class SmartRepliesIn(BaseModel):

@@ -25,9 +25,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from secureconnect_plugins.chat.api import CONVERSATIONS, ChatMessage, Conversations
-
 from secureconnect.errors import Forbidden, GatewayTimeout, Problem, RateLimited, ServiceUnavailable
+from secureconnect_plugins.chat.api import CONVERSATIONS, ChatMessage, Conversations
 
 from .chunking import summarize_all
 from .config import AiSettings
@@ -267,9 +266,9 @@ class AiService:
                 language=prefs.language,
                 run=lambda stage, n, call: self._metered(ctx, stage, n, call),
             )
-            summary, chunks = outcome.summary, outcome.chunks
+            summary, chunks, clipped = outcome.summary, outcome.chunks, outcome.clipped
         else:
-            summary, chunks = Summary(""), 0
+            summary, chunks, clipped = Summary(""), 0, 0
         log.info("ai summary for user %s in conversation %s: %d read, %d encrypted skipped, "
                  "%d chunks", ctx.user_id, ctx.conversation_id, len(readable.lines),
                  readable.encrypted_skipped, chunks)
@@ -290,6 +289,7 @@ class AiService:
                 "complete": not fetched or fetched[0].seq <= after + 1,
             },
             "chunks": chunks,
+            "partials_clipped": clipped,
         }
 
     # -- smart replies --------------------------------------------------------------------

@@ -1,0 +1,53 @@
+"""Bounds of the AI plugin: the per-instance concurrency limit, and cleanup when a
+conversation is deleted."""
+
+from __future__ import annotations
+
+import asyncio
+
+from secureconnect.app import KERNEL
+from secureconnect.testing import wait_for
+
+from .helpers import make_room, opt_in, post, send
+from .test_openai import openai_settings
+
+
+async def test_concurrency_limit_answers_503_ai_busy(ai_client, fake_openai):
+    client = await ai_client(openai_settings(
+        fake_openai, max_concurrent=1, queue_timeout=0.2, openai_total_timeout=2.0,
+        openai_read_timeout=5.0))
+    room = await make_room(client, 1)
+    bob = room.members[0]
+    await send(room, room.owner, "Ready for the demo?")
+    await opt_in(client, bob)
+    fake_openai.mode = "hang"
+    first = asyncio.create_task(post(room, bob, "smart-replies"))
+    await wait_for(lambda: fake_openai.calls == 1, message="the first call to reach the provider")
+    r = await post(room, bob, "summary")
+    assert r.status == 503 and (await r.json())["code"] == "ai_busy"
+    assert r.headers["Retry-After"] == "1"
+    assert fake_openai.calls == 1  # refused before any provider work
+    assert (await first).status == 504
+    # the slot is free again
+    fake_openai.mode = "ok"
+    assert (await post(room, bob, "smart-replies")).status == 200
+
+
+async def test_deleted_conversation_loses_its_policy(ai_client):
+    client = await ai_client()
+    room = await make_room(client, 1)
+    owner, bob = room.owner, room.members[0]
+    r = await client.put(room.url("policy"), json={"summary": False}, headers=owner.headers)
+    assert r.status == 200
+    store = client.server.app[KERNEL].state["ai"].store
+    assert (await store.policy(room.conversation_id)).summary is False
+    for user in (bob, owner):  # everyone leaves: chat deletes the conversation
+        r = await client.delete(
+            f"/v1/conversations/{room.conversation_id}/participants/{user.user_id}",
+            headers=user.headers)
+        assert r.status == 204
+
+    async def forgotten() -> bool:
+        return (await store.policy(room.conversation_id)).updated_by is None
+
+    await wait_for(forgotten, message="the policy row removed")
