@@ -112,6 +112,8 @@ class SmartRepliesOut(BaseModel):
     encrypted_skipped: int
     provider: str
     model: str
+    #: "latest_incoming_encrypted" when the message to answer could not be read
+    reason: str | None = None
 
 
 def _service(request: web.Request) -> AiService:

@@ -4,6 +4,7 @@ conversation is deleted."""
 from __future__ import annotations
 
 import asyncio
+import sys
 
 from secureconnect.app import KERNEL
 from secureconnect.testing import wait_for
@@ -51,3 +52,19 @@ async def test_deleted_conversation_loses_its_policy(ai_client):
         return (await store.policy(room.conversation_id)).updated_by is None
 
     await wait_for(forgotten, message="the policy row removed")
+
+
+async def test_without_the_model_package_ai_answers_503_naming_the_fix(ai_client, monkeypatch):
+    # the `ai` extra not installed: importing wordllama fails
+    monkeypatch.setitem(sys.modules, "wordllama", None)
+    client = await ai_client()
+    room = await make_room(client, 1)
+    bob = room.members[0]
+    await send(room, room.owner, "anyone there?")
+    await opt_in(client, bob)
+    r = await post(room, bob, "summary")
+    assert r.status == 503
+    body = await r.json()
+    assert body["code"] == "ai_unavailable" and "secureconnect[ai]" in body["detail"]
+    # chat itself is untouched
+    await send(room, bob, "still here")
