@@ -11,6 +11,7 @@ costs a bounded number of bounded requests and never overflows a context window.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
@@ -80,18 +81,28 @@ class Outcome:
 
 async def summarize_all(
     provider: Provider, lines: Sequence[Line], *, budget: int, language: str | None,
-    run: Runner,
+    run: Runner, concurrency: int = 1,
 ) -> Outcome:
+    """Summarise ``lines`` within ``budget`` per request; at most ``concurrency`` map or
+    merge requests of this summary run at once (results keep conversation order; the
+    first failure cancels the rest)."""
     chunks = split(lines, budget)
     if len(chunks) == 1:
         only = chunks[0]
         summary = await run("single", len(only),
                             partial(provider.summarize, only, language=language))
         return Outcome(summary, 1, 0, 0)
-    parts: list[Summary] = []
-    for chunk in chunks:  # sequential: one request at a time per user request
-        parts.append(await run("map", len(chunk),
-                               partial(provider.summarize, chunk, language=language)))
+    slots = asyncio.Semaphore(max(1, concurrency))
+
+    async def bounded(stage: str, n: int, call: Callable[[], Awaitable[Summary]]) -> Summary:
+        async with slots:
+            return await run(stage, n, call)
+
+    async with asyncio.TaskGroup() as tg:
+        mapped = [tg.create_task(bounded("map", len(chunk),
+                                         partial(provider.summarize, chunk, language=language)))
+                  for chunk in chunks]
+    parts = [task.result() for task in mapped]
     # Two partial summaries must fit one merge request: a provider that answered
     # longer than half the budget has its partial cut (counted, never silent).
     cap = max(1, budget // 2 - 2 * SEPARATOR)
@@ -102,15 +113,14 @@ async def summarize_all(
             if part_cost(part) > cap:
                 parts[i] = _clip(part, cap)
                 clipped += 1
-        merged: list[Summary] = []
-        for batch in group(parts, budget):
-            if len(batch) == 1:
-                merged.append(batch[0])
-                continue
-            merged.append(await run("reduce", len(batch),
-                                    partial(provider.merge, batch, language=language)))
-            merges += 1
-        parts = merged
+        batches = group(parts, budget)
+        async with asyncio.TaskGroup() as tg:
+            merged = [tg.create_task(bounded("reduce", len(batch),
+                                             partial(provider.merge, batch, language=language)))
+                      if len(batch) > 1 else None for batch in batches]
+        merges += sum(task is not None for task in merged)
+        parts = [task.result() if task is not None else batch[0]
+                 for task, batch in zip(merged, batches, strict=True)]
     return Outcome(parts[0], len(chunks), merges, clipped)
 
 

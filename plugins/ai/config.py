@@ -26,6 +26,7 @@ def validators() -> list[Validator]:
         Validator("ai.max_input_chars", is_type_of=int, gte=500, lte=2_000_000),
         Validator("ai.max_message_chars", is_type_of=int, gte=50, lte=100_000),
         Validator("ai.summary_points", is_type_of=int, gte=1, lte=50),
+        Validator("ai.map_concurrency", is_type_of=int, gte=1, lte=32),
         Validator("ai.context_messages", is_type_of=int, gte=1, lte=100),
         Validator("ai.daily_requests", is_type_of=int, gte=1, lte=10_000_000),
         Validator("ai.daily_tokens", is_type_of=int, gte=1, lte=10_000_000_000),
@@ -76,6 +77,7 @@ class AiSettings:
     max_input_chars: int
     max_message_chars: int
     summary_points: int
+    map_concurrency: int
     context_messages: int
     daily_requests: int
     daily_tokens: int
@@ -99,6 +101,7 @@ class AiSettings:
             # a single message always fits a request with room for its framing
             max_message_chars=min(int(t.max_message_chars), int(t.max_input_chars) // 2),
             summary_points=int(t.summary_points),
+            map_concurrency=int(t.map_concurrency),
             context_messages=int(t.context_messages),
             daily_requests=int(t.daily_requests),
             daily_tokens=int(t.daily_tokens),

@@ -263,7 +263,7 @@ class AiService:
         if readable.lines:
             outcome = await summarize_all(
                 self.provider, readable.lines, budget=s.max_input_chars,
-                language=prefs.language,
+                language=prefs.language, concurrency=s.map_concurrency,
                 run=lambda stage, n, call: self._metered(ctx, stage, n, call),
             )
             summary, chunks, clipped = outcome.summary, outcome.chunks, outcome.clipped

@@ -3,6 +3,7 @@ request within the budget, merges that always end)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import pytest
@@ -98,3 +99,27 @@ async def test_long_partials_are_cut_to_half_the_budget_and_counted():
     outcome = await summarize_all(provider, lines(300), budget=2000, language=None, run=run)
     assert outcome.clipped >= outcome.chunks and provider.sizes
     assert max(provider.sizes) <= 2000
+
+
+async def test_map_and_merge_requests_run_at_most_concurrency_at_once_in_order():
+    in_flight = peak = 0
+
+    class Slow(Recorder):
+        async def summarize(self, chunk, *, language):
+            nonlocal in_flight, peak
+            in_flight += 1
+            peak = max(peak, in_flight)
+            await asyncio.sleep(0.01 * (chunk[0].seq % 3))  # finish out of order
+            in_flight -= 1
+            return await super().summarize(chunk, language=language)
+
+    async def run(stage, n, call):
+        return await call()
+
+    provider = Slow()
+    source = lines(600)
+    outcome = await summarize_all(provider, source, budget=3000, language=None, run=run,
+                                  concurrency=3)
+    assert peak == 3 and sorted(provider.seen) == [x.seq for x in source]
+    # merged in conversation order whatever order the chunks finished in
+    assert outcome.summary.text.startswith("1-") and outcome.summary.text.endswith("-600")

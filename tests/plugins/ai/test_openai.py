@@ -8,10 +8,9 @@ import logging
 import time
 from typing import Any
 
-from secureconnect_plugins.chat.api import CONVERSATIONS
-
 from secureconnect.app import KERNEL
 from secureconnect.testing import wait_for
+from secureconnect_plugins.chat.api import CONVERSATIONS
 
 from .fake_openai import FakeOpenAI
 from .helpers import SECRET, TALK, make_room, metric, opt_in, post, seed, send
@@ -151,6 +150,6 @@ async def test_two_thousand_messages_in_chunks_within_budget(ai_client, fake_ope
     # every message went to exactly one map request: nothing dropped, nothing twice
     mapped = [m["seq"] for body in fake_openai.bodies if "merge" not in
               body["messages"][0]["content"] for m in json.loads(body["messages"][1]["content"])]
-    assert mapped == list(range(1, 2001))
+    assert sorted(mapped) == list(range(1, 2001))  # map requests run 3 at a time
     merges = fake_openai.calls - out["chunks"]
     assert merges >= 1 and out["summary"].startswith("Merged: ")
