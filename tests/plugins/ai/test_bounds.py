@@ -6,10 +6,12 @@ from __future__ import annotations
 import asyncio
 import sys
 
+import pytest
+
 from secureconnect.app import KERNEL
 from secureconnect.testing import wait_for
 
-from .helpers import make_room, opt_in, post, send
+from .helpers import SQLITE_FILE, make_room, opt_in, post, send
 from .test_openai import openai_settings
 
 
@@ -68,3 +70,26 @@ async def test_without_the_model_package_ai_answers_503_naming_the_fix(ai_client
     assert body["code"] == "ai_unavailable" and "secureconnect[ai]" in body["detail"]
     # chat itself is untouched
     await send(room, bob, "still here")
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest) -> str:
+    if request.param == "sqlite":
+        return SQLITE_FILE
+    url: str = request.getfixturevalue("postgres_url")
+    return url
+
+
+async def test_concurrent_requests_never_overshoot_the_daily_quota(ai_client, database_url):
+    client = await ai_client({"database": {"url": database_url},
+                              "ai": {"daily_requests": 5, "max_concurrent": 8}})
+    room = await make_room(client, 1)
+    bob = room.members[0]
+    await send(room, room.owner, "Shall we ship it today?")
+    await opt_in(client, bob)
+    answers = await asyncio.gather(*(post(room, bob, "smart-replies") for _ in range(12)))
+    statuses = sorted(r.status for r in answers)
+    assert statuses == [200] * 5 + [429] * 7
+    store = client.server.app[KERNEL].state["ai"].store
+    rows = await store.audit_rows(bob.user_id)
+    assert len(rows) == 5 and all(row["status"] == "ok" for row in rows)
