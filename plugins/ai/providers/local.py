@@ -101,8 +101,8 @@ class LocalProvider:
         return self._summary(candidates, picked)
 
     def _pick(self, lines: list[Line]) -> list[Line]:
-        # about a third of a short chunk, at most `points`
-        k = min(self.points, max(1, -(-len(lines) // 3)))
+        # about a third of a short chunk (two at least), at most `points`
+        k = min(self.points, max(min(2, len(lines)), -(-len(lines) // 3)))
         # chit-chat ("ok", "lol", "thanks") is no summary point while there is enough else
         substantial = [line for line in lines if len(line.text.split()) >= MIN_WORDS]
         if len(substantial) >= k:
