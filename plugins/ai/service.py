@@ -310,6 +310,8 @@ class AiService:
             return {**base, "encrypted_skipped": 1, "reason": "latest_incoming_encrypted"}
         readable = self._readable([m for m in fetched if m.seq <= last_msg.seq],
                                   reader_id=ctx.user_id)
+        if not readable.lines or readable.lines[-1].seq != last_msg.seq:
+            return base  # the latest incoming message has no text (blank)
         last, context = readable.lines[-1], readable.lines[:-1][-s.context_messages:]
         result = await self._metered(
             ctx, "single", len(context) + 1,

@@ -45,9 +45,18 @@ async def test_not_opted_in_outsider_and_feature_switches(ai_client):
     await opt_in(client, eve)
     r = await post(room, eve, "summary")
     assert r.status == 403 and (await r.json())["code"] == "not_a_participant"
+    r = await post(room, eve, "smart-replies")
+    assert r.status == 403 and (await r.json())["code"] == "not_a_participant"
+    for method in (client.get, client.put):
+        r = await method(room.url("policy"), json={"summary": False}, headers=eve.headers)
+        assert r.status == 403 and (await r.json())["code"] == "not_a_participant"
     r = await client.post("/v1/ai/conversations/not-a-uuid/summary", json={},
                           headers=eve.headers)
     assert r.status == 404
+    # nothing incoming yet for the one who wrote the only message: no suggestions
+    await opt_in(client, room.owner)
+    r = await post(room, room.owner, "smart-replies")
+    assert r.status == 200 and (await r.json())["replies"] == []
     # the user's own switch
     await opt_in(client, bob, features={"summary": False})
     r = await post(room, bob, "summary")
