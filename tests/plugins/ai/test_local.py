@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import logging
 
-from secureconnect_plugins.chat.api import CONVERSATIONS
-
 from secureconnect.app import KERNEL
+from secureconnect_plugins.chat.api import CONVERSATIONS
 
 from .helpers import SECRET, TALK, make_room, metric, opt_in, post, seed, send, users
 
