@@ -71,8 +71,8 @@ def build_provider(kernel: Kernel, settings: AiSettings) -> Provider:
         return OpenAIProvider(lambda: kernel.http, kernel.breaker("ai"), settings.openai)
     from .providers.local import LocalProvider
 
-    return LocalProvider(threads=settings.local_threads, points=settings.summary_points,
-                         nice=settings.local_nice)
+    return LocalProvider(workers=settings.local_workers, points=settings.summary_points,
+                         nice=settings.local_nice, executor=settings.local_executor)
 
 
 async def _ai_service(kernel: Kernel) -> AsyncIterator[None]:

@@ -18,7 +18,8 @@ def validators() -> list[Validator]:
         Validator("ai.request_timeout", is_type_of=num, gt=0, lte=600),
         Validator("ai.max_concurrent", is_type_of=int, gte=1, lte=1000),
         Validator("ai.queue_timeout", is_type_of=num, gte=0, lte=60),
-        Validator("ai.local_threads", is_type_of=int, gte=1, lte=64),
+        Validator("ai.local_executor", is_in=("process", "thread")),
+        Validator("ai.local_workers", is_type_of=int, gte=1, lte=64),
         Validator("ai.local_nice", is_type_of=int, gte=0, lte=19),
         Validator("ai.local_preload", is_type_of=bool),
         Validator("ai.max_messages", is_type_of=int, gte=2, lte=10_000),
@@ -69,7 +70,8 @@ class AiSettings:
     request_timeout: float
     max_concurrent: int
     queue_timeout: float
-    local_threads: int
+    local_executor: str
+    local_workers: int
     local_nice: int
     local_preload: bool
     max_messages: int
@@ -92,7 +94,8 @@ class AiSettings:
             request_timeout=float(t.request_timeout),
             max_concurrent=int(t.max_concurrent),
             queue_timeout=float(t.queue_timeout),
-            local_threads=int(t.local_threads),
+            local_executor=str(t.local_executor),
+            local_workers=int(t.local_workers),
             local_nice=int(t.local_nice),
             local_preload=bool(t.local_preload),
             max_messages=int(t.max_messages),

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 
+import pytest
+
 from secureconnect.app import KERNEL
 from secureconnect_plugins.chat.api import CONVERSATIONS
 
@@ -84,9 +86,11 @@ async def test_policy_is_for_admins_and_binds_everyone(ai_client):
     assert r.status == 200, await r.text()
 
 
-async def test_summary_cites_real_messages_and_never_reads_encrypted(ai_client, caplog):
+@pytest.mark.parametrize("executor", ["process", "thread"])
+async def test_summary_cites_real_messages_and_never_reads_encrypted(ai_client, caplog,
+                                                                     executor):
     caplog.set_level(logging.DEBUG)
-    client = await ai_client()
+    client = await ai_client({"ai": {"local_executor": executor}})
     room = await make_room(client, 2)
     texts, encrypted = await seed(room)
     carol = room.members[1]
