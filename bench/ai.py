@@ -90,8 +90,8 @@ def serve(port: int, data_dir: str) -> None:
 async def server() -> AsyncIterator[str]:
     port = _free_port()
     data_dir = tempfile.mkdtemp(prefix="sc-bench-ai-")
-    proc = multiprocessing.get_context("spawn").Process(target=serve, args=(port, data_dir),
-                                                        daemon=True)
+    # not daemonic: the server starts the model's worker processes itself
+    proc = multiprocessing.get_context("spawn").Process(target=serve, args=(port, data_dir))
     proc.start()
     base = f"http://127.0.0.1:{port}"
     try:

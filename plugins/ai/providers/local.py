@@ -16,6 +16,7 @@ package or a dead worker answers 503 ``ai_unavailable`` with the fix.
 from __future__ import annotations
 
 import asyncio
+import logging
 import multiprocessing
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
@@ -26,6 +27,8 @@ from typing import Any
 from . import embedding
 from .base import Line, ProviderUnavailable, Replies, Summary, Usage, estimate_tokens
 from .embedding import EmbeddingModel
+
+log = logging.getLogger(__name__)
 
 MODEL_NAME = "wordllama-l2_supercat-256"
 CITED_TEXT_CHARS = 200
@@ -54,6 +57,18 @@ class LocalProvider:
 
     async def _open(self) -> None:
         loop = asyncio.get_running_loop()
+        if self.executor == "process":
+            try:
+                await self._open_processes(loop)
+                return
+            except ProviderUnavailable:
+                raise
+            except Exception as exc:
+                # e.g. the server itself runs as a daemonic process, which may not have
+                # children: degrade to threads rather than fail every request
+                log.warning("ai: cannot start model worker processes (%s: %s); using "
+                            "threads", type(exc).__name__, exc)
+                self.executor = "thread"
         if self.executor == "thread":
             pool: Executor = ThreadPoolExecutor(
                 max_workers=self.workers, thread_name_prefix="ai-local",
@@ -64,7 +79,8 @@ class LocalProvider:
                 pool.shutdown(wait=False)
                 raise
             self._pool = pool
-            return
+
+    async def _open_processes(self, loop: asyncio.AbstractEventLoop) -> None:
         # fail fast, with the fix, when the package is missing (a worker would die)
         await loop.run_in_executor(None, _check_installed)
         pool = ProcessPoolExecutor(max_workers=self.workers,
@@ -76,6 +92,9 @@ class LocalProvider:
             await asyncio.to_thread(pool.shutdown, wait=True, cancel_futures=True)
             raise ProviderUnavailable(
                 "the local AI model worker could not start; see the server log") from None
+        except BaseException:
+            await asyncio.to_thread(pool.shutdown, wait=False, cancel_futures=True)
+            raise
         self._pool = pool
 
     async def _call(self, thread_fn: Callable[..., Any], worker_fn: Callable[..., Any],
