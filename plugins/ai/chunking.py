@@ -12,10 +12,11 @@ costs a bounded number of bounded requests and never overflows a context window.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, replace
 from functools import partial
 from json.encoder import encode_basestring
+from typing import Any
 
 from .providers.base import Line, Provider, Summary
 
@@ -90,7 +91,7 @@ async def summarize_all(
 ) -> Outcome:
     """Summarise ``lines`` within ``budget`` per request; at most ``concurrency`` map or
     merge requests of this summary run at once (results keep conversation order; the
-    first failure cancels the rest)."""
+    first failure cancels the rest and is raised as itself)."""
     chunks = split(lines, budget)
     if len(chunks) == 1:
         only = chunks[0]
@@ -103,11 +104,9 @@ async def summarize_all(
         async with slots:
             return await run(stage, n, call)
 
-    async with asyncio.TaskGroup() as tg:
-        mapped = [tg.create_task(bounded("map", len(chunk),
-                                         partial(provider.summarize, chunk, language=language)))
-                  for chunk in chunks]
-    parts = [task.result() for task in mapped]
+    parts = await _all([bounded("map", len(chunk),
+                                partial(provider.summarize, chunk, language=language))
+                        for chunk in chunks])
     # Two partial summaries must fit one merge request: a provider that answered
     # longer than half the budget has its partial cut (counted, never silent).
     cap = max(1, budget // 2 - 2 * SEPARATOR)
@@ -119,14 +118,30 @@ async def summarize_all(
                 parts[i] = _clip(part, cap)
                 clipped += 1
         batches = group(parts, budget)
-        async with asyncio.TaskGroup() as tg:
-            merged = [tg.create_task(bounded("reduce", len(batch),
-                                             partial(provider.merge, batch, language=language)))
-                      if len(batch) > 1 else None for batch in batches]
-        merges += sum(task is not None for task in merged)
-        parts = [task.result() if task is not None else batch[0]
-                 for task, batch in zip(merged, batches, strict=True)]
+        pending = [batch for batch in batches if len(batch) > 1]
+        merged = iter(await _all([bounded("reduce", len(batch),
+                                          partial(provider.merge, batch, language=language))
+                                  for batch in pending]))
+        merges += len(pending)
+        parts = [next(merged) if len(batch) > 1 else batch[0] for batch in batches]
     return Outcome(parts[0], len(chunks), merges, clipped)
+
+
+async def _all(calls: list[Coroutine[Any, Any, Summary]]) -> list[Summary]:
+    """Run ``calls`` together; results in their order. The first failure cancels the
+    rest and is raised as itself (a provider's 503/504 problem), not as an exception
+    group, which the HTTP layer would not recognise."""
+    try:
+        async with asyncio.TaskGroup() as tg:
+            tasks = [tg.create_task(call) for call in calls]
+    except BaseExceptionGroup as failed:
+        raise _first(failed) from None
+    return [task.result() for task in tasks]
+
+
+def _first(failed: BaseExceptionGroup[BaseException]) -> BaseException:
+    found = failed.exceptions[0]
+    return _first(found) if isinstance(found, BaseExceptionGroup) else found
 
 
 def _clip(part: Summary, cap: int) -> Summary:

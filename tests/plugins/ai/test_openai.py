@@ -153,3 +153,29 @@ async def test_two_thousand_messages_in_chunks_within_budget(ai_client, fake_ope
     assert sorted(mapped) == list(range(1, 2001))  # map requests run 3 at a time
     merges = fake_openai.calls - out["chunks"]
     assert merges >= 1 and out["summary"].startswith("Merged: ")
+
+
+async def test_failure_in_a_chunked_summary_is_503_or_504_never_500(ai_client, fake_openai):
+    # several map requests in flight: the first failure must surface as the provider's
+    # own problem (not an exception group → 500) and cancel the rest
+    client = await ai_client(openai_settings(fake_openai, max_input_chars=500,
+                                             openai_total_timeout=0.8,
+                                             openai_read_timeout=5.0, openai_retries=1))
+    room = await make_room(client, 1)
+    alice, bob = room.owner, room.members[0]
+    for i in range(12):
+        await send(room, alice if i % 2 else bob, f"Point {i}: " + "the plan for next week " * 3)
+    await opt_in(client, alice)
+    fake_openai.mode = "hang"
+    started = time.monotonic()
+    r = await post(room, alice, "summary")
+    assert r.status == 504, await r.text()
+    assert (await r.json())["code"] == "ai_timeout" and time.monotonic() - started < 5
+    # those timeouts opened the breaker (3 failures) or the provider answers 500: 503
+    fake_openai.mode = "fail"
+    r = await post(room, alice, "summary")
+    assert r.status == 503, await r.text()
+    assert (await r.json())["code"] == "ai_unavailable"
+    rows = await client.server.app[KERNEL].state["ai"].store.audit_rows(alice.user_id)
+    assert {row["stage"] for row in rows} == {"map"}
+    assert "timeout" in {row["status"] for row in rows}
