@@ -93,3 +93,43 @@ async def test_concurrent_requests_never_overshoot_the_daily_quota(ai_client, da
     store = client.server.app[KERNEL].state["ai"].store
     rows = await store.audit_rows(bob.user_id)
     assert len(rows) == 5 and all(row["status"] == "ok" for row in rows)
+
+
+async def test_bad_input_is_a_4xx_problem_never_a_500(ai_client):
+    client = await ai_client()
+    room = await make_room(client, 1)
+    bob = room.members[0]
+    await send(room, room.owner, "hello")
+    await opt_in(client, bob)
+    headers = {**bob.headers, "Content-Type": "application/json"}
+    cases = [
+        ("summary", b"{not json", 400), ("summary", b"[1, 2]", 400),
+        ("summary", b'{"since_seq": -1}', 422), ("summary", b'{"limit": 0}', 422),
+        ("summary", b'{"limit": "10"}', 422), ("summary", b'{"since_seq": 1.5}', 422),
+        ("summary", b'{"unknown": 1}', 422), ("smart-replies", b'{"count": 0}', 422),
+        ("smart-replies", b'{"count": true}', 422), ("smart-replies", b"null", 400),
+    ]
+    for what, raw, status in cases:
+        r = await client.post(room.url(what), data=raw, headers=headers)
+        assert r.status == status, (what, raw, await r.text())
+        assert r.content_type == "application/problem+json"
+        assert (await r.json())["code"]
+    for raw in (b'{"summary": "no"}', b'{"other": true}', b"[]"):
+        r = await client.put(room.url("policy"), data=raw, headers={
+            **room.owner.headers, "Content-Type": "application/json"})
+        assert 400 <= r.status < 500 and r.content_type == "application/problem+json"
+    r = await client.put("/v1/ai/settings", json={"features": {"translate": True}},
+                         headers=bob.headers)
+    assert r.status == 422
+    r = await client.get("/v1/ai/conversations/not-a-uuid/policy", headers=bob.headers)
+    assert r.status == 404 and (await r.json())["code"] == "conversation_not_found"
+    r = await client.post(room.url("summary"), json={})
+    assert r.status == 401
+    # a window past the end reads nothing and says so (no model work)
+    r = await client.post(room.url("summary"), json={"since_seq": 2**70, "limit": 2**70},
+                          headers=bob.headers)
+    assert r.status == 200, await r.text()
+    out = await r.json()
+    assert out["messages_read"] == 0 and out["summary"] == "" and out["chunks"] == 0
+    assert out["covered"] == {"from_seq": None, "to_seq": None, "since_seq": 2**70,
+                              "complete": True}
