@@ -14,10 +14,17 @@ from .helpers import SQLITE_FILE, merge
 
 @pytest.fixture
 def ai_client(sc_client: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
-    """``await ai_client(overrides)`` → a test client on a fresh file database."""
+    """``await ai_client(overrides)`` → a test client on a fresh file database.
+
+    The local model computes on a thread at normal priority here: spawning a worker
+    process per app (the production default) and loading the model at nice 10 takes
+    seconds on a loaded machine. The tests that exercise the process pool ask for it
+    (``{"ai": {"local_executor": "process"}}``)."""
 
     async def factory(overrides: Mapping[str, Any] | None = None, **kwargs: Any) -> Any:
-        settings = merge({"database": {"url": SQLITE_FILE}}, overrides)
+        base = {"database": {"url": SQLITE_FILE},
+                "ai": {"local_executor": "thread", "local_nice": 0}}
+        settings = merge(base, overrides)
         return await sc_client(settings, **kwargs)
 
     return factory

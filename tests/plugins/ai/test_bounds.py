@@ -56,10 +56,12 @@ async def test_deleted_conversation_loses_its_policy(ai_client):
     await wait_for(forgotten, message="the policy row removed")
 
 
-async def test_without_the_model_package_ai_answers_503_naming_the_fix(ai_client, monkeypatch):
+@pytest.mark.parametrize("executor", ["process", "thread"])
+async def test_without_the_model_package_ai_answers_503_naming_the_fix(ai_client, monkeypatch,
+                                                                       executor):
     # the `ai` extra not installed: importing wordllama fails
     monkeypatch.setitem(sys.modules, "wordllama", None)
-    client = await ai_client()
+    client = await ai_client({"ai": {"local_executor": executor}})
     room = await make_room(client, 1)
     bob = room.members[0]
     await send(room, room.owner, "anyone there?")

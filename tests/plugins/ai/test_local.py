@@ -247,7 +247,8 @@ async def test_rate_limit_class_ai(ai_client):
 
 
 async def test_two_thousand_messages_summarised_in_chunks(ai_client):
-    client = await ai_client({"ai": {"max_input_chars": 8000}})
+    # the production default: map and merge calls go to a worker process
+    client = await ai_client({"ai": {"max_input_chars": 8000, "local_executor": "process"}})
     room = await make_room(client, 1)
     alice, bob = room.owner, room.members[0]
     conversations = client.server.app[KERNEL].require(CONVERSATIONS)
