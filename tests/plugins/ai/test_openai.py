@@ -11,6 +11,7 @@ from typing import Any
 from secureconnect.app import KERNEL
 from secureconnect.testing import wait_for
 from secureconnect_plugins.chat.api import CONVERSATIONS
+from tests.kernel.test_cli import run_cli
 
 from .fake_openai import FakeOpenAI
 from .helpers import SECRET, TALK, make_room, metric, opt_in, post, seed, send
@@ -179,3 +180,13 @@ async def test_failure_in_a_chunked_summary_is_503_or_504_never_500(ai_client, f
     rows = await client.server.app[KERNEL].state["ai"].store.audit_rows(alice.user_id)
     assert {row["stage"] for row in rows} == {"map"}
     assert "timeout" in {row["status"] for row in rows}
+
+
+def test_api_key_from_the_environment_is_redacted_in_check_config():
+    secret = "sk-env-secret-4c1d"
+    r = run_cli("check-config", "--json", env={"SECURECONNECT_AI__OPENAI_API_KEY": secret,
+                                               "SECURECONNECT_AI__PROVIDER": "openai"})
+    assert r.returncode == 0, r.stderr
+    data = json.loads(r.stdout)
+    assert data["ai"]["provider"] == "openai" and data["ai"]["openai_api_key"] == "***"
+    assert secret not in r.stdout and secret not in r.stderr
