@@ -8,6 +8,11 @@ from typing import Any
 from dynaconf import Validator
 
 PROVIDERS = ("local", "openai")
+#: characters per input token assumed when bounding an OpenAI-compatible request
+#: (conservative: English prose averages about 4, JSON-framed chat text less)
+CHARS_PER_INPUT_TOKEN = 3
+#: characters of every request kept for the instructions and the message framing
+INSTRUCTION_RESERVE = 1000
 
 
 def validators() -> list[Validator]:
@@ -42,6 +47,7 @@ def validators() -> list[Validator]:
         Validator("ai.openai_read_timeout", is_type_of=num, gt=0, lte=600),
         Validator("ai.openai_total_timeout", is_type_of=num, gt=0, lte=600),
         Validator("ai.openai_max_output_tokens", is_type_of=int, gte=16, lte=100_000),
+        Validator("ai.openai_max_input_tokens", is_type_of=int, gte=512, lte=10_000_000),
         Validator("ai.openai_retries", is_type_of=int, gte=1, lte=10),
         Validator("ai.openai_temperature", is_type_of=num, gte=0, lte=2),
     ]
@@ -60,6 +66,7 @@ class OpenAISettings:
     read_timeout: float
     total_timeout: float
     max_output_tokens: int
+    max_input_tokens: int
     retries: int
     temperature: float
 
@@ -89,6 +96,11 @@ class AiSettings:
 
     @classmethod
     def from_settings(cls, t: Any) -> AiSettings:
+        budget = int(t.max_input_chars)
+        if str(t.provider) == "openai":
+            # the model's context: instructions + data within openai_max_input_tokens
+            budget = min(budget, CHARS_PER_INPUT_TOKEN * int(t.openai_max_input_tokens)
+                         - INSTRUCTION_RESERVE)
         return cls(
             provider=str(t.provider),
             request_timeout=float(t.request_timeout),
@@ -100,9 +112,9 @@ class AiSettings:
             local_preload=bool(t.local_preload),
             max_messages=int(t.max_messages),
             default_limit=min(int(t.default_limit), int(t.max_messages)),
-            max_input_chars=int(t.max_input_chars),
+            max_input_chars=budget,
             # a single message always fits a request with room for its framing
-            max_message_chars=min(int(t.max_message_chars), int(t.max_input_chars) // 2),
+            max_message_chars=min(int(t.max_message_chars), budget // 2),
             summary_points=int(t.summary_points),
             map_concurrency=int(t.map_concurrency),
             context_messages=int(t.context_messages),
@@ -118,6 +130,7 @@ class AiSettings:
                 read_timeout=float(t.openai_read_timeout),
                 total_timeout=float(t.openai_total_timeout),
                 max_output_tokens=int(t.openai_max_output_tokens),
+                max_input_tokens=int(t.openai_max_input_tokens),
                 retries=int(t.openai_retries),
                 temperature=float(t.openai_temperature),
             ),

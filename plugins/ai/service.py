@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from secureconnect.errors import Forbidden, GatewayTimeout, Problem, RateLimited, ServiceUnavailable
 from secureconnect_plugins.chat.api import CONVERSATIONS, ChatMessage, Conversations
 
-from .chunking import summarize_all
+from .chunking import line_cost, summarize_all
 from .config import AiSettings
 from .metrics import AiMetrics
 from .providers.base import (
@@ -312,7 +312,9 @@ class AiService:
                                   reader_id=ctx.user_id)
         if not readable.lines or readable.lines[-1].seq != last_msg.seq:
             return base  # the latest incoming message has no text (blank)
-        last, context = readable.lines[-1], readable.lines[:-1][-s.context_messages:]
+        last = readable.lines[-1]
+        context = _fit(readable.lines[:-1][-s.context_messages:],
+                       s.max_input_chars - line_cost(last))
         result = await self._metered(
             ctx, "single", len(context) + 1,
             lambda: self.provider.smart_replies(context, last, count=count,
@@ -387,6 +389,19 @@ class AiService:
 
     async def prune(self) -> int:
         return await self.store.prune(self.settings.audit_retention_days)
+
+
+def _fit(context: Sequence[Line], room: int) -> list[Line]:
+    """The newest lines of ``context`` whose framed size fits ``room`` (the request
+    budget left after the message being answered), in conversation order."""
+    kept: list[Line] = []
+    for line in reversed(context):
+        room -= line_cost(line)
+        if room < 0:
+            break
+        kept.append(line)
+    kept.reverse()
+    return kept
 
 
 def _status_of(exc: Problem) -> str:

@@ -190,3 +190,33 @@ def test_api_key_from_the_environment_is_redacted_in_check_config():
     data = json.loads(r.stdout)
     assert data["ai"]["provider"] == "openai" and data["ai"]["openai_api_key"] == "***"
     assert secret not in r.stdout and secret not in r.stderr
+
+
+async def test_requests_stay_within_the_models_input_tokens(ai_client, fake_openai):
+    # 1,000 input tokens: every request (instructions + data) within 3 characters a token
+    tokens = 1000
+    client = await ai_client(openai_settings(
+        fake_openai, openai_max_input_tokens=tokens, context_messages=100,
+        max_message_chars=5000))
+    room = await make_room(client, 1)
+    alice, bob = room.owner, room.members[0]
+    conversations = client.server.app[KERNEL].require(CONVERSATIONS)
+    for i in range(40):  # long messages: a few of them fill a request
+        await conversations.post_message(
+            room.conversation_id, (alice if i % 2 else bob).user_id, message_type="text",
+            content=f"Note {i}: " + "the quarterly figures look fine " * 12)
+    await send(room, bob, "Can you check the numbers before the meeting?")
+    await opt_in(client, alice)
+    r = await post(room, alice, "summary", {"limit": 100})
+    assert r.status == 200, await r.text()
+    out = await r.json()
+    assert out["messages_read"] == 41 and out["chunks"] > 1
+    r = await post(room, alice, "smart-replies")
+    assert r.status == 200, await r.text()
+    reply_body = fake_openai.bodies[-1]
+    data = json.loads(reply_body["messages"][1]["content"])
+    assert data["last_message"]["text"] == "Can you check the numbers before the meeting?"
+    assert 0 < len(data["context"]) < 40  # the oldest context left out to fit
+    for body in fake_openai.bodies:
+        system, user = body["messages"]
+        assert len(system["content"]) + len(user["content"]) <= 3 * tokens
