@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from secureconnect.testing.accounts import TestUser, register_and_login
+from secureconnect.testing.accounts import TestUser, register_many
+from secureconnect.testing.helpers import merge_settings
 
 SQLITE_FILE = "sqlite+aiosqlite:///{data_dir}/ai-test.db"
+
+#: shared helpers of secureconnect.testing, under the names these tests use
+merge = merge_settings
+users = register_many
 
 SECRET = "SECRET-CIPHERTEXT-7f3a9c"
 
@@ -42,16 +45,6 @@ async def seed(room: Any) -> tuple[dict[int, str], set[int]]:
     return texts, encrypted
 
 
-def merge(base: dict[str, Any], extra: Mapping[str, Any] | None) -> dict[str, Any]:
-    out = dict(base)
-    for key, value in (extra or {}).items():
-        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
-            out[key] = merge(dict(out[key]), value)
-        else:
-            out[key] = value
-    return out
-
-
 @dataclass
 class Room:
     client: Any
@@ -61,14 +54,6 @@ class Room:
 
     def url(self, what: str) -> str:
         return f"/v1/ai/conversations/{self.conversation_id}/{what}"
-
-
-async def users(client: Any, n: int) -> list[TestUser]:
-    out: list[TestUser] = []
-    while len(out) < n:
-        batch = min(10, n - len(out))
-        out += await asyncio.gather(*(register_and_login(client) for _ in range(batch)))
-    return out
 
 
 async def make_room(client: Any, n_members: int = 1) -> Room:
