@@ -110,6 +110,14 @@ class LocalProvider:
             self._pool = None
             await asyncio.to_thread(pool.shutdown, wait=False, cancel_futures=True)
             raise ProviderUnavailable("the local AI model worker died; retry") from None
+        except ProviderUnavailable:
+            raise
+        except Exception as exc:
+            # the contract: only 503/504 leave a provider. The type alone is logged: an
+            # exception's message may quote the text the model was given.
+            log.error("ai: the local model failed (%s)", type(exc).__name__)
+            raise ProviderUnavailable("the local AI model failed; see the server log"
+                                      ) from None
 
     async def close(self) -> None:
         pool, self._pool = self._pool, None

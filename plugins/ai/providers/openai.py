@@ -230,9 +230,10 @@ class OpenAIProvider:
                 chunk = json.loads(data)
             except json.JSONDecodeError:
                 raise _Failed("malformed stream chunk") from None
+            if not isinstance(chunk, dict):
+                raise _Failed("malformed stream chunk")
             usage = _usage(chunk) or usage
-            for choice in chunk.get("choices") or []:
-                piece = (choice.get("delta") or {}).get("content") or ""
+            for piece in _pieces(chunk):
                 parts.append(piece)
                 size += len(piece)
             if size > bound:
@@ -250,11 +251,36 @@ class OpenAIProvider:
         return str(text), _usage(body) or Usage()
 
 
+def _pieces(chunk: dict[str, Any]) -> list[str]:
+    """The text deltas of one stream chunk; anything not shaped like the API is a
+    provider failure (503), never an error of ours."""
+    choices = chunk.get("choices") or []
+    if not isinstance(choices, list):
+        raise _Failed("malformed stream chunk")
+    out: list[str] = []
+    for choice in choices:
+        delta = (choice.get("delta") or {}) if isinstance(choice, dict) else None
+        if not isinstance(delta, dict):
+            raise _Failed("malformed stream chunk")
+        piece = delta.get("content") or ""
+        if not isinstance(piece, str):
+            raise _Failed("malformed stream chunk")
+        out.append(piece)
+    return out
+
+
 def _usage(chunk: Any) -> Usage | None:
     usage = chunk.get("usage") if isinstance(chunk, dict) else None
     if not isinstance(usage, dict):
         return None
-    return Usage(int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0))
+    return Usage(_count(usage.get("prompt_tokens")), _count(usage.get("completion_tokens")))
+
+
+def _count(value: Any) -> int:
+    """A reported token count, or 0 (then estimated) when it is not a sane number."""
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 10**12:
+        return value
+    return 0
 
 
 def _parse_replies(text: str) -> list[str]:

@@ -2,7 +2,8 @@
 the raw bytes of every request and answers ``/v1/chat/completions`` as SSE.
 
 ``mode``: ``ok`` (stream an answer), ``hang`` (send headers, then stay silent),
-``fail`` (HTTP 500). ``answer(body)`` builds the text from the parsed request.
+``fail`` (HTTP 500), ``raw`` (send ``raw_stream`` as the event stream, as it is).
+``answer(body)`` builds the text from the parsed request.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ class FakeOpenAI:
         self.headers: list[dict[str, str]] = []
         self.answer: Callable[[dict[str, Any]], str] = default_answer
         self.server: Any = None
+        self.raw_stream = b""
 
     def app(self) -> web.Application:
         app = web.Application()
@@ -60,6 +62,10 @@ class FakeOpenAI:
         await resp.prepare(request)
         if self.mode == "hang":
             await asyncio.sleep(3600)  # cancelled when the client goes away
+        if self.mode == "raw":
+            await resp.write(self.raw_stream)
+            await resp.write_eof()
+            return resp
         text = self.answer(body)
         for i in range(0, len(text), 7):  # several chunks, as real servers stream
             chunk = {"choices": [{"index": 0, "delta": {"content": text[i : i + 7]}}]}

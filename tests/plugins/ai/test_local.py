@@ -269,3 +269,25 @@ async def test_two_thousand_messages_summarised_in_chunks(ai_client):
     assert out["chunks"] >= 2000 * 60 // 8000
     assert 1 <= len(out["citations"]) <= 8
     assert set(out["citations"]) <= set(range(1, 2001))
+
+
+async def test_a_failing_model_answers_503_and_logs_no_text(ai_client, caplog, monkeypatch):
+    from secureconnect_plugins.ai.providers.embedding import EmbeddingModel
+
+    def broken(self, lines, points):
+        raise ValueError(f"cannot embed {lines[0].text!r}")  # a message quoting the input
+
+    monkeypatch.setattr(EmbeddingModel, "pick", broken)  # fault injection, thread executor
+    caplog.set_level(logging.DEBUG)
+    client = await ai_client()
+    room = await make_room(client, 1)
+    bob = room.members[0]
+    for line in TALK[:3]:
+        await send(room, room.owner, line)
+    await opt_in(client, bob)
+    caplog.clear()
+    r = await post(room, bob, "summary")
+    assert r.status == 503 and (await r.json())["code"] == "ai_unavailable"
+    leaks = [rec.getMessage()[:300] for rec in caplog.records
+             if any(text in rec.getMessage() for text in TALK[:3])]
+    assert "ValueError" in caplog.text and not leaks, leaks

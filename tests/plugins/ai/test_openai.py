@@ -220,3 +220,29 @@ async def test_requests_stay_within_the_models_input_tokens(ai_client, fake_open
     for body in fake_openai.bodies:
         system, user = body["messages"]
         assert len(system["content"]) + len(user["content"]) <= 3 * tokens
+
+
+async def test_malformed_provider_answers_are_503_never_500(ai_client, fake_openai):
+    settings = openai_settings(fake_openai)
+    settings["resilience"]["failure_threshold"] = 100  # each answer reaches the parser
+    client = await ai_client(settings)
+    room = await make_room(client, 1)
+    bob = room.members[0]
+    await send(room, room.owner, "Is the build green?")
+    await opt_in(client, bob)
+    fake_openai.mode = "raw"
+    garbage = [b"data: 5\n\n", b'data: {"choices": [7]}\n\n', b"data: {not json\n\n",
+               b'data: {"choices": {"a": 1}}\n\n', b'data: {"choices": [{"delta": "x"}]}\n\n',
+               b'data: {"choices": [{"delta": {"content": 3}}]}\n\n']
+    for raw in garbage:
+        fake_openai.raw_stream = raw + b"data: [DONE]\n\n"
+        r = await post(room, bob, "smart-replies")
+        assert r.status == 503, (raw, await r.text())
+        assert (await r.json())["code"] == "ai_unavailable"
+    # odd usage figures are ignored, the answer is kept
+    answer = {"choices": [{"delta": {"content": '["Yes, all green."]'}}],
+              "usage": {"prompt_tokens": "many", "completion_tokens": -3}}
+    fake_openai.raw_stream = f"data: {json.dumps(answer)}\n\ndata: [DONE]\n\n".encode()
+    r = await post(room, bob, "smart-replies")
+    assert r.status == 200, await r.text()
+    assert (await r.json())["replies"] == ["Yes, all green."]
