@@ -1,15 +1,19 @@
-"""Bounds of the AI plugin: the per-instance concurrency limit, and cleanup when a
-conversation is deleted."""
+"""Bounds of the AI plugin: the per-instance concurrency limit, the daily quota under
+concurrency, bad input, a missing model package, retention (the prune job) and cleanup
+when a conversation or an account is deleted."""
 
 from __future__ import annotations
 
 import asyncio
 import sys
+from datetime import timedelta
 
 import pytest
+from sqlalchemy import update
 
 from secureconnect.app import KERNEL
 from secureconnect.testing import wait_for
+from secureconnect_plugins.ai.models import ai_audit, ai_usage, utcnow
 
 from .helpers import SQLITE_FILE, make_room, opt_in, post, send
 from .test_openai import openai_settings
@@ -135,3 +139,30 @@ async def test_bad_input_is_a_4xx_problem_never_a_500(ai_client):
     assert out["messages_read"] == 0 and out["summary"] == "" and out["chunks"] == 0
     assert out["covered"] == {"from_seq": None, "to_seq": None, "since_seq": 2**70,
                               "complete": True}
+
+
+async def test_prune_job_and_a_deleted_account(ai_client):
+    client = await ai_client()
+    room = await make_room(client, 1)
+    bob = room.members[0]
+    await send(room, room.owner, "Shall we ship it today?")
+    await opt_in(client, bob)
+    for _ in range(2):
+        assert (await post(room, bob, "smart-replies")).status == 200
+    kernel = client.server.app[KERNEL]
+    store = kernel.state["ai"].store
+    assert len(await store.audit_rows(bob.user_id)) == 2
+    assert await kernel.jobs.run("ai.prune") == 0  # nothing old yet
+    # age one audit row and the usage counter past the 90-day retention
+    old = utcnow() - timedelta(days=91)
+    first = (await store.audit_rows(bob.user_id))[0]["id"]
+    async with kernel.db.session() as s:
+        await s.execute(update(ai_audit).where(ai_audit.c.id == first).values(created_at=old))
+        await s.execute(update(ai_usage).values(day=(old - timedelta(days=3)).date().isoformat()))
+    assert await kernel.jobs.run("ai.prune") == 1
+    rows = await store.audit_rows(bob.user_id)
+    assert len(rows) == 1 and rows[0]["id"] != first
+    assert await store.usage(bob.user_id, old.date() - timedelta(days=3)) == (0, 0)
+    # a deleted account loses its AI settings and counters (audit rows age out)
+    await kernel.notify("sc_user_deleted", user={"id": bob.user_id})
+    assert (await store.user_settings(bob.user_id)).enabled is False
