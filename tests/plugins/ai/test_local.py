@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
+import signal
 
 import pytest
 
@@ -291,3 +294,22 @@ async def test_a_failing_model_answers_503_and_logs_no_text(ai_client, caplog, m
     leaks = [rec.getMessage()[:300] for rec in caplog.records
              if any(text in rec.getMessage() for text in TALK[:3])]
     assert "ValueError" in caplog.text and not leaks, leaks
+
+
+async def test_a_dead_model_worker_answers_503_once_then_a_new_one_serves(ai_client):
+    client = await ai_client({"ai": {"local_executor": "process"}})
+    room = await make_room(client, 1)
+    bob = room.members[0]
+    await send(room, room.owner, "Could you review my merge request?")
+    await opt_in(client, bob)
+    assert (await post(room, bob, "smart-replies")).status == 200
+    provider = client.server.app[KERNEL].state["ai"].provider
+    workers = list(provider._pool._processes.values())  # the pool's own children
+    assert len(workers) == 1
+    os.kill(workers[0].pid, signal.SIGKILL)
+    await asyncio.to_thread(workers[0].join, 10)
+    r = await post(room, bob, "smart-replies")
+    assert r.status == 503 and (await r.json())["code"] == "ai_unavailable"
+    r = await post(room, bob, "smart-replies")
+    assert r.status == 200, await r.text()
+    assert (await r.json())["replies"][0] == "Sure, I'll review it today."
