@@ -5,7 +5,8 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   ?= .venv
 HOST   ?= 127.0.0.1
 PORT   ?= 8080
-PYTEST_ARGS ?=
+# two pytest-xdist workers: one per core on the CI machine
+PYTEST_ARGS ?= -n 2 --durations=10
 
 BIN := $(VENV)/bin
 
