@@ -6,7 +6,7 @@ import uuid
 from collections.abc import Iterable
 from datetime import timedelta
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from ..errors import Conflict, RateLimited, Unauthorized, ValidationFailed
@@ -16,6 +16,9 @@ from .core import AuthCore
 from .email import Mail
 from .tokens import digest, new_opaque_token
 from .values import Principal, User
+
+# built once: every authenticated ``/v1/users/me`` runs it
+_USER_BY_ID = select(m.users).where(m.users.c.id == bindparam("user_id"))
 
 
 class AccountsMixin(AuthCore):
@@ -64,7 +67,7 @@ class AccountsMixin(AuthCore):
         return user
 
     async def get_user(self, user_id: str | uuid.UUID) -> User | None:
-        row = await self.kernel.db.fetch_one(select(m.users).where(m.users.c.id == str(user_id)))
+        row = await self.kernel.db.fetch_one(_USER_BY_ID, {"user_id": str(user_id)})
         return None if row is None else User.from_row(row)
 
     async def existing_user_ids(self, user_ids: Iterable[str | uuid.UUID]) -> set[str]:

@@ -8,7 +8,7 @@ import logging
 import time
 from datetime import timedelta
 
-from sqlalchemy import and_, delete, func, insert, select, update
+from sqlalchemy import and_, bindparam, delete, func, insert, select, update
 
 from ..errors import Unauthorized, ValidationFailed
 from ..ids import new_id_str
@@ -23,6 +23,8 @@ _CACHE_SESSION = "auth:sess:"
 _CACHE_JTI = "auth:jti:"
 _REVOKED = "revoked"
 _ACTIVE = "active"
+_SESSION_STATE = select(m.sessions.c.revoked_at, m.sessions.c.expires_at).where(
+    m.sessions.c.id == bindparam("session_id"))
 
 
 class SessionsMixin(AuthCore):
@@ -254,11 +256,8 @@ class SessionsMixin(AuthCore):
             return
         if state == _REVOKED:
             raise _revoked()
-        row = await self.kernel.db.fetch_one(
-            select(m.sessions.c.revoked_at, m.sessions.c.expires_at).where(
-                m.sessions.c.id == str(claims.session_id)
-            )
-        )
+        row = await self.kernel.db.fetch_one(_SESSION_STATE,
+                                             {"session_id": str(claims.session_id)})
         if row is None or row.revoked_at is not None or row.expires_at <= self.now():
             await self._cache_set(session_key, _REVOKED, self._revocation_ttl)
             raise _revoked()

@@ -172,11 +172,13 @@ class Database:
                 self.acquire_duration.observe(time.perf_counter() - start)
                 yield conn
 
-    async def fetch(self, statement: Executable) -> Sequence[Row[Any]]:
-        """All rows of one small read (a few indexed rows; see the module docstring)."""
+    async def fetch(self, statement: Executable,
+                    params: dict[str, Any] | None = None) -> Sequence[Row[Any]]:
+        """All rows of one small read (a few indexed rows; see the module docstring).
+        ``params`` bind a statement built once with ``bindparam`` (no per-call build)."""
         if self._reader is not None:
             try:
-                return self._reader.fetch(statement)
+                return self._reader.fetch(statement, params)
             except (_ReaderSlow, _ReaderBusy):
                 # past the loop's budget, or the file busy: the pool reads it off the
                 # loop, within the query timeout
@@ -189,7 +191,7 @@ class Database:
                 self.acquire_duration.observe(time.perf_counter() - start)
                 if not self.is_sqlite:  # (statement_timeout bounds it on the server too)
                     async with asyncio.timeout(self.query_timeout):
-                        return (await conn.execute(statement)).all()
+                        return (await conn.execute(statement, params)).all()
                 # an aiosqlite statement cannot be cancelled, only interrupted (the
                 # sqlite3 call is thread-safe); the error maps to a 503 in _guard
                 raw: Any = (await conn.get_raw_connection()).driver_connection
@@ -197,14 +199,15 @@ class Database:
                 cut = None if sqlite_conn is None else asyncio.get_running_loop().call_later(
                     self.query_timeout, sqlite_conn.interrupt)
                 try:
-                    return (await conn.execute(statement)).all()
+                    return (await conn.execute(statement, params)).all()
                 finally:
                     if cut is not None:
                         cut.cancel()
 
-    async def fetch_one(self, statement: Executable) -> Row[Any] | None:
+    async def fetch_one(self, statement: Executable,
+                        params: dict[str, Any] | None = None) -> Row[Any] | None:
         """The first row of one small read, or ``None``."""
-        rows = await self.fetch(statement)
+        rows = await self.fetch(statement, params)
         return rows[0] if rows else None
 
     async def write(self, fn: Callable[..., T], *args: Any) -> T:
@@ -324,11 +327,12 @@ class _LoopReader:
     def _progress(self) -> int:
         return 1 if time.monotonic() > self._deadline else 0
 
-    def fetch(self, statement: Executable) -> Sequence[Row[Any]]:
+    def fetch(self, statement: Executable,
+              params: dict[str, Any] | None) -> Sequence[Row[Any]]:
         conn = self._connection()
         self._deadline = time.monotonic() + self.timeout
         try:
-            rows = conn.execute(statement).all()
+            rows = conn.execute(statement, params).all()
             conn.rollback()  # (no transaction is open for a read; ends SQLAlchemy's)
             return rows
         except OperationalError as exc:
