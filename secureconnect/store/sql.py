@@ -2,7 +2,8 @@
 
 * SQLite (``sqlite+aiosqlite``, the embedded default) in WAL mode;
   PostgreSQL (``postgresql+asyncpg``) in production.
-* Pool size, overflow, recycle and pre-ping from ``[database]``.
+* Pool size, overflow, recycle and pre-ping from ``[database]`` (pre-ping: only a
+  connection idle for a second or more is pinged at checkout).
 * Acquiring a connection waits at most ``acquire_timeout`` → 503
   ``database_unavailable`` and ``db_connection_acquire_timeout_total``.
 * Each statement is bounded by ``query_timeout`` (``statement_timeout`` on PostgreSQL,
@@ -31,7 +32,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Executable, Row, create_engine, event, text
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError, DisconnectionError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
@@ -94,9 +95,12 @@ class Database:
 
     async def start(self) -> None:
         s = self.settings
-        # a local SQLite file never goes stale; pinging it costs a thread hop per checkout
+        # A local SQLite file never goes stale. Elsewhere SQLAlchemy's pre-ping costs a
+        # round trip per checkout (three on asyncpg: BEGIN, ping, ROLLBACK), more than
+        # the statement itself: only a connection idle for IDLE_PING seconds is pinged
+        # (a dead one is replaced); one in use moments ago is handed out as is.
         pre_ping = bool(s.pool_pre_ping) and not self.is_sqlite
-        kwargs: dict[str, Any] = {"echo": bool(s.echo), "pool_pre_ping": pre_ping}
+        kwargs: dict[str, Any] = {"echo": bool(s.echo), "pool_pre_ping": False}
         if self.is_sqlite:
             path = self.url.split("///", 1)[-1]
             if path and path != ":memory:" and not path.startswith("file:"):
@@ -126,6 +130,8 @@ class Database:
         self._instrument(engine.sync_engine)
         pool = engine.sync_engine.pool
         event.listen(pool, "checkout", lambda *a: self._pool_changed())
+        if pre_ping:
+            event.listen(pool, "checkout", _ping_if_idle)
         event.listen(pool, "checkin", lambda *a: self._pool_changed())
         self._engine = engine
         # the same pool, each checkout in autocommit (one statement, no transaction)
@@ -184,14 +190,18 @@ class Database:
                 # loop, within the query timeout
                 self.slow_reads.inc()
         async with self._guard():
+            if not self.is_sqlite:
+                try:
+                    return await self._fetch_pooled(statement, params)
+                except DBAPIError as exc:
+                    if not exc.connection_invalidated:
+                        raise
+                    # a connection that died while idle (pinged only after a second):
+                    # a read is safe to run again, on a fresh connection
+                    return await self._fetch_pooled(statement, params)
             start = time.perf_counter()
-            # autocommit: no BEGIN/COMMIT round trips around one statement (PostgreSQL)
-            reads = self._reads or self.engine
-            async with reads.connect() as conn:
+            async with self.engine.connect() as conn:
                 self.acquire_duration.observe(time.perf_counter() - start)
-                if not self.is_sqlite:  # (statement_timeout bounds it on the server too)
-                    async with asyncio.timeout(self.query_timeout):
-                        return (await conn.execute(statement, params)).all()
                 # an aiosqlite statement cannot be cancelled, only interrupted (the
                 # sqlite3 call is thread-safe); the error maps to a 503 in _guard
                 raw: Any = (await conn.get_raw_connection()).driver_connection
@@ -203,6 +213,16 @@ class Database:
                 finally:
                     if cut is not None:
                         cut.cancel()
+
+    async def _fetch_pooled(self, statement: Executable,
+                            params: dict[str, Any] | None) -> Sequence[Row[Any]]:
+        start = time.perf_counter()
+        # autocommit: no BEGIN/COMMIT round trips around one statement
+        async with (self._reads or self.engine).connect() as conn:
+            self.acquire_duration.observe(time.perf_counter() - start)
+            # (statement_timeout bounds it on the server too)
+            async with asyncio.timeout(self.query_timeout):
+                return (await conn.execute(statement, params)).all()
 
     async def fetch_one(self, statement: Executable,
                         params: dict[str, Any] | None = None) -> Row[Any] | None:
@@ -349,6 +369,21 @@ class _LoopReader:
             self._conn.close()
             self._conn = None
         self.engine.dispose()
+
+
+IDLE_PING = 1.0
+
+
+def _ping_if_idle(dbapi_conn: Any, record: Any, _proxy: Any) -> None:
+    """Pool checkout: ping a connection idle for ``IDLE_PING`` seconds or more; a dead
+    one makes the pool connect afresh (``DisconnectionError``)."""
+    now = time.monotonic()
+    if now - record.info.get("sc_checked_out", 0.0) >= IDLE_PING:
+        try:
+            dbapi_conn.ping()
+        except Exception as exc:
+            raise DisconnectionError(f"pre-ping failed: {type(exc).__name__}") from exc
+    record.info["sc_checked_out"] = now
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
