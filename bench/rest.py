@@ -133,15 +133,17 @@ SC = """
 import json, sys
 from importlib.metadata import entry_points
 from aiohttp import web
-from secureconnect.app import create_app, freeze_after_startup
+from secureconnect.app import create_app, freeze_after_startup, serving_loop
 from secureconnect.testing.helpers import make_settings
 port, data_dir, overrides = int(sys.argv[1]), sys.argv[2], json.loads(sys.argv[3])
 shipped = {"chat", "polls"}
 overrides["plugins"] = {ep.name: False for ep in entry_points(group="secureconnect")
                         if ep.name not in shipped}
-app = create_app(make_settings(overrides, data_dir=data_dir))
+settings = make_settings(overrides, data_dir=data_dir)
+app = create_app(settings)
 freeze_after_startup(app)
-web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None)
+web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None,
+            loop=serving_loop(settings))
 """
 
 # wrk: a JSON body and a unique Idempotency-Key per request (thread id + counter)
@@ -288,10 +290,10 @@ async def measure_config(args: argparse.Namespace, rate_limits: str, database_ur
         "database": {"url": db_url},
         "auth": {"jwt_secret": JWT_SECRET},
         "logging": {"level": "WARNING"},
-        "app": {"uvloop": args.uvloop} if args.uvloop is not None else {},
+        "server": {"uvloop": args.uvloop} if args.uvloop is not None else {},
     }
-    if not overrides["app"]:
-        del overrides["app"]
+    if not overrides["server"]:
+        del overrides["server"]
     generous = "1000000/second"
     if rate_limits == "off":
         overrides["rate_limits"] = {"enabled": False}
@@ -391,7 +393,7 @@ def main() -> None:
     parser.add_argument("--history", type=int, default=60, help="messages in the conversation")
     parser.add_argument("--rate-limits", default="off,on", help="off, on, or off,on")
     parser.add_argument("--uvloop", type=lambda v: v == "on", default=None,
-                        help="on/off: the app's uvloop setting (default: the app's default)")
+                        help="on/off: the server.uvloop setting (default: the app's default)")
     args = parser.parse_args()
     if not shutil.which("wrk"):
         sys.exit("bench/rest.py needs wrk (apt-get install wrk)")
