@@ -139,7 +139,7 @@ def _run_plugin_command(command: CliCommand, args: argparse.Namespace) -> int:
 
 
 def _serve(settings: Any, args: argparse.Namespace) -> int:
-    from .app import create_app, freeze_after_startup
+    from .app import create_app, freeze_after_startup, serving_loop
     from .logs import configure_logging
 
     configure_logging(settings.logging.level, settings.logging.format)
@@ -147,6 +147,7 @@ def _serve(settings: Any, args: argparse.Namespace) -> int:
     freeze_after_startup(app)
     web.run_app(
         app,
+        loop=serving_loop(settings),
         host=args.host or settings.server.host,
         port=args.port if args.port is not None else int(settings.server.port),
         shutdown_timeout=float(settings.server.shutdown_timeout),
