@@ -54,8 +54,11 @@ async def test_sqlite_default_answers(sc_client: Any) -> None:
 
 
 async def test_pool_exhaustion_is_a_fast_503(sc_client: Any, postgres_url: str) -> None:
-    client = await sc_client(_pg(postgres_url, pool_size=2, max_overflow=0, query_timeout=5),
-                             plugins=[SqlTestPlugin()])
+    settings = _pg(postgres_url, pool_size=2, max_overflow=0, query_timeout=5)
+    # push's outbox dispatcher reads the database in the background: off, so that the
+    # three requests below are the pool's only users
+    settings["plugins"] = {"push": False}
+    client = await sc_client(settings, plugins=[SqlTestPlugin()])
     start = time.monotonic()
     results = await asyncio.gather(*(client.get("/v1/sqltest/sleep/2") for _ in range(3)))
     statuses = sorted(r.status for r in results)
