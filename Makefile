@@ -16,11 +16,11 @@ $(BIN)/python:
 	$(BIN)/python -m pip install -q --upgrade pip
 
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install -q -e .
+	$(BIN)/python -m pip install -q -e ".[web]"
 	touch $@
 
 $(VENV)/.installed-test: pyproject.toml tests/fixtures/sc-example-plugin/pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install -q -e ".[test,dev,postgres,redis,cassandra,s3]"
+	$(BIN)/python -m pip install -q -e ".[test,dev,postgres,redis,cassandra,s3,web]"
 	$(BIN)/python -m pip install -q -e tests/fixtures/sc-example-plugin
 	touch $@ $(VENV)/.installed
 

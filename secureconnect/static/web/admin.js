@@ -1,0 +1,167 @@
+// The admin console at /admin: a kernel panel over the /v1/admin API. Plugins add
+// sections with `(await app.use("admin")).addSection({ id, title, render(el) })`.
+
+import { app, clear, h } from "./app.js";
+
+const sections = [];
+const SAMPLES = 30;
+
+function table(headers, rows, attrs = {}) {
+  return h("table", attrs,
+    h("thead", {}, h("tr", {}, headers.map((t) => h("th", {}, t)))),
+    h("tbody", {}, rows));
+}
+
+function when(seconds) {
+  return seconds ? new Date(seconds * 1000).toLocaleString() : "never";
+}
+
+async function plugins(el) {
+  const { plugins } = await app.api.get("/v1/admin/plugins");
+  el.append(table(["plugin", "enabled", "version", "hooks", "panels"], plugins.map((p) =>
+    h("tr", { class: "plugin", dataset: { name: p.name, enabled: String(p.enabled) } },
+      h("td", {}, p.name, p.essential ? " (essential)" : ""),
+      h("td", { class: "enabled" }, p.enabled ? "enabled" : "disabled"),
+      h("td", {}, p.version),
+      h("td", { class: "hooks" }, p.hooks.join(", ")),
+      h("td", {}, p.panels.join(", "))))));
+}
+
+async function health(el) {
+  const { ready, checks } = await app.api.get("/v1/admin/health");
+  el.append(h("p", { id: "admin-ready", dataset: { ready: String(ready) } }, ready ? "All dependencies answer." : "Some dependencies fail."));
+  el.append(table(["dependency", "status", "detail"], Object.entries(checks).map(([name, r]) =>
+    h("tr", {}, h("td", {}, name), h("td", {}, r.status), h("td", {}, r.error || (r.seconds !== undefined ? `${r.seconds} s` : ""))))));
+}
+
+function drawChart(canvas, values) {
+  const ctx = canvas.getContext("2d");
+  const { width, height } = canvas;
+  ctx.clearRect(0, 0, width, height);
+  const max = Math.max(1, ...values);
+  ctx.strokeStyle = "#2b6cb0";
+  ctx.beginPath();
+  values.forEach((v, i) => {
+    const x = (i / Math.max(1, SAMPLES - 1)) * width;
+    const y = height - (v / max) * (height - 4) - 2;
+    if (i === 0) ctx.moveTo(x, y);
+    else ctx.lineTo(x, y);
+  });
+  ctx.stroke();
+}
+
+async function metrics(el) {
+  const history = [];
+  const grid = h("div", { class: "charts" });
+  el.append(grid);
+  const charts = {
+    "requests/s": (a, b) => (b.metrics.requests_total - a.metrics.requests_total) / Math.max(0.001, b.at - a.at),
+    "5xx errors/s": (a, b) => (b.metrics.request_errors_total - a.metrics.request_errors_total) / Math.max(0.001, b.at - a.at),
+    "WebSocket connections": (a, b) => b.metrics.websocket_connections,
+    "fan-out frames/s": (a, b) => (b.metrics.websocket_messages_out_total - a.metrics.websocket_messages_out_total) / Math.max(0.001, b.at - a.at),
+  };
+  const boxes = Object.keys(charts).map((title) => {
+    const canvas = h("canvas", { width: 220, height: 60 });
+    const value = h("span", { class: "value" });
+    grid.append(h("figure", {}, h("figcaption", {}, title, ": ", value), canvas));
+    return { title, canvas, value };
+  });
+  const sample = async () => {
+    if (!el.isConnected) return;
+    try {
+      history.push(await app.api.get("/v1/admin/metrics"));
+    } catch {
+      return;
+    }
+    while (history.length > SAMPLES + 1) history.shift();
+    for (const box of boxes) {
+      const values = [];
+      for (let i = 1; i < history.length; i++) values.push(charts[box.title](history[i - 1], history[i]));
+      box.value.textContent = values.length ? values[values.length - 1].toFixed(1) : "…";
+      drawChart(box.canvas, values);
+    }
+    setTimeout(sample, 5000);
+  };
+  await sample();
+}
+
+async function config(el) {
+  const { settings } = await app.api.get("/v1/admin/config");
+  el.append(h("pre", { id: "admin-config" }, JSON.stringify(settings, null, 2)));
+}
+
+async function users(el) {
+  const results = h("tbody");
+  const load = async (q) => {
+    const { users } = await app.api.get(`/v1/admin/users?q=${encodeURIComponent(q)}`);
+    results.replaceChildren(...users.map((u) => h("tr", { class: "user", dataset: { id: u.id, email: u.email } },
+      h("td", {}, u.email), h("td", {}, u.display_name), h("td", {}, u.role),
+      h("td", {}, u.email_verified ? "yes" : "no"),
+      h("td", {}, h("button", { type: "button", class: "sign-out-user", onclick: async (e) => {
+        const r = await app.api.post(`/v1/admin/users/${u.id}/sign-out`);
+        e.target.textContent = `${r.sessions_revoked} session(s) ended`;
+      } }, "Sign out everywhere")))));
+  };
+  const input = h("input", { type: "search", name: "q", placeholder: "email or name prefix" });
+  el.append(
+    h("form", { id: "user-search", onsubmit: (e) => { e.preventDefault(); load(input.value); } }, input, h("button", { type: "submit" }, "Search")),
+    h("table", { id: "admin-users" }, h("thead", {}, h("tr", {}, ["email", "name", "role", "verified", ""].map((t) => h("th", {}, t)))), results),
+    h("p", { class: "hint" }, "Disable, delete and role changes need auth-service support that does not exist yet (docs/web.md)."));
+  await load("");
+}
+
+async function jobs(el) {
+  const body = h("tbody");
+  const render = async () => {
+    const { jobs } = await app.api.get("/v1/admin/jobs");
+    body.replaceChildren(...jobs.map((j) => h("tr", { class: "job", dataset: { name: j.name } },
+      h("td", {}, j.name), h("td", {}, j.plugin), h("td", {}, `${j.interval} s`),
+      h("td", { class: "last-run", dataset: { status: j.last_run ? j.last_run.status : "" } },
+        j.last_run ? `${when(j.last_run.at)} · ${j.last_run.status} · result ${j.last_run.result}` : "never"),
+      h("td", {}, h("button", { type: "button", class: "run-job", onclick: async () => {
+        await app.api.post(`/v1/admin/jobs/${encodeURIComponent(j.name)}/run`);
+        await render();
+      } }, "Run now")))));
+  };
+  el.append(h("table", { id: "admin-jobs" }, h("thead", {}, h("tr", {}, ["job", "plugin", "interval", "last run", ""].map((t) => h("th", {}, t)))), body));
+  await render();
+}
+
+async function audit(el) {
+  const { entries } = await app.api.get("/v1/admin/audit");
+  el.append(h("ol", { id: "admin-audit" }, entries.slice(0, 50).map((e) =>
+    h("li", {}, `${when(e.at)} ${e.action}${e.target ? ` ${e.target}` : ""} by ${e.actor}`))));
+}
+
+const builtIn = [
+  { id: "plugins", title: "Plugins", render: plugins },
+  { id: "health", title: "Dependencies", render: health },
+  { id: "metrics", title: "Metrics", render: metrics },
+  { id: "users", title: "Users", render: users },
+  { id: "jobs", title: "Jobs", render: jobs },
+  { id: "config", title: "Configuration (redacted)", render: config },
+  { id: "audit", title: "Audit log", render: audit },
+];
+
+app.provide("admin", { addSection: (section) => sections.push(section) });
+
+app.addPanel({
+  id: "admin",
+  page: "admin",
+  mount({ sidebar, main }) {
+    if (!app.me || app.me.role !== "admin") {
+      main.append(h("p", { id: "admin-denied", class: "error" }, "The admin console is for administrators."));
+      return;
+    }
+    const nav = h("nav", { id: "admin-nav" });
+    sidebar.append(nav);
+    for (const section of [...builtIn, ...sections]) {
+      const body = h("div", { class: "section-body" });
+      main.append(h("section", { id: `admin-${section.id}`, class: "admin-section" }, h("h2", {}, section.title), body));
+      nav.append(h("a", { href: `#admin-${section.id}` }, section.title));
+      Promise.resolve(section.render(body)).catch((err) => {
+        clear(body).append(h("p", { class: "error" }, err.message || String(err)));
+      });
+    }
+  },
+});

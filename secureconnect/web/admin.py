@@ -1,0 +1,223 @@
+"""The admin REST API under ``/v1/admin/`` (what the ``/admin`` console shows).
+
+Contract: every route needs an access token whose role is ``admin`` (else 403
+``admin_only``, before anything is read); every call is audit-logged — one line on
+the ``secureconnect.audit`` logger with actor, action, target and request id, and the
+newest entries kept in memory for ``GET /v1/admin/audit``. Users can be listed,
+searched and signed out everywhere; the auth service has no disable, delete or role
+change yet, so neither has this API (docs/web.md, "Gaps").
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+from pydantic import BaseModel, Field
+from sqlalchemy import func, or_, select
+
+from ..config import as_plain_dict, redact
+from ..errors import Forbidden, NotFound
+from ..http.context import REQUEST_ID, principal
+from ..http.handlers import json_response
+from ..routing import RouteTable
+
+routes = RouteTable(tag="admin")
+audit_log = logging.getLogger("secureconnect.audit")
+
+AUDIT_KEY = "web.audit"
+AUDIT_KEEP = 500
+_ADMIN = {"extra_responses": {403: "not an admin"}}
+
+AdminHandler = Callable[..., Awaitable[web.StreamResponse]]
+
+
+def _kernel(request: web.Request) -> Any:
+    from ..app import KERNEL
+
+    return request.app[KERNEL]
+
+
+def audit_entries(kernel: Any) -> deque[dict[str, Any]]:
+    entries: deque[dict[str, Any]] = kernel.state.setdefault(AUDIT_KEY, deque(maxlen=AUDIT_KEEP))
+    return entries
+
+
+def record(request: web.Request, action: str, target: str = "", **details: Any) -> None:
+    """Write one audit entry for the current admin request."""
+    who = principal(request)
+    entry = {"at": time.time(), "actor": str(who.user_id), "action": action,
+             "target": target, "request_id": request.get(REQUEST_ID, ""), **details}
+    audit_entries(_kernel(request)).append(entry)
+    audit_log.info("admin action %s target=%s actor=%s request_id=%s", action, target or "-",
+                   entry["actor"], entry["request_id"])
+
+
+def admin_only(action: str) -> Callable[[AdminHandler], AdminHandler]:
+    """Refuse non-admins with 403, then audit the call (read or change) by name."""
+
+    def wrap(handler: AdminHandler) -> AdminHandler:
+        async def checked(request: web.Request, *args: Any) -> web.StreamResponse:
+            if not principal(request).is_admin:
+                raise Forbidden("this route is for administrators", code="admin_only")
+            target = "/".join(v for k, v in request.match_info.items() if k != "path")
+            record(request, action, target)
+            return await handler(request, *args)
+
+        checked.__doc__ = handler.__doc__
+        checked.__name__ = handler.__name__
+        return checked
+
+    return wrap
+
+
+# -- plugins, health, metrics, configuration -----------------------------------------
+
+@routes.get("/v1/admin/plugins", **_ADMIN)
+@admin_only("plugins.list")
+async def plugins(request: web.Request) -> web.StreamResponse:
+    """Every installed plugin: enabled, version, the hooks it implements, its panels."""
+    from ..plugins import describe_plugins
+    from .pages import panels
+
+    kernel = _kernel(request)
+    by_owner: dict[str, list[str]] = {}
+    for panel in panels(request).panels.values():
+        by_owner.setdefault(panel.owner, []).append(panel.name)
+    out = [{**info.as_dict(), "panels": by_owner.get(info.name, [])}
+           for info in describe_plugins(kernel.pm, kernel.settings)]
+    return json_response({"plugins": out})
+
+
+@routes.get("/v1/admin/health", **_ADMIN)
+@admin_only("health.read")
+async def health(request: web.Request) -> web.StreamResponse:
+    """Every dependency check, as /health/ready runs them."""
+    ok, checks = await _kernel(request).health.run()
+    return json_response({"ready": ok, "checks": checks})
+
+
+def _sum(kernel: Any, name: str, where: Callable[[dict[str, str]], bool] = lambda _: True
+         ) -> float:
+    total = 0.0
+    for metric in kernel.metrics.registry.collect():
+        for sample in metric.samples:
+            if sample.name == name and where(sample.labels):
+                total += float(sample.value)
+    return total
+
+
+def key_metrics(kernel: Any) -> dict[str, float]:
+    """Totals since start: the console samples them to draw rates."""
+    return {
+        "requests_total": _sum(kernel, "request_duration_seconds_count"),
+        "request_errors_total": _sum(kernel, "request_duration_seconds_count",
+                                     lambda lb: lb.get("status", "").startswith("5")),
+        "requests_in_flight": _sum(kernel, "request_in_flight"),
+        "websocket_connections": _sum(kernel, "websocket_connections"),
+        "websocket_messages_out_total": _sum(kernel, "websocket_messages_total",
+                                             lambda lb: lb.get("direction") == "out"),
+        "plugin_hook_errors_total": _sum(kernel, "plugin_hook_errors_total"),
+        "job_failures_total": _sum(kernel, "job_runs_total",
+                                   lambda lb: lb.get("status") != "success"),
+    }
+
+
+@routes.get("/v1/admin/metrics", **_ADMIN)
+@admin_only("metrics.read")
+async def metrics(request: web.Request) -> web.StreamResponse:
+    """Key counters and gauges of this instance (full set: /metrics)."""
+    return json_response({"at": time.time(), "metrics": key_metrics(_kernel(request))})
+
+
+@routes.get("/v1/admin/config", **_ADMIN)
+@admin_only("config.read")
+async def config(request: web.Request) -> web.StreamResponse:
+    """The effective configuration; secret-looking values are redacted."""
+    return json_response({"settings": redact(as_plain_dict(_kernel(request).settings))})
+
+
+# -- users ---------------------------------------------------------------------------
+
+class UserQuery(BaseModel):
+    #: prefix of the email or display name (case-insensitive); empty lists the newest
+    q: str = Field(default="", max_length=200)
+    limit: int = Field(default=50, ge=1, le=200)
+
+
+class AdminUserOut(BaseModel):
+    id: str
+    email: str
+    display_name: str
+    role: str
+    email_verified: bool
+    created_at: str
+
+
+@routes.get("/v1/admin/users", query=UserQuery, **_ADMIN)
+@admin_only("users.search")
+async def users(request: web.Request, query: UserQuery) -> web.StreamResponse:
+    """Search accounts by email or display-name prefix, newest first."""
+    from ..auth import models as m
+
+    kernel = _kernel(request)
+    stmt = select(m.users).order_by(m.users.c.created_at.desc()).limit(query.limit)
+    if query.q:
+        prefix = query.q.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        stmt = stmt.where(or_(m.users.c.email.like(f"{prefix}%", escape="\\"),
+                              func.lower(m.users.c.display_name).like(f"{prefix}%",
+                                                                      escape="\\")))
+    async with kernel.db.connect() as conn:
+        rows = (await conn.execute(stmt)).all()
+    found = [AdminUserOut(id=r.id, email=r.email, display_name=r.display_name, role=r.role,
+                          email_verified=r.email_verified_at is not None,
+                          created_at=r.created_at.isoformat()).model_dump() for r in rows]
+    return json_response({"users": found})
+
+
+@routes.post("/v1/admin/users/{user_id}/sign-out", **_ADMIN)
+@admin_only("users.sign_out")
+async def sign_out_everywhere(request: web.Request) -> web.StreamResponse:
+    """End every session of the account at once (its sockets close too)."""
+    kernel = _kernel(request)
+    user_id = request.match_info["user_id"]
+    if await kernel.auth.get_user(user_id) is None:
+        raise NotFound("no such user", code="user_not_found")
+    revoked = await kernel.auth.revoke_all_sessions(user_id, reason="admin")
+    return json_response({"sessions_revoked": len(revoked)})
+
+
+# -- jobs and audit ------------------------------------------------------------------
+
+@routes.get("/v1/admin/jobs", **_ADMIN)
+@admin_only("jobs.list")
+async def jobs(request: web.Request) -> web.StreamResponse:
+    """Periodic jobs: owner, interval and the last run on this instance."""
+    scheduler = _kernel(request).jobs
+    return json_response({"jobs": [
+        {"name": name, "plugin": scheduler.owners.get(name, ""), "interval": job.interval,
+         "last_run": scheduler.last_runs.get(name)}
+        for name, job in sorted(scheduler.jobs.items())]})
+
+
+@routes.post("/v1/admin/jobs/{name}/run", **_ADMIN)
+@admin_only("jobs.run")
+async def run_job(request: web.Request) -> web.StreamResponse:
+    """Run a job now on this instance and answer with its outcome."""
+    scheduler = _kernel(request).jobs
+    name = request.match_info["name"]
+    if name not in scheduler.jobs:
+        raise NotFound(f"no job named {name!r}", code="job_not_found")
+    await scheduler.run(name)
+    return json_response({"name": name, "last_run": scheduler.last_runs.get(name)})
+
+
+@routes.get("/v1/admin/audit", **_ADMIN)
+@admin_only("audit.read")
+async def audit(request: web.Request) -> web.StreamResponse:
+    """The newest admin actions on this instance, newest first."""
+    return json_response({"entries": list(reversed(audit_entries(_kernel(request))))})
