@@ -17,6 +17,7 @@ from dynaconf import Validator
 
 from secureconnect import HealthCheck, Kernel, Route, hookimpl
 from secureconnect.migrations import MigrationSource
+from secureconnect.web.panels import WebPanel
 from secureconnect.ws.gateway import Connection, WsHandler
 
 from .api import CONVERSATIONS
@@ -165,3 +166,10 @@ async def sc_user_deleted(kernel: Kernel, user: dict[str, Any]) -> None:
     service = _service(kernel)
     if service is not None and user.get("id") is not None:
         await service.leave_all(str(user["id"]))
+
+
+@hookimpl
+def sc_web_panels(kernel: Kernel) -> list[WebPanel]:
+    """The chat UI of the web client (static/chat.js; docs/web.md)."""
+    return [WebPanel("chat", Path(__file__).parent / "static", scripts=("chat.js",),
+                     styles=("chat.css",), title="Conversations")]

@@ -128,7 +128,7 @@ def test_panel_listing_a_missing_file_stops_start_up(tmp_path):
         def sc_web_panels(kernel):
             return [WebPanel("broken", tmp_path, scripts=("missing.js",))]
 
-    with pytest.raises(ConfigError, match="'missing.js', which is not a file"):
+    with pytest.raises(ConfigError, match=r"'missing\.js', which is not a file"):
         create_app(make_settings(), plugins=[Broken])
 
 
