@@ -79,6 +79,23 @@ def _dispatch(args: argparse.Namespace) -> int:
     raise AssertionError(args.command)
 
 
+def _urls(app: web.Application, host: str, port: int) -> list[str]:
+    """Where a person finds the service: the web client and the API docs."""
+    from .app import KERNEL
+
+    kernel = app[KERNEL]
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+    base = f"http://{shown}:{port}"
+    if kernel.pm.is_blocked("web") or kernel.pm.get_plugin("web") is None:
+        return [f"SecureConnect API: {base}/openapi.json (web plugin disabled)"]
+    lines = [f"SecureConnect web client: {base}/"]
+    if kernel.settings.web.docs:
+        lines.append(f"API docs:                 {base}/docs")
+    if kernel.settings.web.admin:
+        lines.append(f"admin console:            {base}/admin")
+    return lines
+
+
 def _serve(settings: Any, args: argparse.Namespace) -> int:
     from .app import create_app, freeze_after_startup
     from .logs import configure_logging
@@ -86,10 +103,14 @@ def _serve(settings: Any, args: argparse.Namespace) -> int:
     configure_logging(settings.logging.level, settings.logging.format)
     app = create_app(settings)
     freeze_after_startup(app)
+    host = args.host or settings.server.host
+    port = args.port if args.port is not None else int(settings.server.port)
+    for line in _urls(app, host, port):
+        print(line, file=sys.stderr)
     web.run_app(
         app,
-        host=args.host or settings.server.host,
-        port=args.port if args.port is not None else int(settings.server.port),
+        host=host,
+        port=port,
         shutdown_timeout=float(settings.server.shutdown_timeout),
         backlog=int(settings.server.backlog),
         access_log=None,
