@@ -44,10 +44,16 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LiveServer,
         "app": {"public_url": f"http://127.0.0.1:{port}"},
         "rate_limits": {"enabled": False},
         "plugins": {"example": False},
-        "web": {"heartbeat_interval": 1.0, "heartbeat_timeout": 1.5, "reconnect_max_delay": 2.0},
+        "web": {"heartbeat_interval": 1.0, "heartbeat_timeout": 1.5, "reconnect_max_delay": 2.0,
+                "history_page": 10},
         "chat": {"typing_throttle": 0.5},
+        # short-lived access tokens: the client must rotate them while the tests run
+        "auth": {"access_token_ttl": 30},
     }
     tmp = str(tmp_path_factory.mktemp("web"))
+    # a database file, as `make run` serves (the testing default is one in-memory
+    # connection shared by every task, which real concurrent browsers outgrow)
+    base["database"] = {"url": f"sqlite+aiosqlite:///{tmp}/web.db"}
     probe = _settings(tmp, **base)
     plugins = [DirectoryStandIn] if _needs_directory(probe) else []
     server = LiveServer(None, plugins, port=port)

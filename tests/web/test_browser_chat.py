@@ -1,8 +1,9 @@
 """The web client in real headless Chromium: two browsers, two users.
 
-One app server and two browsers serve the whole module; the tests run in order and
-build on each other (sign up → chat → offline catch-up → polls). Browser B reaches
-the server through a proxy whose network the test cuts.
+One app server and two browsers serve the whole module. The ``world`` fixture signs
+both users up and has Alice find Bob by email; each test then stands on its own (also
+when xdist hands it to another worker). Browser B reaches the server through a proxy
+whose network the test cuts.
 """
 
 from __future__ import annotations
@@ -10,8 +11,10 @@ from __future__ import annotations
 import re
 from typing import Any
 
+import aiohttp
 import pytest
 
+from secureconnect.app import KERNEL
 from secureconnect.testing.accounts import DEFAULT_PASSWORD
 
 from .harness import Browser
@@ -24,6 +27,16 @@ NETWORK_NOISE = re.compile(r"WebSocket connection to|net::ERR_|Failed to load re
                            r"WebSocket is closed before")
 
 
+# click a button of one's own message found by its text
+OWN_BUTTON = """
+const li = [...document.querySelectorAll('#messages li.mine')]
+  .filter(e => e.querySelector('.content')?.textContent === arguments[0]).pop();
+const button = li && li.querySelector(arguments[1]);
+if (button) button.click();
+return !!button;
+"""
+
+
 class World:
     a: Browser
     b: Browser
@@ -34,11 +47,23 @@ class World:
 
 @pytest.fixture(scope="module")
 def world(live, browsers) -> World:
+    """Alice and Bob signed up in their own browsers, with a direct conversation that
+    Alice started by Bob's exact email (set up once per module and per xdist worker,
+    so each test also runs alone)."""
     server, proxy = live
     w = World()
     w.server, w.proxy = server, proxy
     w.a = browsers(server.url, "alice")
     w.b = browsers(proxy.url, "bob")
+    sign_up(w.a, "Alice", "alice@example.com")
+    sign_up(w.b, "Bob", "bob@example.com")
+    w.a.fill("#new-direct input[name=email]", "bob@example.com")
+    w.a.click("#new-direct button[type=submit]")
+    w.a.wait(lambda: w.a.find("#conversation-title").text == "Bob", what="title Bob")
+    w.conversation = w.a.js(
+        "return document.querySelector('#conversation-list li.active').dataset.id")
+    # Bob's list shows it live
+    w.b.find(f'#conversation-list li.conversation[data-id="{w.conversation}"]')
     return w
 
 
@@ -76,21 +101,12 @@ def assert_clean(*browsers: Browser) -> None:
 
 def test_sign_up_find_each_other_and_chat_live(world: World) -> None:
     a, b = world.a, world.b
-    sign_up(a, "Alice", "alice@example.com")
-    sign_up(b, "Bob", "bob@example.com")
+    # (signed up and found by email in the `world` fixture); tokens live in memory only
     assert a.js("return window.localStorage.length + window.sessionStorage.length") == 0
     assert a.js("return document.cookie") == ""
-
-    # Alice finds Bob by his exact email and opens a direct conversation
-    a.fill("#new-direct input[name=email]", "bob@example.com")
-    a.click("#new-direct button[type=submit]")
-    a.wait(lambda: a.find("#conversation-title").text == "Bob", what="title Bob")
-    conversation = a.js("return document.querySelector('#conversation-list li.active').dataset.id")
-    world.conversation = conversation
-
-    # Bob's list shows it live; he opens it and sees Alice online
-    b.find(f'#conversation-list li.conversation[data-id="{conversation}"]')
-    open_conversation(b, conversation)
+    open_conversation(a, world.conversation)
+    # Bob opens the conversation Alice started and sees her online
+    open_conversation(b, world.conversation)
     b.wait(lambda: b.find("#conversation-title").text == "Alice", what="title Alice")
     b.wait(lambda: b.find("#presence").get_attribute("data-online") == "true", what="online")
 
@@ -99,13 +115,13 @@ def test_sign_up_find_each_other_and_chat_live(world: World) -> None:
     b.wait(lambda: b.find("#typing").text == "Alice is typing…", what="typing indicator")
     a.find("#composer-input").clear()
     send(a, "hello Bob")
-    b.wait(lambda: message_texts(b) == ["hello Bob"], what="Bob receives")
+    b.wait(lambda: message_texts(b)[-1:] == ["hello Bob"], what="Bob receives")
     # Bob has it open, so it is read: Alice's receipt turns to "read"
-    a.wait(lambda: a.texts("#messages li.mine .receipt") == ["read"], what="read receipt")
+    a.wait(lambda: a.texts("#messages li.mine .receipt")[-1:] == ["read"], what="read receipt")
     assert b.texts("#typing") == [""]
 
     send(b, "hi Alice")
-    a.wait(lambda: message_texts(a) == ["hello Bob", "hi Alice"], what="Alice receives")
+    a.wait(lambda: message_texts(a)[-2:] == ["hello Bob", "hi Alice"], what="Alice receives")
 
     # markup is text: shown as typed, never parsed
     send(a, XSS)
@@ -114,21 +130,19 @@ def test_sign_up_find_each_other_and_chat_live(world: World) -> None:
     assert b.js("return document.title") != "pwned"
 
     # edit and delete own messages, seen live by the other
-    a.wait(lambda: len(a.all("#messages li.mine .edit")) == 2, what="own messages")
-    a.all("#messages li.mine .edit")[0].click()
+    a.wait(lambda: a.js(OWN_BUTTON, "hello Bob", ".edit"), what="edit own message")
     field = a.find("#messages .edit-input")
     field.clear()
     field.send_keys("hello Bob (edited)")
     a.click("#messages .edit-form button[type=submit]")
-    b.wait(lambda: message_texts(b)[0] == "hello Bob (edited)", what="edit seen")
-    b.wait(lambda: b.texts("#messages li.message .edited") == ["(edited)"], what="edited mark")
-    a.wait(lambda: len(a.all("#messages li.mine .delete")) == 2, what="delete buttons")
-    a.all("#messages li.mine .delete")[1].click()
+    b.wait(lambda: message_texts(b)[-3:][0] == "hello Bob (edited)", what="edit seen")
+    b.wait(lambda: "(edited)" in b.texts("#messages li.message .edited"), what="edited mark")
+    a.wait(lambda: a.js(OWN_BUTTON, XSS, ".delete"), what="delete own message")
     b.wait(lambda: message_texts(b)[-1] == "message deleted", what="delete seen")
 
     # the conversation list: last message and, for a conversation not open, unread
-    a.wait(lambda: a.texts("#conversation-list li.conversation .preview") == ["message deleted"],
-           what="preview")
+    preview = f'#conversation-list li.conversation[data-id="{world.conversation}"] .preview'
+    a.wait(lambda: a.texts(preview) == ["message deleted"], what="preview")
     assert_clean(a, b)
 
 
@@ -167,6 +181,8 @@ def _seqs(browser: Browser) -> list[int]:
 
 def test_offline_browser_catches_up_without_gap_or_duplicate(world: World) -> None:
     a, b, proxy = world.a, world.b, world.proxy
+    open_conversation(a, world.conversation)
+    open_conversation(b, world.conversation)
     a.read_log()
     b.read_log()
     before = message_texts(b)
@@ -207,6 +223,8 @@ def test_offline_browser_catches_up_without_gap_or_duplicate(world: World) -> No
 
 def test_poll_created_and_voted_updates_live(world: World) -> None:
     a, b = world.a, world.b
+    open_conversation(a, world.conversation)
+    open_conversation(b, world.conversation)
     a.click("#new-poll")
     a.fill("#poll-form input[name=question]", "Lunch?")
     a.fill("#poll-form textarea[name=options]", "Pizza\nSushi")
@@ -231,4 +249,60 @@ def test_poll_created_and_voted_updates_live(world: World) -> None:
     b.wait(lambda: b.find(f"{card} .poll-status").get_attribute("data-status") == "closed",
            what="closed at B")
     assert b.all(f"{card} button.vote") == []
+    assert_clean(a, b)
+
+
+def test_history_scroll_back_by_cursor(world: World) -> None:
+    a, b, server = world.a, world.b, world.server
+
+    async def post_many() -> None:
+        async with aiohttp.ClientSession(server.url) as http:
+            async with http.post("/v1/auth/login", json={
+                    "email": "alice@example.com", "password": DEFAULT_PASSWORD}) as resp:
+                token = (await resp.json())["access_token"]
+            for i in range(25):
+                async with http.post(f"/v1/conversations/{world.conversation}/messages",
+                                     json={"content": f"old {i}"},
+                                     headers={"Authorization": f"Bearer {token}"}) as resp:
+                    assert resp.status == 201
+
+    server.call(post_many())
+    a.wait(lambda: message_texts(a)[-1:] == ["old 24"], what="A has them live")
+    # Bob reloads: tokens were in memory only, so he signs in again
+    b.open("/")
+    b.fill("#sign-in input[name=email]", "bob@example.com")
+    b.fill("#sign-in input[name=password]", DEFAULT_PASSWORD)
+    b.click("#sign-in button[type=submit]")
+    open_conversation(b, world.conversation)
+    b.wait(lambda: len(message_texts(b)) == 10, what="one page")  # [web] history_page
+    assert message_texts(b) == message_texts(a)[-10:]
+    while b.find("#load-older").is_displayed():
+        shown = len(message_texts(b))
+        b.click("#load-older")
+        b.wait(lambda n=shown: len(message_texts(b)) > n or not b.find("#load-older")
+               .is_displayed(), what="older page")
+    assert message_texts(b) == message_texts(a)
+    assert _seqs(b) == list(range(1, len(_seqs(b)) + 1))
+    assert_clean(a, b)
+
+
+def test_access_tokens_rotate_before_they_expire(world: World) -> None:
+    """[auth] access_token_ttl is 30 s here: Alice signed in more than that ago by the
+    end of this test, and keeps working because the client rotated her tokens."""
+    a, b, server = world.a, world.b, world.server
+    kernel = server.app[KERNEL]
+
+    async def generations() -> int:
+        from sqlalchemy import func, select
+
+        from secureconnect.auth import models as m
+
+        async with kernel.db.connect() as conn:
+            return int((await conn.execute(select(func.max(
+                m.refresh_tokens.c.generation)))).scalar_one() or 0)
+
+    a.wait(lambda: server.call(generations()) >= 2, timeout=45, what="a rotated refresh token")
+    a.wait(lambda: a.find("#conn-status").text == "online", what="still online")
+    send(a, "after rotation")
+    b.wait(lambda: message_texts(b)[-1:] == ["after rotation"], what="still delivered")
     assert_clean(a, b)

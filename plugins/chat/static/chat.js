@@ -333,18 +333,14 @@ function editInPlace(m, el, body) {
   const input = h("input", { type: "text", class: "edit-input", value: m.content });
   const form = h("form", { class: "edit-form", onsubmit: async (e) => {
     e.preventDefault();
-    const updated = await app.api.patch(path(m.conversation_id, `/messages/${m.id}`), { content: input.value });
-    timeline(m.conversation_id).add(updated);
-    renderMessages();
+    received(await app.api.patch(path(m.conversation_id, `/messages/${m.id}`), { content: input.value }));
   } }, input, h("button", { type: "submit" }, "Save"));
   body.replaceWith(form);
   input.focus();
 }
 
 async function removeMessage(m) {
-  const gone = await app.api.delete(path(m.conversation_id, `/messages/${m.id}`));
-  timeline(m.conversation_id).add(gone);
-  renderMessages();
+  received(await app.api.delete(path(m.conversation_id, `/messages/${m.id}`)));
 }
 
 // -- sending: an outbox retried over reconnects with the same client_id -------------
@@ -411,19 +407,20 @@ function markRead() {
 
 function received(message) {
   const tl = timeline(message.conversation_id);
+  const isNew = !tl.byId.has(message.id);
   const gap = tl.loaded && message.seq > tl.maxSeq + 1;
-  const changed = tl.add(message);
-  let conv = conversations.get(message.conversation_id);
+  tl.add(message);
+  const conv = conversations.get(message.conversation_id);
   if (!conv) {
     loadConversations().catch(() => {});
     return;
   }
-  if (changed && (!conv.preview || message.seq >= conv.preview.seq)) {
-    if (message.seq > (conv.last_seq || 0) && message.sender_id !== app.me.id && message.conversation_id !== current) {
+  if (!conv.preview || message.seq >= conv.preview.seq) conv.preview = message;
+  if (isNew && message.seq > (conv.last_seq || 0)) {
+    if (message.sender_id !== app.me.id && message.conversation_id !== current) {
       conv.unread_count = (conv.unread_count || 0) + 1;
     }
-    conv.preview = message;
-    conv.last_seq = Math.max(conv.last_seq || 0, message.seq);
+    conv.last_seq = message.seq;
     conv.last_message_at = message.created_at;
   }
   renderList();
