@@ -81,7 +81,7 @@ def _dispatch(args: argparse.Namespace) -> int:
 
 def _urls(app: web.Application, host: str, port: int) -> list[str]:
     """Where a person finds the service: the web client and the API docs."""
-    from .app import KERNEL
+    from .http.context import KERNEL
 
     kernel = app[KERNEL]
     shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
@@ -120,7 +120,7 @@ def _serve(settings: Any, args: argparse.Namespace) -> int:
 
 
 def _plugins(app: web.Application, settings: Any, *, as_json: bool) -> int:
-    from .app import KERNEL
+    from .http.context import KERNEL
     from .plugins import describe_plugins
 
     infos = describe_plugins(app[KERNEL].pm, settings)
@@ -137,7 +137,7 @@ def _plugins(app: web.Application, settings: Any, *, as_json: bool) -> int:
 @asynccontextmanager
 async def _running(app: web.Application) -> AsyncIterator[Any]:
     """Open the app's resources (database, cache, ...) without serving HTTP."""
-    from .app import KERNEL
+    from .http.context import KERNEL
 
     runner = web.AppRunner(app)
     await runner.setup()
@@ -158,7 +158,7 @@ async def _migrate(app: web.Application) -> int:
 
 
 async def _jobs(app: web.Application, name: str | None) -> int:
-    from .app import KERNEL
+    from .http.context import KERNEL
 
     kernel = app[KERNEL]
     if name is None:

@@ -151,8 +151,9 @@ def sc_web_panels(kernel: Kernel) -> Sequence[WebPanel]:
     the ``"admin"`` page. Scripts run after the kernel's shell module and reach the
     shell through ``import {app} from "/static/web/app.js"`` (see docs/web.md). Pages
     allow scripts and styles from the same origin only (no inline code): put all of
-    a panel's code in its files. Panels load in registration order; two panels with
-    the same name is a start-up error naming both plugins.
+    a panel's code in its files. Panels load in plugin order (see
+    :mod:`secureconnect.hooks`); two panels with the same name is a start-up error
+    naming both plugins.
     """
 
 

@@ -13,7 +13,7 @@ from typing import Any
 from dynaconf import Validator
 
 from .. import hookimpl
-from ..app import collect
+from ..hooks import collect
 from ..kernel import Kernel
 from ..routing import Route
 from ..web.admin import routes as admin_routes

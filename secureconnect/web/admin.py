@@ -37,7 +37,7 @@ AdminHandler = Callable[..., Awaitable[web.StreamResponse]]
 
 
 def _kernel(request: web.Request) -> Any:
-    from ..app import KERNEL
+    from ..http.context import KERNEL
 
     return request.app[KERNEL]
 

@@ -40,7 +40,7 @@ mimetypes.add_type("text/css", ".css")
 
 
 def _kernel(request: web.Request) -> Any:
-    from ..app import KERNEL
+    from ..http.context import KERNEL
 
     return request.app[KERNEL]
 

@@ -4,7 +4,7 @@ Contract: a :class:`WebPanel` names a folder of static files, the ES modules and
 stylesheets every page of its kind loads from it, and the page it belongs to. The
 kernel serves the folder read-only under ``/static/plugins/<name>/`` (no directory
 listings, no path outside the folder) and lists the panels' files in the page, in
-registration order. Panel names are unique; a clash is a start-up error.
+plugin order (:mod:`secureconnect.hooks`). Panel names are unique; a clash is a start-up error.
 """
 
 from __future__ import annotations

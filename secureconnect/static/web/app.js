@@ -7,7 +7,7 @@
 //   app.provide("chat", api); await app.use("chat"); // panels extend each other
 //   await app.api.get("/v1/conversations");         // REST with the session's token
 //
-// Panels mount after sign-in, in registration order, and are torn down at sign-out.
+// Panels mount after sign-in, in plugin order, and are torn down at sign-out.
 
 import { Session } from "./api.js";
 import { Realtime } from "./socket.js";
