@@ -111,6 +111,20 @@ def _sum(kernel: Any, name: str, where: Callable[[dict[str, str]], bool] = lambd
     return total
 
 
+def latency_buckets(kernel: Any, skip_paths: set[str]) -> dict[str, float]:
+    """``request_duration_seconds`` buckets (cumulative counts by ``le``) summed over
+    every route except long-lived ones (WebSocket, event streams), whose "duration" is
+    a connection's lifetime. Two samples give the p99 of the requests in between."""
+    out: dict[str, float] = {}
+    for metric in kernel.metrics.registry.collect():
+        for sample in metric.samples:
+            if (sample.name == "request_duration_seconds_bucket"
+                    and sample.labels.get("path") not in skip_paths):
+                le = sample.labels["le"]
+                out[le] = out.get(le, 0.0) + float(sample.value)
+    return out
+
+
 def key_metrics(kernel: Any) -> dict[str, float]:
     """Totals since start: the console samples them to draw rates."""
     return {
@@ -130,8 +144,14 @@ def key_metrics(kernel: Any) -> dict[str, float]:
 @routes.get("/v1/admin/metrics", **_ADMIN)
 @admin_only("metrics.read")
 async def metrics(request: web.Request) -> web.StreamResponse:
-    """Key counters and gauges of this instance (full set: /metrics)."""
-    return json_response({"at": time.time(), "metrics": key_metrics(_kernel(request))})
+    """Key counters and gauges of this instance, and request latency buckets (full
+    set: /metrics)."""
+    from ..http.context import ROUTES
+
+    streams = {r.path for r in request.app[ROUTES] if r.timeout is False}
+    kernel = _kernel(request)
+    return json_response({"at": time.time(), "metrics": key_metrics(kernel),
+                          "latency_buckets": latency_buckets(kernel, streams)})
 
 
 @routes.get("/v1/admin/config", **_ADMIN)

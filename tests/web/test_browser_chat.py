@@ -118,7 +118,7 @@ def test_sign_up_find_each_other_and_chat_live(world: World) -> None:
     b.wait(lambda: message_texts(b)[-1:] == ["hello Bob"], what="Bob receives")
     # Bob has it open, so it is read: Alice's receipt turns to "read"
     a.wait(lambda: a.texts("#messages li.mine .receipt")[-1:] == ["read"], what="read receipt")
-    assert b.texts("#typing") == [""]
+    b.wait(lambda: b.texts("#typing") == [""], what="typing stopped")
 
     send(b, "hi Alice")
     a.wait(lambda: message_texts(a)[-2:] == ["hello Bob", "hi Alice"], what="Alice receives")
@@ -167,10 +167,23 @@ def test_unread_counts_and_newest_first(world: World) -> None:
     a.wait(lambda: not a.all(f'#conversation-list li[data-id="{group}"]'), what="left")
     b.click("#show-members")
     b.wait(lambda: len(b.all("#member-list li.member")) == 1, what="one member left")
+    # Bob adds her back by email: the group returns to her list; then he removes her
+    b.fill("#add-member input[name=email]", "alice@example.com")
+    b.click("#add-member button[type=submit]")
+    b.wait(lambda: len(b.all("#member-list li.member")) == 2, what="added back")
+    a.find(f'#conversation-list li[data-id="{group}"]')
+    b.click("#member-list li.member .remove-member")
+    b.wait(lambda: len(b.all("#member-list li.member")) == 1, what="removed")
+    a.wait(lambda: not a.all(f'#conversation-list li[data-id="{group}"]'), what="gone at A")
     # back to the direct conversation for the next tests
     open_conversation(a, world.conversation)
     open_conversation(b, world.conversation)
     assert_clean(a, b)
+
+
+def _ids(browser: Browser) -> list[str]:
+    return list(browser.js("return [...document.querySelectorAll("
+                           "'#messages li.message:not(.pending)')].map(e => e.dataset.id)"))
 
 
 def _seqs(browser: Browser) -> list[int]:
@@ -219,6 +232,40 @@ def test_offline_browser_catches_up_without_gap_or_duplicate(world: World) -> No
         errors = [e for e in entries if e.get("level") == "SEVERE"
                   and not NETWORK_NOISE.search(str(e.get("message")))]
         assert csp == [] and errors == [], (browser.name, csp, errors)
+
+
+def test_resync_event_makes_the_client_catch_up(world: World) -> None:
+    """The server drops a slow socket's queue and sends `resync`: the client fills the
+    gap from history although its socket never closed."""
+    a, b, server = world.a, world.b, world.server
+    open_conversation(a, world.conversation)
+    open_conversation(b, world.conversation)
+    kernel = server.app[KERNEL]
+    bob = server.call(_user_id(kernel, "bob@example.com"))
+    topic = f"conversation:{world.conversation}"
+    server.call(kernel.ws.remove_user_from_topic(bob, topic))  # Bob's events are lost
+    send(a, "missed 1")
+    send(a, "missed 2")
+    a.wait(lambda: message_texts(a)[-1:] == ["missed 2"], what="A sent")
+    assert "missed 2" not in message_texts(b)
+    server.call(kernel.ws.add_user_to_topic(bob, topic))
+    server.call(kernel.ws.publish(f"user:{bob}", "resync", {"reason": "slow_consumer",
+                                                             "dropped": 2}))
+    b.wait(lambda: message_texts(b)[-2:] == ["missed 1", "missed 2"], what="B caught up")
+    assert b.find("#conn-status").text == "online"
+    seqs = _seqs(b)
+    assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))
+    assert_clean(a, b)
+
+
+async def _user_id(kernel: Any, email: str) -> str:
+    from sqlalchemy import select
+
+    from secureconnect.auth import models as m
+
+    async with kernel.db.connect() as conn:
+        return str((await conn.execute(select(m.users.c.id).where(
+            m.users.c.email == email))).scalar_one())
 
 
 def test_poll_created_and_voted_updates_live(world: World) -> None:
@@ -281,7 +328,7 @@ def test_history_scroll_back_by_cursor(world: World) -> None:
         b.click("#load-older")
         b.wait(lambda n=shown: len(message_texts(b)) > n or not b.find("#load-older")
                .is_displayed(), what="older page")
-    assert message_texts(b) == message_texts(a)
+    assert _ids(b) == _ids(a)
     assert _seqs(b) == list(range(1, len(_seqs(b)) + 1))
     assert_clean(a, b)
 

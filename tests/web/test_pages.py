@@ -185,8 +185,10 @@ async def test_admin_api_reads_and_audits(sc_client):
     assert ("swept",) in client.server.app[KERNEL].state["sink"]
     assert (await client.post("/v1/admin/jobs/nope/run", headers=headers)).status == 404
 
-    metrics = (await (await client.get("/v1/admin/metrics", headers=headers)).json())["metrics"]
-    assert metrics["requests_total"] >= 5
+    sample = await (await client.get("/v1/admin/metrics", headers=headers)).json()
+    assert sample["metrics"]["requests_total"] >= 5
+    buckets = sample["latency_buckets"]
+    assert buckets["+Inf"] >= 5 and buckets["+Inf"] >= buckets["0.1"] > 0
 
     audit = (await (await client.get("/v1/admin/audit", headers=headers)).json())["entries"]
     actions = [e["action"] for e in audit]

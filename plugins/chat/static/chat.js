@@ -349,8 +349,8 @@ function send(conversationId, content) {
   const entry = { client_id: randomId(), conversation_id: conversationId, content, state: "queued", error: "" };
   outbox.push(entry);
   renderMessages({ stick: true });
-  flush();
   sendTyping("stop");
+  flush();
 }
 
 async function flush() {

@@ -50,6 +50,19 @@ function drawChart(canvas, values) {
   ctx.stroke();
 }
 
+// The p99 of the requests between two samples, from cumulative histogram buckets:
+// the upper bound of the first bucket holding 99 % of them.
+function p99(before, after) {
+  const bounds = Object.keys(after).filter((le) => le !== "+Inf").map(Number).sort((x, y) => x - y);
+  const total = (after["+Inf"] || 0) - ((before || {})["+Inf"] || 0);
+  if (total <= 0) return 0;
+  for (const le of bounds) {
+    const key = Object.keys(after).find((k) => Number(k) === le);
+    if ((after[key] || 0) - ((before || {})[key] || 0) >= 0.99 * total) return le;
+  }
+  return bounds.length ? bounds[bounds.length - 1] : 0;
+}
+
 async function metrics(el) {
   const history = [];
   const grid = h("div", { class: "charts" });
@@ -57,6 +70,7 @@ async function metrics(el) {
   const charts = {
     "requests/s": (a, b) => (b.metrics.requests_total - a.metrics.requests_total) / Math.max(0.001, b.at - a.at),
     "5xx errors/s": (a, b) => (b.metrics.request_errors_total - a.metrics.request_errors_total) / Math.max(0.001, b.at - a.at),
+    "p99 latency (ms)": (a, b) => p99(a.latency_buckets, b.latency_buckets) * 1000,
     "WebSocket connections": (a, b) => b.metrics.websocket_connections,
     "fan-out frames/s": (a, b) => (b.metrics.websocket_messages_out_total - a.metrics.websocket_messages_out_total) / Math.max(0.001, b.at - a.at),
   };
