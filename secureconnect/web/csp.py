@@ -9,19 +9,25 @@ inline code — and connections to the same origin over HTTP(S) and WebSocket.
 
 from __future__ import annotations
 
+import re
+
 from aiohttp import web
+
+_HOST = re.compile(r"^[A-Za-z0-9.\-]+(?::\d{1,5})?$|^\[[0-9A-Fa-f:.]+\](?::\d{1,5})?$")
 
 
 def page_policy(request: web.Request) -> str:
-    host = request.host
-    ws = "wss" if request.secure else "ws"
+    # 'self' covers same-origin WebSockets in CSP 3; the explicit source is for older
+    # browsers, and only for a well-formed Host (it is the client's own header)
+    host = request.host if _HOST.match(request.host or "") else ""
+    ws = f"{'wss' if request.secure else 'ws'}://{host}" if host else ""
     return "; ".join((
         "default-src 'none'",
         "script-src 'self'",
         "style-src 'self'",
         "img-src 'self' data: blob:",
         "font-src 'self'",
-        f"connect-src 'self' {ws}://{host}",
+        f"connect-src 'self' {ws}".rstrip(),
         "media-src 'self' blob:",
         "worker-src 'self'",
         "manifest-src 'self'",

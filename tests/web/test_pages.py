@@ -223,3 +223,13 @@ async def test_docs_and_admin_can_be_switched_off(sc_client):
     assert (await client.get("/admin")).status == 404
     assert (await client.get("/v1/admin/plugins")).status in (401, 404)
     assert (await client.get("/")).status == 200
+
+
+async def test_a_malformed_host_never_reaches_the_csp(sc_client):
+    client = await sc_client()
+    resp = await client.get("/", headers={"Host": "evil; script-src *"})
+    csp = resp.headers["Content-Security-Policy"]
+    assert "evil" not in csp and "connect-src 'self';" in csp
+    good = await client.get("/", headers={"Host": "chat.example.com:8443"})
+    assert "connect-src 'self' ws://chat.example.com:8443;" in good.headers[
+        "Content-Security-Policy"]

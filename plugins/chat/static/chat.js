@@ -16,6 +16,11 @@ import { app, clear, h } from "/static/web/app.js";
 import { randomId, time } from "/static/web/dom.js";
 
 const CATCH_UP_PAGES = 20;
+
+// An event handler whose failure is shown to the user instead of escaping as an
+// unhandled rejection.
+const safely = (fn) => (...args) =>
+  Promise.resolve().then(() => fn(...args)).catch((err) => app.notice(err.message || String(err), "error"));
 const TYPING_REPEAT_MS = 3000;
 
 const conversations = new Map(); // id → conversation (list fields + details)
@@ -110,7 +115,7 @@ function renderList() {
   ui.list.replaceChildren(...sorted.map((c) => h("li", {
     class: `conversation${c.id === current ? " active" : ""}`,
     dataset: { id: c.id, type: c.type },
-    onclick: () => open(c.id),
+    onclick: safely(() => open(c.id)),
   },
   h("span", { class: "title" }, c.title || (c.type === "group" ? c.name || "Group" : "…")),
   c.unread_count > 0 ? h("span", { class: "unread", dataset: { count: String(c.unread_count) } }, String(c.unread_count)) : null,
@@ -154,7 +159,10 @@ async function createGroup(name, emails) {
 // -- the open conversation --------------------------------------------------------------
 
 async function open(id) {
-  if (current !== id) elements.clear();
+  if (current !== id) {
+    elements.clear();
+    if (ui) ui.members.hidden = true;
+  }
   current = id;
   const conv = conversations.get(id) || (await loadDetails(id));
   renderList();
@@ -173,9 +181,8 @@ function renderHeader(conv) {
   clear(ui.header).append(
     h("h2", { id: "conversation-title" }, conv.title || ""),
     conv.type === "direct" ? h("span", { id: "presence", dataset: { online: String(online) } }, online ? "online" : "offline") : null,
-    h("button", { type: "button", id: "show-members", class: "secondary", onclick: () => renderMembers(conv) }, `Members (${(conv.participants || []).length})`),
-    h("button", { type: "button", id: "leave", class: "secondary", onclick: () => leave(conv.id) }, "Leave"));
-  ui.members.hidden = true;
+    h("button", { type: "button", id: "show-members", class: "secondary", onclick: safely(() => renderMembers(conv)) }, `Members (${(conv.participants || []).length})`),
+    h("button", { type: "button", id: "leave", class: "secondary", onclick: safely(() => leave(conv.id)) }, "Leave"));
 }
 
 async function renderMembers(conv) {
@@ -185,10 +192,10 @@ async function renderMembers(conv) {
   const rows = await Promise.all(fresh.participants.map(async (p) => h("li", { class: "member", dataset: { id: p.user_id, online: String(!!fresh.online[p.user_id]) } },
     h("span", { class: "name" }, await app.userName(p.user_id)), ` (${p.role}) `,
     h("span", { class: "presence" }, fresh.online[p.user_id] ? "online" : "offline"),
-    canManage && p.user_id !== app.me.id ? h("button", { type: "button", class: "remove-member secondary", onclick: async () => {
+    canManage && p.user_id !== app.me.id ? h("button", { type: "button", class: "remove-member secondary", onclick: safely(async () => {
       await app.api.delete(path(fresh.id, `/participants/${encodeURIComponent(p.user_id)}`));
-      renderMembers(fresh);
-    } }, "Remove") : null)));
+      await renderMembers(fresh);
+    }) }, "Remove") : null)));
   const input = h("input", { type: "email", name: "email", placeholder: "email address", required: true });
   const error = h("p", { class: "error" });
   clear(ui.members).append(h("ul", { id: "member-list" }, rows),
@@ -273,7 +280,7 @@ function messageElement(conv, m) {
   if (mine && !m.deleted && m.message_type === "text") {
     el.append(h("span", { class: "actions" },
       h("button", { type: "button", class: "edit secondary", onclick: () => editInPlace(m, el, body) }, "Edit"),
-      h("button", { type: "button", class: "delete secondary", onclick: () => removeMessage(m) }, "Delete")));
+      h("button", { type: "button", class: "delete secondary", onclick: safely(() => removeMessage(m)) }, "Delete")));
   }
   return el;
 }
@@ -331,10 +338,10 @@ function renderMessages({ stick = false, keepOffset = false } = {}) {
 
 function editInPlace(m, el, body) {
   const input = h("input", { type: "text", class: "edit-input", value: m.content });
-  const form = h("form", { class: "edit-form", onsubmit: async (e) => {
+  const form = h("form", { class: "edit-form", onsubmit: safely(async (e) => {
     e.preventDefault();
     received(await app.api.patch(path(m.conversation_id, `/messages/${m.id}`), { content: input.value }));
-  } }, input, h("button", { type: "submit" }, "Save"));
+  }) }, input, h("button", { type: "submit" }, "Save"));
   body.replaceWith(form);
   input.focus();
 }
@@ -473,8 +480,11 @@ async function onMembership(data) {
     await loadConversations();
     return;
   }
-  await loadDetails(data.conversation_id);
-  if (data.conversation_id === current) renderHeader(conversations.get(data.conversation_id));
+  const conv = await loadDetails(data.conversation_id);
+  if (data.conversation_id === current) {
+    renderHeader(conv);
+    if (!ui.members.hidden) renderMembers(conv);
+  }
   renderList();
 }
 
@@ -532,10 +542,10 @@ function mount({ sidebar, main }) {
     send(current, text);
   } }, input, h("button", { type: "submit", id: "send" }, "Send"), actions);
   for (const action of composerActions) actions.append(actionButton(action));
-  const older = h("button", { type: "button", id: "load-older", class: "secondary", hidden: true, onclick: async () => {
+  const older = h("button", { type: "button", id: "load-older", class: "secondary", hidden: true, onclick: safely(async () => {
     await loadOlder(timeline(current));
     renderMessages({ keepOffset: true });
-  } }, "Load older messages");
+  }) }, "Load older messages");
   const messages = h("ul", { id: "messages" });
   const scroller = h("div", { id: "message-scroller" }, older, messages);
   const header = h("header", { id: "conversation-header" });

@@ -6,6 +6,7 @@ import { app, h } from "/static/web/app.js";
 const cards = new Map(); // poll id → Set of mounted card elements
 const polls = new Map(); // poll id → latest poll view
 const mine = new Map(); // poll id → my option ids (events carry no viewer)
+const drafts = new Map(); // poll id → options ticked but not yet sent (survive re-renders)
 
 function remember(poll) {
   const known = polls.get(poll.id);
@@ -16,27 +17,40 @@ function remember(poll) {
 }
 
 function draw(el, poll) {
-  const chosen = new Set(mine.get(poll.id) || []);
+  const voted = new Set(mine.get(poll.id) || []);
+  const chosen = drafts.get(poll.id) || voted;
   const closed = poll.status === "closed";
   const kind = poll.allow_multiple ? "checkbox" : "radio";
-  const form = h("form", { class: "poll-vote", onsubmit: async (e) => {
-    e.preventDefault();
-    const ids = [...form.querySelectorAll("input:checked")].map((i) => i.value);
-    const updated = await app.api.post(`/v1/polls/${poll.id}/votes`, { option_ids: ids });
-    mine.set(poll.id, ids);
-    remember(updated);
-  } });
+  const error = h("span", { class: "error" });
+  const form = h("form", { class: "poll-vote",
+    onchange: () => drafts.set(poll.id, new Set([...form.querySelectorAll("input:checked")].map((i) => i.value))),
+    onsubmit: async (e) => {
+      e.preventDefault();
+      const ids = [...form.querySelectorAll("input:checked")].map((i) => i.value);
+      if (!ids.length) {
+        error.textContent = "choose an option first";
+        return;
+      }
+      try {
+        const updated = await app.api.post(`/v1/polls/${poll.id}/votes`, { option_ids: ids });
+        mine.set(poll.id, ids);
+        drafts.delete(poll.id);
+        remember(updated);
+      } catch (err) {
+        error.textContent = err.message;
+      }
+    } });
   for (const option of poll.options) {
     form.append(h("label", { class: "poll-option", dataset: { optionId: option.id } },
       h("input", { type: kind, name: `poll-${poll.id}`, value: option.id, checked: chosen.has(option.id), disabled: closed }),
       h("span", { class: "option-text" }, option.text),
       h("span", { class: "votes", dataset: { votes: String(option.votes ?? "") } }, option.votes === null ? "" : `${option.votes} vote${option.votes === 1 ? "" : "s"}`)));
   }
-  if (!closed) form.append(h("button", { type: "submit", class: "vote" }, chosen.size ? "Change vote" : "Vote"));
+  if (!closed) form.append(h("button", { type: "submit", class: "vote" }, voted.size ? "Change vote" : "Vote"), error);
   const controls = [];
   if (!closed && poll.creator_id === app.me.id) {
-    controls.push(h("button", { type: "button", class: "close-poll secondary", onclick: async () => {
-      remember(await app.api.post(`/v1/polls/${poll.id}/close`));
+    controls.push(h("button", { type: "button", class: "close-poll secondary", onclick: () => {
+      app.api.post(`/v1/polls/${poll.id}/close`).then(remember).catch((err) => app.notice(err.message, "error"));
     } }, "Close poll"));
   }
   el.replaceChildren(

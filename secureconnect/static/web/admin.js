@@ -4,6 +4,10 @@
 import { app, clear, h } from "./app.js";
 
 const sections = [];
+
+// Button handlers report failures in the notice line (no unhandled rejections).
+const safely = (fn) => (...args) =>
+  Promise.resolve().then(() => fn(...args)).catch((err) => app.notice(err.message || String(err), "error"));
 const SAMPLES = 30;
 
 function table(headers, rows, attrs = {}) {
@@ -111,14 +115,14 @@ async function users(el) {
     results.replaceChildren(...users.map((u) => h("tr", { class: "user", dataset: { id: u.id, email: u.email } },
       h("td", {}, u.email), h("td", {}, u.display_name), h("td", {}, u.role),
       h("td", {}, u.email_verified ? "yes" : "no"),
-      h("td", {}, h("button", { type: "button", class: "sign-out-user", onclick: async (e) => {
+      h("td", {}, h("button", { type: "button", class: "sign-out-user", onclick: safely(async (e) => {
         const r = await app.api.post(`/v1/admin/users/${u.id}/sign-out`);
         e.target.textContent = `${r.sessions_revoked} session(s) ended`;
-      } }, "Sign out everywhere")))));
+      }) }, "Sign out everywhere")))));
   };
   const input = h("input", { type: "search", name: "q", placeholder: "email or name prefix" });
   el.append(
-    h("form", { id: "user-search", onsubmit: (e) => { e.preventDefault(); load(input.value); } }, input, h("button", { type: "submit" }, "Search")),
+    h("form", { id: "user-search", onsubmit: (e) => { e.preventDefault(); safely(load)(input.value); } }, input, h("button", { type: "submit" }, "Search")),
     h("table", { id: "admin-users" }, h("thead", {}, h("tr", {}, ["email", "name", "role", "verified", ""].map((t) => h("th", {}, t)))), results),
     h("p", { class: "hint" }, "Disable, delete and role changes need auth-service support that does not exist yet (docs/web.md)."));
   await load("");
@@ -132,10 +136,10 @@ async function jobs(el) {
       h("td", {}, j.name), h("td", {}, j.plugin), h("td", {}, `${j.interval} s`),
       h("td", { class: "last-run", dataset: { status: j.last_run ? j.last_run.status : "" } },
         j.last_run ? `${when(j.last_run.at)} · ${j.last_run.status} · result ${j.last_run.result}` : "never"),
-      h("td", {}, h("button", { type: "button", class: "run-job", onclick: async () => {
+      h("td", {}, h("button", { type: "button", class: "run-job", onclick: safely(async () => {
         await app.api.post(`/v1/admin/jobs/${encodeURIComponent(j.name)}/run`);
         await render();
-      } }, "Run now")))));
+      }) }, "Run now")))));
   };
   el.append(h("table", { id: "admin-jobs" }, h("thead", {}, h("tr", {}, ["job", "plugin", "interval", "last run", ""].map((t) => h("th", {}, t)))), body));
   await render();

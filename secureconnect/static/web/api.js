@@ -60,6 +60,11 @@ export class Session {
         })
         .catch((err) => {
           if (err.status === 401 || err.status === 400) this.clear();
+          else if (this.refreshToken === token) {
+            // unreachable server: try again soon, while the token may still be valid
+            clearTimeout(this.timer);
+            this.timer = setTimeout(() => this.refresh(), 5000);
+          }
           return false;
         })
         .finally(() => {

@@ -138,7 +138,11 @@ export class Realtime {
     if (this.stopped) return;
     if (code === 1008) {
       // revoked or expired token: rotate first; a failed rotation means signed out
-      this.session.refresh().then((ok) => (ok ? this.schedule() : this.emit("signed_out", {})));
+      // (a refusal signs out through the session; a network failure retries later)
+      this.session.refresh().then(() => {
+        if (this.session.signedIn) this.schedule();
+        else this.emit("signed_out", {});
+      });
       return;
     }
     this.schedule();
