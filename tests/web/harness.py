@@ -233,9 +233,14 @@ class Browser:
         return self.driver.execute_script(script, *args)
 
     def fill(self, css: str, text: str) -> None:
+        """Type ``text`` into a field, again if a re-render replaced it meanwhile."""
+        self.wait(lambda: self._fill(css, text), what=f"filled {css}")
+
+    def _fill(self, css: str, text: str) -> bool:
         el = self.find(css)
         el.clear()
         el.send_keys(text)
+        return bool(el.get_attribute("value") == text)
 
     def click(self, css: str) -> None:
         self.wait(lambda: self._click(css), what=f"clickable {css}")

@@ -13,9 +13,8 @@
 //   addComposerAction({ id, label, run(conversationId) })
 
 import { app, clear, h } from "/static/web/app.js";
-import { randomId, time } from "/static/web/dom.js";
-
-const CATCH_UP_PAGES = 20;
+import { time } from "/static/web/dom.js";
+import { conversationPath, Outbox, Timeline } from "./delivery.js";
 
 // An event handler whose failure is shown to the user instead of escaping as an
 // unhandled rejection.
@@ -28,41 +27,18 @@ const timelines = new Map(); // id → Timeline
 const renderers = new Map();
 const composerActions = [];
 const typingNow = new Map(); // conversation id → Map(user id → expiry ms)
-let outbox = []; // pending sends {client_id, conversation_id, content, state, error}
+const outbox = new Outbox(app.socket, { delivered: (m) => received(m), changed: () => renderMessages() });
 let current = null;
 let ui = null;
 let lastTypingSent = 0;
-
-class Timeline {
-  constructor(id) {
-    this.id = id;
-    this.byId = new Map();
-    this.maxSeq = 0;
-    this.cursor = null;
-    this.complete = false;
-    this.loaded = false;
-  }
-
-  add(message) {
-    const old = this.byId.get(message.id);
-    this.byId.set(message.id, message);
-    if (message.seq > this.maxSeq) this.maxSeq = message.seq;
-    return !old || old.edited_at !== message.edited_at || old.deleted !== message.deleted;
-  }
-
-  sorted() {
-    return [...this.byId.values()].sort((a, b) => a.seq - b.seq);
-  }
-}
 
 function timeline(id) {
   if (!timelines.has(id)) timelines.set(id, new Timeline(id));
   return timelines.get(id);
 }
 
-function path(id, rest = "") {
-  return `/v1/conversations/${encodeURIComponent(id)}${rest}`;
-}
+const path = conversationPath;
+const pageSize = () => app.config.history_page || 50;
 
 // -- conversations ------------------------------------------------------------------
 
@@ -168,8 +144,8 @@ async function open(id) {
   renderList();
   renderHeader(conv);
   const tl = timeline(id);
-  if (!tl.loaded) await loadOlder(tl);
-  else await catchUp(tl);
+  if (!tl.loaded) await tl.loadOlder(app.api, pageSize());
+  else await tl.catchUp(app.api, pageSize());
   renderMessages({ stick: true });
   markRead();
   ui.input.focus();
@@ -196,7 +172,9 @@ async function renderMembers(conv) {
       await app.api.delete(path(fresh.id, `/participants/${encodeURIComponent(p.user_id)}`));
       await renderMembers(fresh);
     }) }, "Remove") : null)));
-  const input = h("input", { type: "email", name: "email", placeholder: "email address", required: true });
+  // a re-render (someone joined or left) keeps what is being typed
+  const typed = ui.members.querySelector("#add-member input");
+  const input = h("input", { type: "email", name: "email", placeholder: "email address", required: true, value: typed ? typed.value : "" });
   const error = h("p", { class: "error" });
   clear(ui.members).append(h("ul", { id: "member-list" }, rows),
     canManage ? h("form", { id: "add-member", onsubmit: async (e) => {
@@ -229,35 +207,6 @@ function forget(id) {
     ui.members.hidden = true;
   }
   renderList();
-}
-
-async function loadOlder(tl) {
-  if (tl.complete) return;
-  const before = tl.cursor ? `&before=${encodeURIComponent(tl.cursor)}` : "";
-  const page = await app.api.get(path(tl.id, `/messages?limit=${app.config.history_page || 50}${before}`));
-  for (const m of page.messages) tl.add(m);
-  tl.cursor = page.next_cursor;
-  tl.complete = !page.next_cursor;
-  tl.loaded = true;
-}
-
-// Fetch what came after tl.maxSeq (newest first, page by page), once per call.
-async function catchUp(tl) {
-  if (!tl.loaded) return;
-  if (tl.catching) return tl.catching;
-  tl.catching = (async () => {
-    const known = tl.maxSeq;
-    let before = "";
-    for (let i = 0; i < CATCH_UP_PAGES; i++) {
-      const page = await app.api.get(path(tl.id, `/messages?limit=${app.config.history_page || 50}${before}`));
-      for (const m of page.messages) tl.add(m);
-      if (!page.next_cursor || page.messages.some((m) => m.seq <= known + 1)) break;
-      before = `&before=${encodeURIComponent(page.next_cursor)}`;
-    }
-  })().finally(() => {
-    tl.catching = null;
-  });
-  return tl.catching;
 }
 
 function receiptFor(conv, message) {
@@ -322,8 +271,8 @@ function renderMessages({ stick = false, keepOffset = false } = {}) {
   const delivered = new Set();
   for (const m of tl.byId.values()) if (m.metadata && m.metadata.client_id) delivered.add(m.metadata.client_id);
   const wanted = tl.sorted().map((m) => cached(m.id, signature(conv, m), () => messageElement(conv, m)));
-  for (const entry of outbox) {
-    if (entry.conversation_id !== current || delivered.has(entry.client_id)) continue;
+  for (const entry of outbox.pending(current)) {
+    if (delivered.has(entry.client_id)) continue;
     wanted.push(cached(entry.client_id, `${entry.state}:${entry.error}`, () => pendingElement(entry)));
   }
   ui.older.hidden = tl.complete;
@@ -353,33 +302,10 @@ async function removeMessage(m) {
 // -- sending: an outbox retried over reconnects with the same client_id -------------
 
 function send(conversationId, content) {
-  const entry = { client_id: randomId(), conversation_id: conversationId, content, state: "queued", error: "" };
-  outbox.push(entry);
+  outbox.add(conversationId, content);
   renderMessages({ stick: true });
   sendTyping("stop");
-  flush();
-}
-
-async function flush() {
-  for (const entry of outbox) {
-    if (entry.state !== "queued" || !app.socket.connected) continue;
-    entry.state = "sending";
-    app.socket.request("chat.send", {
-      conversation_id: entry.conversation_id, content: entry.content, message_type: "text",
-      client_id: entry.client_id, metadata: { client_id: entry.client_id },
-    }).then((message) => {
-      outbox = outbox.filter((e) => e !== entry);
-      received(message);
-    }).catch((err) => {
-      if (["disconnected", "timeout", "rate_limited", "internal_error"].includes(err.code)) {
-        entry.state = "queued"; // retried on the next (re)connect with the same client_id
-      } else {
-        entry.state = "failed";
-        entry.error = err.message;
-      }
-      renderMessages();
-    });
-  }
+  outbox.flush();
 }
 
 function sendTyping(state) {
@@ -431,7 +357,7 @@ function received(message) {
     conv.last_message_at = message.created_at;
   }
   renderList();
-  if (gap) catchUp(tl).then(() => renderMessages()).catch(() => {});
+  if (gap) tl.catchUp(app.api, pageSize()).then(() => renderMessages()).catch(() => {});
   if (message.conversation_id === current) {
     renderMessages();
     if (message.sender_id !== app.me.id) markRead();
@@ -493,13 +419,13 @@ async function onMembership(data) {
 async function resume() {
   try {
     await loadConversations();
-    await Promise.all([...timelines.values()].map((tl) => catchUp(tl)));
+    await Promise.all([...timelines.values()].map((tl) => tl.catchUp(app.api, pageSize())));
   } catch {
     return; // the next reconnect tries again
   }
   renderMessages();
   markRead();
-  flush();
+  outbox.flush();
 }
 
 // -- mount --------------------------------------------------------------------------------
@@ -543,7 +469,7 @@ function mount({ sidebar, main }) {
   } }, input, h("button", { type: "submit", id: "send" }, "Send"), actions);
   for (const action of composerActions) actions.append(actionButton(action));
   const older = h("button", { type: "button", id: "load-older", class: "secondary", hidden: true, onclick: safely(async () => {
-    await loadOlder(timeline(current));
+    await timeline(current).loadOlder(app.api, pageSize());
     renderMessages({ keepOffset: true });
   }) }, "Load older messages");
   const messages = h("ul", { id: "messages" });
@@ -572,7 +498,7 @@ function unmount() {
   timelines.clear();
   typingNow.clear();
   elements.clear();
-  outbox = [];
+  outbox.clear();
 }
 
 app.on("chat.message", received);
