@@ -1,8 +1,9 @@
 """The admin REST API under ``/v1/admin/`` (what the ``/admin`` console shows).
 
 Contract: every route needs an access token whose role is ``admin`` (else 403
-``admin_only``, before anything is read); every call is audit-logged — one line on
-the ``secureconnect.audit`` logger with actor, action, target and request id, and the
+``admin_only``, before anything is read); every change and every read of sensitive
+data (configuration, accounts, the audit trail) is audit-logged — one line on the
+``secureconnect.audit`` logger with actor, action, target and request id, and the
 newest entries kept in memory for ``GET /v1/admin/audit``. Users can be listed,
 searched and signed out everywhere; the auth service has no disable, delete or role
 change yet, so neither has this API (docs/web.md, "Gaps").
@@ -57,15 +58,18 @@ def record(request: web.Request, action: str, target: str = "", **details: Any) 
                    entry["actor"], entry["request_id"])
 
 
-def admin_only(action: str) -> Callable[[AdminHandler], AdminHandler]:
-    """Refuse non-admins with 403, then audit the call (read or change) by name."""
+def admin_only(action: str, *, audit: bool = True) -> Callable[[AdminHandler], AdminHandler]:
+    """Refuse non-admins with 403, then audit the call by name. Every change and every
+    read of sensitive data (configuration, accounts, the audit trail) is audited; the
+    console's periodic status reads (``audit=False``) would only drown them."""
 
     def wrap(handler: AdminHandler) -> AdminHandler:
         async def checked(request: web.Request, *args: Any) -> web.StreamResponse:
             if not principal(request).is_admin:
                 raise Forbidden("this route is for administrators", code="admin_only")
-            target = "/".join(v for k, v in request.match_info.items() if k != "path")
-            record(request, action, target)
+            if audit:
+                target = "/".join(v for k, v in request.match_info.items() if k != "path")
+                record(request, action, target)
             return await handler(request, *args)
 
         checked.__doc__ = handler.__doc__
@@ -78,7 +82,7 @@ def admin_only(action: str) -> Callable[[AdminHandler], AdminHandler]:
 # -- plugins, health, metrics, configuration -----------------------------------------
 
 @routes.get("/v1/admin/plugins", **_ADMIN)
-@admin_only("plugins.list")
+@admin_only("plugins.list", audit=False)
 async def plugins(request: web.Request) -> web.StreamResponse:
     """Every installed plugin: enabled, version, the hooks it implements, its panels."""
     from ..plugins import describe_plugins
@@ -94,7 +98,7 @@ async def plugins(request: web.Request) -> web.StreamResponse:
 
 
 @routes.get("/v1/admin/health", **_ADMIN)
-@admin_only("health.read")
+@admin_only("health.read", audit=False)
 async def health(request: web.Request) -> web.StreamResponse:
     """Every dependency check, as /health/ready runs them."""
     ok, checks = await _kernel(request).health.run()
@@ -142,7 +146,7 @@ def key_metrics(kernel: Any) -> dict[str, float]:
 
 
 @routes.get("/v1/admin/metrics", **_ADMIN)
-@admin_only("metrics.read")
+@admin_only("metrics.read", audit=False)
 async def metrics(request: web.Request) -> web.StreamResponse:
     """Key counters and gauges of this instance, and request latency buckets (full
     set: /metrics)."""
@@ -214,7 +218,7 @@ async def sign_out_everywhere(request: web.Request) -> web.StreamResponse:
 # -- jobs and audit ------------------------------------------------------------------
 
 @routes.get("/v1/admin/jobs", **_ADMIN)
-@admin_only("jobs.list")
+@admin_only("jobs.list", audit=False)
 async def jobs(request: web.Request) -> web.StreamResponse:
     """Periodic jobs: owner, interval and the last run on this instance."""
     scheduler = _kernel(request).jobs
