@@ -67,9 +67,9 @@ def _page(request: web.Request, template: str, page: str, **context: Any) -> web
     from ..app import render_template
 
     kernel = _kernel(request)
-    shown = panels(request).for_page("app")
-    if page == "admin":
-        shown += panels(request).for_page("admin")
+    # every panel loads on every page: the shell switches between the client and the
+    # console in place (the session lives in the page's memory)
+    shown = panels(request).for_page("app") + panels(request).for_page("admin")
     text = render_template(request.app, template, {
         "name": kernel.settings.app.name,
         "page": page,

@@ -101,7 +101,12 @@ def test_admin_console_for_admins_only(live, browser: Browser) -> None:
     assert browser.all("#admin-plugins") == []
     sign_out(browser)
 
+    # an admin signed in to the client switches to the console in place
+    browser.open("/")
     sign_in(browser, "root@example.com")
+    browser.find("#conversation-list")
+    browser.click("#nav-admin")
+    assert browser.driver.current_url.endswith("/admin")
     rows = '#admin-plugins tr.plugin[data-name="{}"]'
     browser.wait(lambda: browser.find(rows.format("example")).get_attribute("data-enabled")
                  == "false", what="example shown disabled")
@@ -124,6 +129,11 @@ def test_admin_console_for_admins_only(live, browser: Browser) -> None:
     browser.wait(lambda: browser.find(job + " td.last-run").get_attribute("data-status")
                  == "success", what="job ran")
     browser.find("#admin-config")
+    browser.click("#nav-client")  # and back, still signed in
+    browser.find("#conversation-list")
+    assert browser.find("#me").text == "Root"
+    browser.driver.back()
+    browser.find("#admin-plugins")
     browser.wait(lambda: browser.find("#admin-ready").get_attribute("data-ready") == "true",
                  what="health")
     entries = list(kernel.state["web.audit"])

@@ -109,13 +109,16 @@ class App {
     this.mountPanels();
   }
 
+  // Stop everything that could still use the tokens first, then end the session on
+  // the server with the token kept aside.
   async signOut() {
-    try {
-      await this.api.post("/v1/auth/logout");
-    } catch {
-      /* the session ends locally either way */
-    }
+    const token = this.api.access;
     this.api.clear();
+    try {
+      await this.api.request("POST", "/v1/auth/logout", {}, { auth: false, headers: { Authorization: `Bearer ${token}` } });
+    } catch {
+      /* the session ended locally either way */
+    }
   }
 
   signedOut() {
@@ -133,10 +136,25 @@ class App {
     me.textContent = this.me ? this.me.display_name : "";
     if (!this.me) return;
     if (this.me.role === "admin") {
-      nav.append(this.page === "admin" ? h("a", { href: "/", id: "nav-client" }, "Client") : h("a", { href: "/admin", id: "nav-admin" }, "Admin"));
+      const [href, id, label, page] = this.page === "admin" ? ["/", "nav-client", "Client", "app"] : ["/admin", "nav-admin", "Admin", "admin"];
+      nav.append(h("a", { href, id, onclick: (e) => {
+        e.preventDefault();
+        history.pushState({ page }, "", href);
+        this.switchPage(page);
+      } }, label));
     }
     nav.append(h("a", { href: "/docs", target: "_blank", rel: "noopener" }, "API docs"));
     nav.append(h("button", { id: "sign-out", type: "button", onclick: () => this.signOut() }, "Sign out"));
+  }
+
+  // Between the client and the console without a page load: the session (kept in
+  // memory only) survives.
+  switchPage(page) {
+    for (const panel of this.mounted) if (panel.unmount) panel.unmount();
+    this.mounted = [];
+    this.page = page;
+    this.renderTopbar();
+    this.mountPanels();
   }
 
   mountPanels() {
@@ -158,6 +176,10 @@ class App {
 }
 
 export const app = new App();
+window.addEventListener("popstate", () => {
+  const page = location.pathname === "/admin" ? "admin" : "app";
+  if (app.me && page !== app.page) app.switchPage(page);
+});
 app.socket.listen((type, data) => {
   if (type === "state") {
     const el = document.getElementById("conn-status");
