@@ -1,7 +1,7 @@
 """Web panels: what a plugin adds to the web client (``sc_web_panels``).
 
 Contract: a :class:`WebPanel` names a folder of static files, the ES modules and
-stylesheets every page of its kind loads from it, and the page it belongs to. The
+stylesheets every page loads from it, and the page it mounts on. The
 kernel serves the folder read-only under ``/static/plugins/<name>/`` (no directory
 listings, no path outside the folder) and lists the panels' files in the page, in
 plugin order (:mod:`secureconnect.hooks`). Panel names are unique; a clash is a start-up error.
@@ -31,7 +31,7 @@ class WebPanel:
     scripts: tuple[str, ...] = ()
     #: stylesheets (relative to ``static_dir``)
     styles: tuple[str, ...] = ()
-    #: the page that loads it: the web client (``app``) or the admin console (``admin``)
+    #: the page it mounts on: the web client (``app``) or the admin console (``admin``)
     page: Literal["app", "admin"] = "app"
     #: a short human title (shown in the admin console's plugin list)
     title: str = ""
