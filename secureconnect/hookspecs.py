@@ -148,12 +148,12 @@ def sc_web_panels(kernel: Kernel) -> Sequence[WebPanel]:
     A panel names a folder of static files (served under
     ``/static/plugins/<panel name>/``), the ES module scripts and stylesheets from it
     that every page of the client loads, and whether it mounts on the ``"app"`` page
-    (``/``) or the ``"admin"`` page (``/admin``). Scripts run after the kernel's shell module and reach the
-    shell through ``import {app} from "/static/web/app.js"`` (see docs/web.md). Pages
-    allow scripts and styles from the same origin only (no inline code): put all of
-    a panel's code in its files. Panels load in plugin order (see
-    :mod:`secureconnect.hooks`); two panels with the same name is a start-up error
-    naming both plugins.
+    (``/``) or the ``"admin"`` page (``/admin``). Scripts run after the kernel's shell
+    module and reach the shell through ``import {app} from "/static/web/app.js"``
+    (see docs/web.md). Pages allow scripts and styles from the same origin only (no
+    inline code): put all of a panel's code in its files. Panels load in plugin order
+    (see :mod:`secureconnect.hooks`); two panels with the same name is a start-up
+    error naming both plugins.
     """
 
 
