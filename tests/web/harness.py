@@ -76,14 +76,13 @@ class LiveServer:
 
 
 class FlakyProxy:
-    """A TCP forwarder to ``target_port`` whose network the test can cut."""
+    """A TCP forwarder to the live server whose network the test can cut."""
 
     def __init__(self, server: LiveServer) -> None:
         self.server = server
         self.port = free_port()
         self.online = True
         self.dead: set[asyncio.StreamWriter] = set()
-        self.open: set[asyncio.StreamWriter] = set()
         self.pairs: set[tuple[asyncio.StreamWriter, asyncio.StreamWriter]] = set()
         self.cut_up = self.cut_down = True
         self._listener: asyncio.Server | None = None
@@ -102,8 +101,9 @@ class FlakyProxy:
         async def close() -> None:
             if self._listener is not None:
                 self._listener.close()
-            for writer in list(self.dead):
-                writer.transport.abort()
+            for pair in list(self.pairs):
+                for writer in pair:
+                    writer.transport.abort()
 
         self.server.call(close())
 
@@ -114,7 +114,6 @@ class FlakyProxy:
             writer.close()
             return
         ends = (writer, up_writer)
-        self.open.update(ends)
         self.pairs.add(ends)
         if not self.online:
             self.dead.update(self._directions(writer, up_writer))
@@ -138,7 +137,6 @@ class FlakyProxy:
         self.pairs.discard(ends)
         for end in ends:
             self.dead.discard(end)
-            self.open.discard(end)
 
     def cut(self, *, up: bool = True, down: bool = True) -> None:
         """Lose every packet from now on: towards the server (``up``), towards the
