@@ -329,6 +329,17 @@ class AuthService:
             rows = await conn.execute(select(m.users.c.id).where(m.users.c.id.in_(wanted)))
             return {r.id for r in rows}
 
+    async def set_display_name(self, user_id: str, display_name: str) -> User:
+        """Rename an account (the user directory's ``PATCH /v1/users/me``)."""
+        display_name = self.clean_display_name(display_name)
+        async with self.kernel.db.connect() as conn:
+            await conn.execute(update(m.users).where(m.users.c.id == str(user_id))
+                               .values(display_name=display_name))
+        user = await self.get_user(user_id)
+        if user is None:
+            raise Unauthorized("the account no longer exists", code="invalid_token")
+        return user
+
     async def me(self, principal: Principal) -> User:
         user = await self.get_user(principal.user_id)
         if user is None:  # deleted after the token was issued

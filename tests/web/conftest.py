@@ -10,10 +10,8 @@ from typing import Any
 
 import pytest
 
-from secureconnect.app import ROUTES, create_app
 from secureconnect.testing import make_settings
 
-from .directory_standin import DirectoryStandIn
 from .harness import Browser, FlakyProxy, LiveServer, browser_available
 
 REQUIRE = os.environ.get("SC_TEST_REQUIRE_SERVICES") == "1"
@@ -21,13 +19,6 @@ REQUIRE = os.environ.get("SC_TEST_REQUIRE_SERVICES") == "1"
 
 def _settings(tmp: str, **overrides: Any) -> Any:
     return make_settings(overrides, data_dir=tmp)
-
-
-def _needs_directory(settings: Any) -> bool:
-    """True while no plugin serves ``GET /v1/users`` (the user directory is being
-    written on another branch); the stand-in then plays its documented contract."""
-    app = create_app(settings)
-    return not any(r.method == "GET" and r.path == "/v1/users" for r in app[ROUTES])
 
 
 @pytest.fixture(scope="module")
@@ -54,9 +45,7 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LiveServer,
     # a database file, as `make run` serves (the testing default is one in-memory
     # connection shared by every task, which real concurrent browsers outgrow)
     base["database"] = {"url": f"sqlite+aiosqlite:///{tmp}/web.db"}
-    probe = _settings(tmp, **base)
-    plugins = [DirectoryStandIn] if _needs_directory(probe) else []
-    server = LiveServer(None, plugins, port=port)
+    server = LiveServer(None, port=port)
     proxy = FlakyProxy(server)
     base["cors"] = {"allow_origins": [proxy.url]}
     server.settings = _settings(tmp, **base)
