@@ -78,7 +78,8 @@ def _page(request: web.Request, template: str, page: str, **context: Any) -> web
         "styles": [p.url(f) for p in shown for f in p.styles],
         **context,
     })
-    return web.Response(text=text, content_type="text/html", headers=page_headers(request))
+    return web.Response(text=text, content_type="text/html",
+                        headers=page_headers(request, panels(request).connect_src()))
 
 
 @routes.get("/", **_PAGE)

@@ -18,6 +18,7 @@ from typing import Literal
 from ..errors import ConfigError
 
 _NAME = re.compile(r"^[a-z][a-z0-9_-]{0,39}$")
+_ORIGIN = re.compile(r"^(https?|wss?)://(\*\.)?[A-Za-z0-9.\-]+(:\d{1,5})?$|^(https?|wss?)://\[[0-9A-Fa-f:.]+\](:\d{1,5})?$")
 _FILE = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_./-]{0,199}$")
 
 
@@ -35,6 +36,9 @@ class WebPanel:
     page: Literal["app", "admin"] = "app"
     #: a short human title (shown in the admin console's plugin list)
     title: str = ""
+    #: further origins the panel's scripts connect to (``https://s3.example.com``);
+    #: added to the pages' CSP ``connect-src``
+    connect_src: tuple[str, ...] = ()
     owner: str = field(default="", compare=False)
 
     def url(self, file: str) -> str:
@@ -62,8 +66,18 @@ class PanelRegistry:
             if not _FILE.match(file) or ".." in file.split("/") or not (root / file).is_file():
                 raise ConfigError(f"plugin '{owner}': web panel {panel.name!r} lists "
                                   f"{file!r}, which is not a file in {root}")
+        for origin in panel.connect_src:
+            if not _ORIGIN.match(origin):
+                raise ConfigError(f"plugin '{owner}': web panel {panel.name!r} lists "
+                                  f"connect_src {origin!r}, which is not an origin "
+                                  "(scheme://host[:port])")
         self.panels[panel.name] = WebPanel(panel.name, root.resolve(), tuple(panel.scripts),
-                                           tuple(panel.styles), panel.page, panel.title, owner)
+                                           tuple(panel.styles), panel.page, panel.title,
+                                           tuple(panel.connect_src), owner)
+
+    def connect_src(self) -> tuple[str, ...]:
+        """Every panel's extra ``connect-src`` origins, once each, in plugin order."""
+        return tuple(dict.fromkeys(o for p in self.panels.values() for o in p.connect_src))
 
     def for_page(self, page: str) -> list[WebPanel]:
         return [p for p in self.panels.values() if p.page == page]

@@ -132,6 +132,22 @@ def test_panel_listing_a_missing_file_stops_start_up(tmp_path):
         create_app(make_settings(), plugins=[Broken])
 
 
+def test_a_panel_connect_source_must_be_an_origin(tmp_path):
+    from secureconnect import hookimpl
+    from secureconnect.app import create_app
+
+    class Loose:
+        PLUGIN_NAME = "loose"
+
+        @staticmethod
+        @hookimpl
+        def sc_web_panels(kernel):
+            return [WebPanel("loose", tmp_path, connect_src=("https://a.example; script-src *",))]
+
+    with pytest.raises(ConfigError, match="is not an origin"):
+        create_app(make_settings(), plugins=[Loose])
+
+
 async def test_a_non_admin_gets_403_on_every_admin_route(sc_client):
     client = await sc_client()
     user = await register_and_login(client)
@@ -227,11 +243,28 @@ async def test_docs_and_admin_can_be_switched_off(sc_client):
     assert (await client.get("/")).status == 200
 
 
+def _directive(csp: str, name: str) -> list[str]:
+    for part in csp.split(";"):
+        words = part.split()
+        if words and words[0] == name:
+            return words[1:]
+    raise AssertionError(f"no {name} in {csp}")
+
+
 async def test_a_malformed_host_never_reaches_the_csp(sc_client):
-    client = await sc_client()
+    client = await sc_client({"plugins": {"drive": False}})
     resp = await client.get("/", headers={"Host": "evil; script-src *"})
     csp = resp.headers["Content-Security-Policy"]
-    assert "evil" not in csp and "connect-src 'self';" in csp
+    assert "evil" not in csp and _directive(csp, "connect-src") == ["'self'"]
     good = await client.get("/", headers={"Host": "chat.example.com:8443"})
-    assert "connect-src 'self' ws://chat.example.com:8443;" in good.headers[
+    assert _directive(good.headers["Content-Security-Policy"], "connect-src") == [
+        "'self'", "ws://chat.example.com:8443"]
+
+
+async def test_panels_add_their_connect_origins_to_the_csp(sc_client):
+    """drive's uploads and downloads go to drive.public_url (or the S3 endpoint)."""
+    client = await sc_client({"drive": {"public_url": "https://files.example.com:9000/base"}})
+    csp = (await client.get("/", headers={"Host": "chat.example.com"})).headers[
         "Content-Security-Policy"]
+    assert _directive(csp, "connect-src") == [
+        "'self'", "ws://chat.example.com", "https://files.example.com:9000"]
