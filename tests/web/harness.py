@@ -85,6 +85,8 @@ class FlakyProxy:
         self.dead: set[asyncio.StreamWriter] = set()
         self.pairs: set[tuple[asyncio.StreamWriter, asyncio.StreamWriter]] = set()
         self.cut_up = self.cut_down = True
+        #: seconds of delay per forwarded read (up to 64 KiB): a slow network
+        self.throttle = 0.0
         self._listener: asyncio.Server | None = None
 
     @property
@@ -121,6 +123,8 @@ class FlakyProxy:
         async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
             try:
                 while data := await src.read(65536):
+                    if self.throttle:
+                        await asyncio.sleep(self.throttle)
                     if dst in self.dead:
                         continue  # lost on the way
                     dst.write(data)
@@ -183,7 +187,11 @@ class Browser:
                     "--disable-dev-shm-usage", "--window-size=1280,900",
                     "--no-first-run", "--disable-extensions",
                     "--disable-background-networking",
-                    "--disable-component-update", "--disable-sync"):
+                    "--disable-component-update", "--disable-sync",
+                    # calls: camera and microphone are granted and fake (a test pattern
+                    # and a beep), so two browsers can exchange real media
+                    "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+                    "--autoplay-policy=no-user-gesture-required"):
             options.add_argument(arg)
         options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
         self.driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
@@ -246,6 +254,11 @@ class Browser:
     def _click(self, css: str) -> bool:
         self.find(css).click()
         return True
+
+    def download_to(self, folder: str | Path) -> None:
+        """Save downloads into ``folder`` without asking."""
+        self.driver.execute_cdp_cmd("Browser.setDownloadBehavior", {
+            "behavior": "allow", "downloadPath": str(folder), "eventsEnabled": True})
 
     # -- console log -----------------------------------------------------------------------
     def read_log(self) -> list[dict[str, Any]]:

@@ -7,6 +7,7 @@
 const CHUNK = 4 * 1024 * 1024; // bytes per tus PATCH
 const MAX_RETRIES = 6;
 const HASH_LIMIT = 512 * 1024 * 1024; // larger files are not hashed in the browser
+const IDLE_MS = 10000; // a request that moves no byte for this long is given up (dead network)
 
 function b64(text) {
   return btoa(String.fromCharCode(...new TextEncoder().encode(text)));
@@ -20,16 +21,36 @@ async function sha256(blob) {
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
-// One XHR (fetch has no upload progress). Resolves {status, headers(name), text}.
+// One XHR (fetch has no upload progress). Resolves {status, header(name), text}.
+// A request that makes no progress for IDLE_MS is aborted: a network that silently
+// loses packets would otherwise leave it pending for ever.
 function xhr(method, url, { headers = {}, body = null, onProgress } = {}) {
   return new Promise((resolve, reject) => {
     const req = new XMLHttpRequest();
+    let idle = null;
+    const stalled = () => {
+      clearTimeout(idle);
+      idle = setTimeout(() => {
+        req.abort();
+        reject(new Error("timed out"));
+      }, IDLE_MS);
+    };
     req.open(method, url);
     for (const [name, value] of Object.entries(headers)) req.setRequestHeader(name, value);
-    if (onProgress) req.upload.onprogress = (e) => onProgress(e.loaded);
-    req.onload = () => resolve({ status: req.status, header: (n) => req.getResponseHeader(n), text: req.responseText });
-    req.onerror = () => reject(new Error("network error"));
-    req.ontimeout = () => reject(new Error("timed out"));
+    req.upload.onprogress = (e) => {
+      stalled();
+      if (onProgress) onProgress(e.loaded);
+    };
+    req.onprogress = stalled;
+    req.onload = () => {
+      clearTimeout(idle);
+      resolve({ status: req.status, header: (n) => req.getResponseHeader(n), text: req.responseText });
+    };
+    req.onerror = () => {
+      clearTimeout(idle);
+      reject(new Error("network error"));
+    };
+    stalled();
     req.send(body);
   });
 }
