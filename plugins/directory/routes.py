@@ -98,6 +98,21 @@ async def update_me(request: web.Request, body: ProfileIn) -> web.StreamResponse
     return json_response(profile.as_dict())
 
 
+class DeleteMeIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    password: StrictStr = Field(min_length=1, max_length=4096)
+
+
+@routes.delete("/v1/users/me", body=DeleteMeIn, status=204,
+               extra_responses={403: "wrong password"})
+async def delete_me(request: web.Request, body: DeleteMeIn) -> web.StreamResponse:
+    """Delete the caller's account (the password confirms it): sessions end at once,
+    every plugin removes its data."""
+    await request.app[KERNEL].auth.delete_own_account(principal(request), body.password)
+    return web.Response(status=204)
+
+
 @routes.get("/v1/users/{user_id}", response=ProfileOut)
 async def profile(request: web.Request) -> web.StreamResponse:
     """A user's public profile (no email)."""

@@ -33,7 +33,14 @@ from email_validator import EmailNotValidError, validate_email
 from sqlalchemy import and_, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from ..errors import Conflict, RateLimited, Unauthorized, ValidationFailed
+from ..errors import (
+    Conflict,
+    Forbidden,
+    NotFound,
+    RateLimited,
+    Unauthorized,
+    ValidationFailed,
+)
 from ..ids import new_id_str
 from . import models as m
 from .email import Mail, Mailer, build_sender
@@ -89,11 +96,13 @@ class User:
     role: str
     email_verified_at: datetime | None
     created_at: datetime
+    disabled_at: datetime | None = None
 
     @classmethod
     def from_row(cls, row: Any) -> User:
         return cls(
-            row.id, row.email, row.display_name, row.role, row.email_verified_at, row.created_at
+            row.id, row.email, row.display_name, row.role, row.email_verified_at, row.created_at,
+            row.disabled_at,
         )
 
     def as_dict(self) -> dict[str, Any]:
@@ -340,6 +349,56 @@ class AuthService:
             raise Unauthorized("the account no longer exists", code="invalid_token")
         return user
 
+    # -- administration (the admin API) ---------------------------------------------------
+    async def set_disabled(self, user_id: str, disabled: bool) -> User:
+        """Disable (every session ends at once, sign-in refused) or enable an account."""
+        async with self.kernel.db.connect() as conn:
+            done = await conn.execute(update(m.users).where(m.users.c.id == str(user_id))
+                                      .values(disabled_at=self.now() if disabled else None))
+        if not done.rowcount:
+            raise NotFound("no such user", code="user_not_found")
+        if disabled:
+            await self.revoke_all_sessions(str(user_id), reason="disabled")
+        return await self._existing(user_id)
+
+    async def set_role(self, user_id: str, role: str) -> User:
+        """Change the role. A demotion ends the account's sessions (their tokens carry
+        the old role); a promotion takes effect at the next token rotation."""
+        if role not in m.ROLES:
+            raise ValidationFailed(f"role must be one of {', '.join(m.ROLES)}",
+                                   code="invalid_role", status=422)
+        before = await self._existing(user_id)
+        async with self.kernel.db.connect() as conn:
+            await conn.execute(update(m.users).where(m.users.c.id == str(user_id))
+                               .values(role=role))
+        if before.role == "admin" and role != "admin":
+            await self.revoke_all_sessions(str(user_id), reason="role_changed")
+        return await self._existing(user_id)
+
+    async def delete_user(self, user_id: str) -> None:
+        """Delete the account: sessions end at once, then every plugin removes its
+        per-user data (``sc_user_deleted``)."""
+        user = await self._existing(user_id)
+        await self.revoke_all_sessions(str(user_id), reason="deleted")
+        async with self.kernel.db.connect() as conn:
+            await conn.execute(delete(m.users).where(m.users.c.id == str(user_id)))
+        await self.kernel.notify("sc_user_deleted", user=user.as_dict())
+
+    async def delete_own_account(self, principal: Principal, password: str) -> None:
+        """``DELETE /v1/users/me``: the password confirms it."""
+        async with self.kernel.db.connect() as conn:
+            row = (await conn.execute(select(m.users.c.password_hash)
+                                      .where(m.users.c.id == str(principal.user_id)))).first()
+        if row is None or not await self.passwords.verify(row.password_hash, password):
+            raise Forbidden("the password is not correct", code="invalid_password")
+        await self.delete_user(str(principal.user_id))
+
+    async def _existing(self, user_id: str) -> User:
+        user = await self.get_user(user_id) if len(str(user_id)) <= 64 else None
+        if user is None:
+            raise NotFound("no such user", code="user_not_found")
+        return user
+
     async def me(self, principal: Principal) -> User:
         user = await self.get_user(principal.user_id)
         if user is None:  # deleted after the token was issued
@@ -366,6 +425,11 @@ class AuthService:
         if not await self.passwords.verify(row.password_hash, password):
             self.attempts.labels("invalid_credentials").inc()
             raise _bad_credentials()
+        if row.disabled_at is not None:
+            # told only to whoever knows the password: no account enumeration
+            self.attempts.labels("disabled").inc()
+            raise Forbidden("this account is disabled; ask an administrator",
+                            code="account_disabled")
         if self.passwords.needs_rehash(row.password_hash):
             new_hash = await self.passwords.hash(password)
             async with self.kernel.db.connect() as conn:

@@ -4,9 +4,10 @@ Contract: every route needs an access token whose role is ``admin`` (else 403
 ``admin_only``, before anything is read); every change and every read of sensitive
 data (configuration, accounts, the audit trail) is audit-logged — one line on the
 ``secureconnect.audit`` logger with actor, action, target and request id, and the
-newest entries kept in memory for ``GET /v1/admin/audit``. Users can be listed,
-searched and signed out everywhere; the auth service has no disable, delete or role
-change yet, so neither has this API (docs/web.md, "Gaps").
+newest entries kept in memory for ``GET /v1/admin/audit``. Accounts can be searched,
+signed out everywhere, disabled / enabled, deleted and given a role; an administrator
+cannot disable, delete or demote their own account (409 ``own_account``), so the
+console cannot lock its last admin out by a slip.
 """
 
 from __future__ import annotations
@@ -15,14 +16,14 @@ import logging
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Literal
 
 from aiohttp import web
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import func, or_, select
 
 from ..config import as_plain_dict, redact
-from ..errors import Forbidden, NotFound
+from ..errors import Conflict, Forbidden, NotFound
 from ..http.context import REQUEST_ID, principal
 from ..http.handlers import json_response
 from ..routing import RouteTable
@@ -180,6 +181,26 @@ class AdminUserOut(BaseModel):
     role: str
     email_verified: bool
     created_at: str
+    disabled: bool
+
+
+class RoleIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    role: Literal["user", "admin"]
+
+
+def _admin_user(u: Any) -> dict[str, Any]:
+    return AdminUserOut(id=u.id, email=u.email, display_name=u.display_name, role=u.role,
+                        email_verified=u.email_verified_at is not None,
+                        created_at=u.created_at.isoformat(),
+                        disabled=u.disabled_at is not None).model_dump()
+
+
+def _not_self(request: web.Request, user_id: str) -> None:
+    if str(principal(request).user_id) == user_id:
+        raise Conflict("administrators cannot disable, delete or demote their own account; "
+                       "ask another administrator", code="own_account")
 
 
 @routes.get("/v1/admin/users", query=UserQuery, **_ADMIN)
@@ -197,10 +218,7 @@ async def users(request: web.Request, query: UserQuery) -> web.StreamResponse:
                                                                       escape="\\")))
     async with kernel.db.connect() as conn:
         rows = (await conn.execute(stmt)).all()
-    found = [AdminUserOut(id=r.id, email=r.email, display_name=r.display_name, role=r.role,
-                          email_verified=r.email_verified_at is not None,
-                          created_at=r.created_at.isoformat()).model_dump() for r in rows]
-    return json_response({"users": found})
+    return json_response({"users": [_admin_user(r) for r in rows]})
 
 
 @routes.post("/v1/admin/users/{user_id}/sign-out", **_ADMIN)
@@ -213,6 +231,43 @@ async def sign_out_everywhere(request: web.Request) -> web.StreamResponse:
         raise NotFound("no such user", code="user_not_found")
     revoked = await kernel.auth.revoke_all_sessions(user_id, reason="admin")
     return json_response({"sessions_revoked": len(revoked)})
+
+
+@routes.post("/v1/admin/users/{user_id}/disable", response=AdminUserOut, **_ADMIN)
+@admin_only("users.disable")
+async def disable_user(request: web.Request) -> web.StreamResponse:
+    """Disable an account: its sessions end at once and it cannot sign in."""
+    user_id = request.match_info["user_id"]
+    _not_self(request, user_id)
+    return json_response(_admin_user(await _kernel(request).auth.set_disabled(user_id, True)))
+
+
+@routes.post("/v1/admin/users/{user_id}/enable", response=AdminUserOut, **_ADMIN)
+@admin_only("users.enable")
+async def enable_user(request: web.Request) -> web.StreamResponse:
+    """Enable a disabled account again."""
+    user_id = request.match_info["user_id"]
+    return json_response(_admin_user(await _kernel(request).auth.set_disabled(user_id, False)))
+
+
+@routes.put("/v1/admin/users/{user_id}/role", body=RoleIn, response=AdminUserOut, **_ADMIN)
+@admin_only("users.role")
+async def set_role(request: web.Request, body: RoleIn) -> web.StreamResponse:
+    """Make an account an administrator or a user (a demotion ends its sessions)."""
+    user_id = request.match_info["user_id"]
+    if body.role != "admin":
+        _not_self(request, user_id)
+    return json_response(_admin_user(await _kernel(request).auth.set_role(user_id, body.role)))
+
+
+@routes.delete("/v1/admin/users/{user_id}", status=204, **_ADMIN)
+@admin_only("users.delete")
+async def delete_user(request: web.Request) -> web.StreamResponse:
+    """Delete an account and (through the plugins) its per-user data."""
+    user_id = request.match_info["user_id"]
+    _not_self(request, user_id)
+    await _kernel(request).auth.delete_user(user_id)
+    return web.Response(status=204)
 
 
 # -- jobs and audit ------------------------------------------------------------------

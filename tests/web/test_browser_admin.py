@@ -142,6 +142,57 @@ def test_admin_console_for_admins_only(live, browser: Browser) -> None:
     assert_clean(browser)
 
 
+USER_ROW = '#admin-users tr.user[data-email="{}"]'
+
+
+def test_admin_console_manages_accounts(live, browser: Browser) -> None:
+    kernel = kernel_of(live)
+    server, _ = live
+    server.call(create_user(kernel, "dave@example.com", DEFAULT_PASSWORD, "Dave"))
+    if not server.call(_count_users(kernel, "root@example.com")):  # alone on a worker
+        server.call(create_user(kernel, "root@example.com", DEFAULT_PASSWORD, "Root", admin=True))
+    browser.open("/admin")
+    sign_in(browser, "root@example.com")
+    dave = USER_ROW.format("dave@example.com")
+    root = USER_ROW.format("root@example.com")
+    browser.find(dave)
+    # one's own account cannot be disabled, demoted or deleted from the console
+    assert all(not b.is_enabled() for b in browser.all(
+        f"{root} button.toggle-disabled, {root} button.toggle-role, {root} button.delete-user"))
+
+    browser.click(f"{dave} button.toggle-disabled")
+    browser.wait(lambda: browser.find(dave).get_attribute("data-disabled") == "true",
+                 what="Dave disabled")
+    assert browser.find(f"{dave} td.state").text == "disabled"
+    browser.click(f"{dave} button.toggle-disabled")
+    browser.wait(lambda: browser.find(dave).get_attribute("data-disabled") == "false",
+                 what="Dave enabled")
+    browser.click(f"{dave} button.toggle-role")
+    browser.wait(lambda: browser.find(dave).get_attribute("data-role") == "admin",
+                 what="Dave admin")
+    browser.click(f"{dave} button.delete-user")
+    browser.wait(lambda: browser.find(f"{dave} button.delete-user").text == "Confirm delete",
+                 what="confirm step")
+    assert browser.all(dave)  # nothing happened yet
+    browser.click(f"{dave} button.delete-user")
+    browser.wait(lambda: not browser.all(dave), what="Dave deleted")
+    assert server.call(_count_users(kernel, "dave@example.com")) == 0
+    actions = [e["action"] for e in kernel.state["web.audit"]]
+    assert {"users.disable", "users.enable", "users.role", "users.delete"} <= set(actions)
+    sign_out(browser)
+    assert_clean(browser)
+
+
+async def _count_users(kernel: Any, email: str) -> int:
+    from sqlalchemy import func, select
+
+    from secureconnect.auth import models as m
+
+    async with kernel.db.connect() as conn:
+        return int((await conn.execute(select(func.count()).select_from(m.users)
+                                       .where(m.users.c.email == email))).scalar_one())
+
+
 def test_docs_list_every_enabled_plugins_routes(live, browser: Browser) -> None:
     server, _ = live
     with urllib.request.urlopen(server.url + "/openapi.json", timeout=10) as resp:
@@ -155,7 +206,7 @@ def test_docs_list_every_enabled_plugins_routes(live, browser: Browser) -> None:
         "e.querySelector('.opblock-summary-path').dataset.path])")} or None, what="operations")
     assert shown == wanted
     tags = {op["tags"][0] for ops in spec["paths"].values() for op in ops.values()}
-    assert {"chat", "polls", "auth", "admin", "kernel"} <= tags
+    assert {"chat", "polls", "auth", "admin", "kernel", "video", "drive", "users"} <= tags
     assert ("POST", "/v1/conversations/{conversation_id}/polls") in shown
 
     browser.open("/docs/websocket")

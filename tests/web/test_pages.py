@@ -18,7 +18,9 @@ from ..kernel import kitchen_sink
 
 ADMIN_GETS = ["/v1/admin/plugins", "/v1/admin/health", "/v1/admin/metrics",
               "/v1/admin/config", "/v1/admin/users", "/v1/admin/jobs", "/v1/admin/audit"]
-ADMIN_POSTS = ["/v1/admin/jobs/auth.cleanup/run", "/v1/admin/users/x/sign-out"]
+ADMIN_POSTS = ["/v1/admin/jobs/auth.cleanup/run", "/v1/admin/users/x/sign-out",
+               "/v1/admin/users/x/disable", "/v1/admin/users/x/enable"]
+ADMIN_OTHER = [("PUT", "/v1/admin/users/x/role"), ("DELETE", "/v1/admin/users/x")]
 
 
 async def admin_headers(client) -> dict[str, str]:
@@ -158,6 +160,10 @@ async def test_a_non_admin_gets_403_on_every_admin_route(sc_client):
     for path in ADMIN_POSTS:
         resp = await client.post(path, headers=user.headers)
         assert resp.status == 403, path
+    for method, path in ADMIN_OTHER:
+        resp = await client.request(method, path, headers=user.headers, json={"role": "admin"})
+        assert resp.status == 403, path
+        assert (await resp.json())["code"] == "admin_only"
     for path in ADMIN_GETS:
         assert (await client.get(path)).status == 401, path
 
@@ -166,7 +172,8 @@ async def test_every_admin_route_is_in_openapi_and_admin_only(sc_client):
     client = await sc_client()
     spec = await (await client.get("/openapi.json")).json()
     admin_paths = {p for p in spec["paths"] if p.startswith("/v1/admin/")}
-    listed = {re.sub(r"/auth\.cleanup/|/x/", "/{}/", p) for p in ADMIN_GETS + ADMIN_POSTS}
+    listed = {re.sub(r"/auth\.cleanup/|/x/|/x$", "/{}/", p).rstrip("/")
+              for p in ADMIN_GETS + ADMIN_POSTS + [p for _, p in ADMIN_OTHER]}
     assert {re.sub(r"\{[^}]+\}", "{}", p) for p in admin_paths} == listed
     for path in admin_paths:
         for op in spec["paths"][path].values():
@@ -225,6 +232,76 @@ async def test_admin_signs_a_user_out_everywhere(sc_client, sc_ws):
     assert (await client.get("/v1/users/me", headers=user.headers)).status == 401
     missing = await client.post("/v1/admin/users/nobody/sign-out", headers=headers)
     assert missing.status == 404
+
+
+async def test_admin_disables_enables_promotes_and_deletes_accounts(sc_client, sc_ws):
+    client = await sc_client()
+    headers = await admin_headers(client)
+    user = await register_and_login(client, display_name="Victim")
+    base = f"/v1/admin/users/{user.user_id}"
+
+    resp = await client.post(f"{base}/disable", headers=headers)
+    assert resp.status == 200 and (await resp.json())["disabled"] is True
+    # the session ended at once; signing in is refused, and only with the right password
+    assert (await client.get("/v1/users/me", headers=user.headers)).status == 401
+    refused = await client.post("/v1/auth/login", json={"email": user.email,
+                                                        "password": user.password})
+    assert refused.status == 403 and (await refused.json())["code"] == "account_disabled"
+    wrong = await client.post("/v1/auth/login", json={"email": user.email, "password": "nope" * 4})
+    assert wrong.status == 401
+    resp = await client.post(f"{base}/enable", headers=headers)
+    assert (await resp.json())["disabled"] is False
+    tokens = await login(client, user.email)
+    user_headers = {"Authorization": f"Bearer {tokens['access_token']}"}
+
+    # promotion: the next rotation carries the role; demotion ends the sessions
+    resp = await client.put(f"{base}/role", headers=headers, json={"role": "admin"})
+    assert (await resp.json())["role"] == "admin"
+    pair = await (await client.post("/v1/auth/refresh", json={
+        "refresh_token": tokens["refresh_token"]})).json()
+    promoted = {"Authorization": f"Bearer {pair['access_token']}"}
+    assert (await client.get("/v1/admin/users", headers=promoted)).status == 200
+    resp = await client.put(f"{base}/role", headers=headers, json={"role": "user"})
+    assert (await resp.json())["role"] == "user"
+    assert (await client.get("/v1/admin/users", headers=promoted)).status == 401
+    bad = await client.put(f"{base}/role", headers=headers, json={"role": "root"})
+    assert bad.status in (400, 422)
+
+    # an admin cannot lock themselves out
+    root = (await (await client.get("/v1/admin/users?q=root", headers=headers)).json())["users"][0]
+    for method, path, body in (("POST", "disable", None), ("DELETE", "", None),
+                               ("PUT", "role", {"role": "user"})):
+        resp = await client.request(method, f"/v1/admin/users/{root['id']}/{path}".rstrip("/"),
+                                    headers=headers, json=body)
+        assert resp.status == 409 and (await resp.json())["code"] == "own_account", path
+
+    # deletion: gone for the directory, the login and every session
+    assert (await client.delete(base, headers=headers)).status == 204
+    assert (await client.get("/v1/users/me", headers=user_headers)).status == 401
+    assert (await client.get(f"/v1/users/{user.user_id}", headers=headers)).status == 404
+    assert (await client.delete(base, headers=headers)).status == 404
+    for action in ("disable", "enable"):
+        assert (await client.post(f"/v1/admin/users/nobody/{action}", headers=headers)
+                ).status == 404
+    audit = (await (await client.get("/v1/admin/audit", headers=headers)).json())["entries"]
+    assert {"users.disable", "users.enable", "users.role", "users.delete"} <= {
+        e["action"] for e in audit}
+
+
+async def test_a_user_deletes_their_own_account(sc_client):
+    client = await sc_client()
+    user = await register_and_login(client)
+    other = await register_and_login(client)
+    wrong = await client.delete("/v1/users/me", headers=user.headers, json={"password": "x" * 12})
+    assert wrong.status == 403 and (await wrong.json())["code"] == "invalid_password"
+    assert (await client.delete("/v1/users/me", headers=user.headers, json={})).status in (400, 422)
+    ok = await client.delete("/v1/users/me", headers=user.headers, json={"password": user.password})
+    assert ok.status == 204
+    assert (await client.get("/v1/users/me", headers=user.headers)).status == 401
+    assert (await client.get(f"/v1/users/{user.user_id}", headers=other.headers)).status == 404
+    again = await client.post("/v1/auth/login", json={"email": user.email,
+                                                      "password": user.password})
+    assert again.status == 401
 
 
 async def test_the_client_heartbeat_is_answered(sc_client, sc_ws):

@@ -7,7 +7,9 @@ const sections = [];
 
 // Button handlers report failures in the notice line (no unhandled rejections).
 const safely = (fn) => (...args) =>
-  Promise.resolve().then(() => fn(...args)).catch((err) => app.notice(err.message || String(err), "error"));
+  Promise.resolve().then(() => fn(...args)).catch((err) => {
+    if (!err.quiet) app.notice(err.message || String(err), "error");
+  });
 const SAMPLES = 30;
 
 function table(headers, rows, attrs = {}) {
@@ -108,23 +110,51 @@ async function config(el) {
   el.append(h("pre", { id: "admin-config" }, JSON.stringify(settings, null, 2)));
 }
 
+// Accounts: search, sign out everywhere, disable / enable, make admin / user, delete
+// (a second click confirms). The server refuses changes to one's own account (409).
 async function users(el) {
   const results = h("tbody");
+  let query = "";
+  const act = (fn) => safely(async () => {
+    await fn();
+    await load(query);
+  });
+  const row = (u) => {
+    const self = app.me && u.id === app.me.id;
+    const remove = h("button", { type: "button", class: "delete-user secondary", disabled: self }, "Delete");
+    remove.addEventListener("click", act(async () => {
+      if (remove.dataset.confirm !== "1") {
+        remove.dataset.confirm = "1";
+        remove.textContent = "Confirm delete";
+        throw Object.assign(new Error(""), { quiet: true });
+      }
+      await app.api.delete(`/v1/admin/users/${u.id}`);
+    }));
+    return h("tr", { class: "user", dataset: { id: u.id, email: u.email, role: u.role, disabled: String(u.disabled) } },
+      h("td", {}, u.email), h("td", {}, u.display_name), h("td", { class: "role" }, u.role),
+      h("td", {}, u.email_verified ? "yes" : "no"), h("td", { class: "state" }, u.disabled ? "disabled" : "active"),
+      h("td", { class: "actions" },
+        h("button", { type: "button", class: "sign-out-user secondary", onclick: safely(async (e) => {
+          const r = await app.api.post(`/v1/admin/users/${u.id}/sign-out`);
+          e.target.textContent = `${r.sessions_revoked} session(s) ended`;
+        }) }, "Sign out everywhere"),
+        h("button", { type: "button", class: "toggle-disabled secondary", disabled: self && !u.disabled,
+          onclick: act(() => app.api.post(`/v1/admin/users/${u.id}/${u.disabled ? "enable" : "disable"}`)) },
+        u.disabled ? "Enable" : "Disable"),
+        h("button", { type: "button", class: "toggle-role secondary", disabled: self,
+          onclick: act(() => app.api.put(`/v1/admin/users/${u.id}/role`, { role: u.role === "admin" ? "user" : "admin" })) },
+        u.role === "admin" ? "Make user" : "Make admin"),
+        remove));
+  };
   const load = async (q) => {
+    query = q;
     const { users } = await app.api.get(`/v1/admin/users?q=${encodeURIComponent(q)}`);
-    results.replaceChildren(...users.map((u) => h("tr", { class: "user", dataset: { id: u.id, email: u.email } },
-      h("td", {}, u.email), h("td", {}, u.display_name), h("td", {}, u.role),
-      h("td", {}, u.email_verified ? "yes" : "no"),
-      h("td", {}, h("button", { type: "button", class: "sign-out-user", onclick: safely(async (e) => {
-        const r = await app.api.post(`/v1/admin/users/${u.id}/sign-out`);
-        e.target.textContent = `${r.sessions_revoked} session(s) ended`;
-      }) }, "Sign out everywhere")))));
+    results.replaceChildren(...users.map(row));
   };
   const input = h("input", { type: "search", name: "q", placeholder: "email or name prefix" });
   el.append(
     h("form", { id: "user-search", onsubmit: (e) => { e.preventDefault(); safely(load)(input.value); } }, input, h("button", { type: "submit" }, "Search")),
-    h("table", { id: "admin-users" }, h("thead", {}, h("tr", {}, ["email", "name", "role", "verified", ""].map((t) => h("th", {}, t)))), results),
-    h("p", { class: "hint" }, "Disable, delete and role changes need auth-service support that does not exist yet (docs/web.md)."));
+    h("table", { id: "admin-users" }, h("thead", {}, h("tr", {}, ["email", "name", "role", "verified", "state", ""].map((t) => h("th", {}, t)))), results));
   await load("");
 }
 
