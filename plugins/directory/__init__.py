@@ -14,6 +14,7 @@ from typing import Any
 
 from secureconnect import Kernel, Route, hookimpl
 from secureconnect.migrations import MigrationSource
+from secureconnect.web.panels import WebPanel
 
 from .models import metadata
 from .routes import STATE_KEY, routes
@@ -50,3 +51,10 @@ async def sc_user_deleted(kernel: Kernel, user: dict[str, Any]) -> None:
     service = kernel.state.get(STATE_KEY)
     if isinstance(service, DirectoryService):
         await service.forget(str(user["id"]))
+
+
+@hookimpl
+def sc_web_panels(kernel: Kernel) -> list[WebPanel]:
+    """The profile box of the web client (static/profile.js; docs/web.md)."""
+    return [WebPanel("profile", Path(__file__).parent / "static", scripts=("profile.js",),
+                     title="Profile")]

@@ -142,6 +142,37 @@ def test_admin_console_for_admins_only(live, browser: Browser) -> None:
     assert_clean(browser)
 
 
+def test_profile_rename_and_account_deletion(live, browser: Browser) -> None:
+    browser.open("/")
+    browser.click("#to-sign-up")
+    browser.fill("#sign-up input[name=display_name]", "Erin")
+    browser.fill("#sign-up input[name=email]", "erin@example.com")
+    browser.fill("#sign-up input[name=password]", DEFAULT_PASSWORD)
+    browser.click("#sign-up button[type=submit]")
+    browser.wait(lambda: browser.find("#me").text == "Erin", what="signed up")
+    browser.click("#profile summary")
+    browser.fill("#profile-form input[name=display_name]", "  Erin   B ")
+    browser.click("#profile-form button[type=submit]")
+    browser.wait(lambda: browser.find("#me").text == "Erin B", what="renamed")
+    assert browser.find("#profile-result").text == "saved"
+
+    browser.click("#show-delete-account")
+    browser.fill("#delete-account input[name=password]", "not my password")
+    browser.click("#delete-account button[type=submit]")
+    browser.wait(lambda: browser.find("#delete-account-result").text != "", what="refused")
+    browser.read_log()  # the refused attempt's 403 is logged by the browser on purpose
+    browser.fill("#delete-account input[name=password]", DEFAULT_PASSWORD)
+    browser.click("#delete-account button[type=submit]")
+    browser.find("#sign-in")
+    assert server_count(live, "erin@example.com") == 0
+    assert_clean(browser)
+
+
+def server_count(live: Any, email: str) -> int:
+    server, _ = live
+    return int(server.call(_count_users(kernel_of(live), email)))
+
+
 USER_ROW = '#admin-users tr.user[data-email="{}"]'
 
 
