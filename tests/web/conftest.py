@@ -21,8 +21,19 @@ def _settings(tmp: str, **overrides: Any) -> Any:
     return make_settings(overrides, data_dir=tmp)
 
 
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in extra.items():
+        out[key] = (_merge(out[key], value) if isinstance(value, dict)
+                    and isinstance(out.get(key), dict) else value)
+    return out
+
+
 @pytest.fixture(scope="module")
-def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LiveServer, FlakyProxy]]:
+def live(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+         ) -> Iterator[tuple[LiveServer, FlakyProxy]]:
+    """The module's app server (settings: the defaults below, then the module's
+    ``LIVE_SETTINGS`` dict, if any) and its cuttable proxy."""
     if not browser_available():
         message = "chromium / chromedriver are not installed here (run `make services`)"
         if REQUIRE:
@@ -48,6 +59,7 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LiveServer,
     server = LiveServer(None, port=port)
     proxy = FlakyProxy(server)
     base["cors"] = {"allow_origins": [proxy.url]}
+    base = _merge(base, getattr(request.module, "LIVE_SETTINGS", {}))
     server.settings = _settings(tmp, **base)
     server.start()
     proxy.start()

@@ -102,3 +102,20 @@ def test_the_caller_hanging_up_stops_the_ringing(pair) -> None:
     a.click("#call-leave")
     b.wait(lambda: not b.all("#incoming-call"), what="B's ringing stopped")
     assert_clean(a, b)
+
+
+def test_a_voice_call_carries_audio_only(pair) -> None:
+    a, b, conversation, ids = pair
+    open_conversation(a, conversation)
+    a.click("#start-voice-call")
+    b.click("#call-answer")
+    b.wait(lambda: _states(b) == {ids["a"]: "connected"}, timeout=30, what="B connected")
+    kinds = f"""
+    const v = document.querySelector('#call .tile[data-user-id="{ids["a"]}"] video');
+    return v && v.srcObject ? v.srcObject.getTracks().map(t => t.kind).sort() : [];
+    """
+    b.wait(lambda: b.js(kinds) == ["audio"], what="an audio track only")
+    a.click("#call-leave")
+    b.wait(lambda: b.js("return document.getElementById('call').hidden") is True,
+           what="B's call ended")
+    assert_clean(a, b)

@@ -305,5 +305,6 @@ app.addPanel({
 });
 
 app.use("chat").then((chat) => {
-  chat.addComposerAction({ id: "start-call", label: "Call", run: safely((id) => start(id, "video")) });
+  chat.addComposerAction({ id: "start-call", label: "Video call", run: safely((id) => start(id, "video")) });
+  chat.addComposerAction({ id: "start-voice-call", label: "Voice call", run: safely((id) => start(id, "audio")) });
 });
