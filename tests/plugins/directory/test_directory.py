@@ -90,6 +90,24 @@ async def test_bad_queries_are_4xx(client: Any, params: dict[str, str]) -> None:
 
 
 async def test_search_only_among_co_members_by_prefix_with_paging(client: Any) -> None:
+    await _search_scenario(client)
+
+
+@pytest.mark.postgres
+async def test_search_and_lookup_on_postgresql(sc_client: Any, postgres_url: str) -> None:
+    """The LIKE escapes, case folding and keyset paging on PostgreSQL too."""
+    client = await sc_client({"database": {"url": postgres_url}})
+    await _search_scenario(client)
+    a = await register_and_login(client)
+    b = await register_and_login(client, email="Pg.User@Example.com")
+    r = await client.get("/v1/users", params={"email": "pg.user@example.com"}, headers=a.headers)
+    assert [u["id"] for u in (await r.json())["users"]] == [b.user_id]
+    r = await client.patch("/v1/users/me", headers=a.headers,
+                           json={"avatar_file_id": str(uuid.uuid4())})
+    assert r.status == 200
+
+
+async def _search_scenario(client: Any) -> None:
     me = await register_and_login(client, display_name="Me")
     members = [await register_and_login(client, display_name=f"Sam {i}") for i in range(5)]
     other = await register_and_login(client, display_name="Sam Stranger")
@@ -110,9 +128,10 @@ async def test_search_only_among_co_members_by_prefix_with_paging(client: Any) -
             break
     assert names == [f"Sam {i}" for i in range(5)]
     assert "Sam Stranger" not in names and other.user_id
-    # wildcard characters are literal
-    r = await client.get("/v1/users", params={"q": "%"}, headers=me.headers)
-    assert (await r.json())["users"] == []
+    # wildcard characters are literal ("sa_" would match "Sam 0" as a LIKE pattern)
+    for q in ("%", "sa_", "s%m"):
+        r = await client.get("/v1/users", params={"q": q}, headers=me.headers)
+        assert (await r.json())["users"] == [], q
     # a loner finds nobody
     r = await client.get("/v1/users", params={"q": "s"}, headers=other.headers)
     assert (await r.json())["users"] == []
