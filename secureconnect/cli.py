@@ -1,4 +1,5 @@
-"""``secureconnect`` command line: serve, check-config, plugins, migrate, jobs, create-user."""
+"""``secureconnect`` command line: serve, check-config, plugins, migrate, jobs, create-user,
+and the commands plugins add through ``sc_cli_commands``."""
 
 from __future__ import annotations
 
@@ -7,14 +8,51 @@ import asyncio
 import getpass
 import json
 import sys
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, cast
 
 from aiohttp import web
 
 from .config import as_plain_dict, load_settings, redact
 from .errors import ConfigError
+
+
+@dataclass(frozen=True)
+class CliCommand:
+    """A plugin's subcommand: ``configure`` adds its arguments to its own parser;
+    ``run(kernel, args)`` does the work with the app's resources open."""
+
+    name: str
+    help: str
+    configure: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[Any, argparse.Namespace], Awaitable[int]]
+
+
+def _plugin_commands(argv: Sequence[str] | None, builtin: set[str]) -> dict[str, CliCommand]:
+    """The enabled plugins' commands (none when the settings do not load: the kernel
+    command that runs next reports that error)."""
+    from .plugins import build_plugin_manager
+
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--config", action="append", default=[])
+    pre.add_argument("--env")
+    known, _ = pre.parse_known_args(argv)
+    try:
+        pm = build_plugin_manager(load_settings(known.config, env=known.env))
+    except ConfigError:
+        return {}
+    found: dict[str, CliCommand] = {}
+    owners: dict[str, str] = {}
+    for impl in pm.hook.sc_cli_commands.get_hookimpls():
+        for cmd in cast("Sequence[CliCommand]", impl.function()):
+            clash = "the kernel" if cmd.name in builtin else owners.get(cmd.name)
+            if clash:
+                raise ConfigError(f"plugin {impl.plugin_name!r} adds command {cmd.name!r}, "
+                                  f"which {clash} already has; rename one of them")
+            found[cmd.name], owners[cmd.name] = cmd, f"plugin {impl.plugin_name!r}"
+    return found
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -42,8 +80,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     user.add_argument("--admin", action="store_true")
     user.add_argument("--password-stdin", action="store_true",
                       help="read the password from standard input instead of prompting")
+    try:
+        commands = _plugin_commands(argv, set(sub.choices))
+    except ConfigError as exc:
+        print(f"secureconnect: configuration error: {exc}", file=sys.stderr)
+        return 2
+    for command in commands.values():
+        command.configure(sub.add_parser(command.name, help=command.help))
     args = parser.parse_args(argv)
     try:
+        if args.command in commands:
+            return int(_run_plugin_command(commands[args.command], args))
         return int(_dispatch(args))
     except ConfigError as exc:
         print(f"secureconnect: configuration error: {exc}", file=sys.stderr)
@@ -94,6 +141,18 @@ def _urls(app: web.Application, host: str, port: int) -> list[str]:
     if kernel.settings.web.admin:
         lines.append(f"admin console:            {base}/admin")
     return lines
+
+
+def _run_plugin_command(command: CliCommand, args: argparse.Namespace) -> int:
+    from .app import create_app
+
+    app = create_app(load_settings(args.config, env=args.env))
+
+    async def run() -> int:
+        async with _running(app) as kernel:
+            return await command.run(kernel, args)
+
+    return asyncio.run(run())
 
 
 def _serve(settings: Any, args: argparse.Namespace) -> int:
