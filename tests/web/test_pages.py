@@ -21,6 +21,9 @@ ADMIN_GETS = ["/v1/admin/plugins", "/v1/admin/health", "/v1/admin/metrics",
 ADMIN_POSTS = ["/v1/admin/jobs/auth.cleanup/run", "/v1/admin/users/x/sign-out",
                "/v1/admin/users/x/disable", "/v1/admin/users/x/enable"]
 ADMIN_OTHER = [("PUT", "/v1/admin/users/x/role"), ("DELETE", "/v1/admin/users/x")]
+# plugins' admin routes (tests/plugins/push/test_web_routes.py checks them in depth)
+PLUGIN_ADMIN = ["/v1/admin/push/dead-letters", "/v1/admin/push/dead-letters/retry",
+                "/v1/admin/push/dead-letters/x"]
 
 
 async def admin_headers(client) -> dict[str, str]:
@@ -173,7 +176,7 @@ async def test_every_admin_route_is_in_openapi_and_admin_only(sc_client):
     spec = await (await client.get("/openapi.json")).json()
     admin_paths = {p for p in spec["paths"] if p.startswith("/v1/admin/")}
     listed = {re.sub(r"/auth\.cleanup/|/x/|/x$", "/{}/", p).rstrip("/")
-              for p in ADMIN_GETS + ADMIN_POSTS + [p for _, p in ADMIN_OTHER]}
+              for p in ADMIN_GETS + ADMIN_POSTS + [p for _, p in ADMIN_OTHER] + PLUGIN_ADMIN}
     assert {re.sub(r"\{[^}]+\}", "{}", p) for p in admin_paths} == listed
     for path in admin_paths:
         for op in spec["paths"][path].values():
