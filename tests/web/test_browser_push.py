@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import time
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -137,6 +138,29 @@ def test_web_push_subscription_and_a_delivered_test_push(live, browsers, push_se
     payload = json.loads(http_ece.decrypt(body, private_key=receiver, auth_secret=auth,
                                           version="aes128gcm"))
     assert payload["type"] == "test"
+
+    # the service worker turns a push into a notification, delivered through DevTools
+    # (`ServiceWorker.deliverPushMessage` needs the registration's id, which only its
+    # events carry: the ids of a fresh profile are small numbers, so try them in turn
+    # until the notification shows; a wrong id is silently ignored by Chromium)
+    message = json.dumps({"type": "message", "conversation_id": "c1", "encrypted": True})
+    shown = """
+      const done = arguments[arguments.length - 1];
+      navigator.serviceWorker.getRegistration('/static/plugins/push/')
+        .then((r) => r.getNotifications())
+        .then((list) => done(list.map((n) => [n.title, n.body, n.tag])), (e) => done(String(e)));
+    """
+    browser.driver.execute_cdp_cmd("ServiceWorker.enable", {})
+    for registration_id in map(str, range(20)):
+        browser.driver.execute_cdp_cmd("ServiceWorker.deliverPushMessage", {
+            "origin": server.url, "registrationId": registration_id, "data": message})
+        deadline = time.monotonic() + 1.0
+        while time.monotonic() < deadline and not browser.driver.execute_async_script(shown):
+            time.sleep(0.05)
+        if browser.driver.execute_async_script(shown):
+            break
+    assert browser.driver.execute_async_script(shown)[-1] == [
+        "New message", "Encrypted message", "conv:c1"]
     assert_clean(browser)
 
 
