@@ -156,7 +156,7 @@ def _run_plugin_command(command: CliCommand, args: argparse.Namespace) -> int:
 
 
 def _serve(settings: Any, args: argparse.Namespace) -> int:
-    from .app import create_app, freeze_after_startup
+    from .app import create_app, freeze_after_startup, serving_loop
     from .logs import configure_logging
 
     configure_logging(settings.logging.level, settings.logging.format)
@@ -168,6 +168,7 @@ def _serve(settings: Any, args: argparse.Namespace) -> int:
         print(line, file=sys.stderr)
     web.run_app(
         app,
+        loop=serving_loop(settings),
         host=host,
         port=port,
         shutdown_timeout=float(settings.server.shutdown_timeout),
