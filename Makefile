@@ -17,11 +17,11 @@ $(BIN)/python:
 	$(BIN)/python -m pip install -q --upgrade pip
 
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install -q -e ".[ai]"
+	$(BIN)/python -m pip install -q -e ".[web,ai]"
 	touch $@
 
 $(VENV)/.installed-test: pyproject.toml tests/fixtures/sc-example-plugin/pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install -q -e ".[test,dev,postgres,redis,cassandra,s3,webrtc,push,ai]"
+	$(BIN)/python -m pip install -q -e ".[test,dev,postgres,redis,cassandra,s3,webrtc,push,ai,web]"
 	$(BIN)/python -m pip install -q -e tests/fixtures/sc-example-plugin
 	touch $@ $(VENV)/.installed
 

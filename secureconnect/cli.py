@@ -126,6 +126,23 @@ def _dispatch(args: argparse.Namespace) -> int:
     raise AssertionError(args.command)
 
 
+def _urls(app: web.Application, host: str, port: int) -> list[str]:
+    """Where a person finds the service: the web client and the API docs."""
+    from .http.context import KERNEL
+
+    kernel = app[KERNEL]
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+    base = f"http://{shown}:{port}"
+    if kernel.pm.is_blocked("web") or kernel.pm.get_plugin("web") is None:
+        return [f"SecureConnect API: {base}/openapi.json (web plugin disabled)"]
+    lines = [f"SecureConnect web client: {base}/"]
+    if kernel.settings.web.docs:
+        lines.append(f"API docs:                 {base}/docs")
+    if kernel.settings.web.admin:
+        lines.append(f"admin console:            {base}/admin")
+    return lines
+
+
 def _run_plugin_command(command: CliCommand, args: argparse.Namespace) -> int:
     from .app import create_app
 
@@ -145,11 +162,15 @@ def _serve(settings: Any, args: argparse.Namespace) -> int:
     configure_logging(settings.logging.level, settings.logging.format)
     app = create_app(settings)
     freeze_after_startup(app)
+    host = args.host or settings.server.host
+    port = args.port if args.port is not None else int(settings.server.port)
+    for line in _urls(app, host, port):
+        print(line, file=sys.stderr)
     web.run_app(
         app,
         loop=serving_loop(settings),
-        host=args.host or settings.server.host,
-        port=args.port if args.port is not None else int(settings.server.port),
+        host=host,
+        port=port,
         shutdown_timeout=float(settings.server.shutdown_timeout),
         backlog=int(settings.server.backlog),
         access_log=None,
@@ -159,7 +180,7 @@ def _serve(settings: Any, args: argparse.Namespace) -> int:
 
 
 def _plugins(app: web.Application, settings: Any, *, as_json: bool) -> int:
-    from .app import KERNEL
+    from .http.context import KERNEL
     from .plugins import describe_plugins
 
     infos = describe_plugins(app[KERNEL].pm, settings)
@@ -176,7 +197,7 @@ def _plugins(app: web.Application, settings: Any, *, as_json: bool) -> int:
 @asynccontextmanager
 async def _running(app: web.Application) -> AsyncIterator[Any]:
     """Open the app's resources (database, cache, ...) without serving HTTP."""
-    from .app import KERNEL
+    from .http.context import KERNEL
 
     runner = web.AppRunner(app)
     await runner.setup()
@@ -197,7 +218,7 @@ async def _migrate(app: web.Application) -> int:
 
 
 async def _jobs(app: web.Application, name: str | None) -> int:
-    from .app import KERNEL
+    from .http.context import KERNEL
 
     kernel = app[KERNEL]
     if name is None:

@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from .kernel import CleanupContext, Kernel
     from .migrations import MigrationSource
     from .routing import Route
+    from .web.panels import WebPanel
     from .ws.gateway import Connection, WsHandler
 
 hookspec = pluggy.HookspecMarker("secureconnect")
@@ -149,6 +150,23 @@ def sc_template_dirs() -> Sequence[str]:
     """Return folders of Jinja2 templates the plugin renders with aiohttp-jinja2.
 
     Earlier plugins win on a name clash, so prefix template names with the plugin name.
+    """
+
+
+@hookspec
+def sc_web_panels(kernel: Kernel) -> Sequence[WebPanel]:
+    """Return :class:`secureconnect.web.panels.WebPanel` objects: the plugin's part of
+    the web client served at ``/`` (and of the admin console at ``/admin``).
+
+    A panel names a folder of static files (served under
+    ``/static/plugins/<panel name>/``), the ES module scripts and stylesheets from it
+    that every page of the client loads, and whether it mounts on the ``"app"`` page
+    (``/``) or the ``"admin"`` page (``/admin``). Scripts run after the kernel's shell
+    module and reach the shell through ``import {app} from "/static/web/app.js"``
+    (see docs/web.md). Pages allow scripts and styles from the same origin only (no
+    inline code): put all of a panel's code in its files. Panels load in plugin order
+    (see :mod:`secureconnect.hooks`); two panels with the same name is a start-up
+    error naming both plugins.
     """
 
 

@@ -18,6 +18,7 @@ from dynaconf import Validator
 
 from secureconnect import HealthCheck, Kernel, Route, hookimpl
 from secureconnect.migrations import MigrationSource
+from secureconnect.web.panels import WebPanel
 from secureconnect.ws.gateway import Connection, WsHandler
 
 from . import hookspecs
@@ -172,3 +173,10 @@ async def sc_user_deleted(kernel: Kernel, user: dict[str, Any]) -> None:
     service = _service(kernel)
     if service is not None and user.get("id") is not None:
         await service.conversations.leave_all(str(user["id"]))
+
+
+@hookimpl
+def sc_web_panels(kernel: Kernel) -> list[WebPanel]:
+    """The chat UI of the web client (static/chat.js; docs/web.md)."""
+    return [WebPanel("chat", Path(__file__).parent / "static", scripts=("chat.js",),
+                     styles=("chat.css",), title="Conversations")]

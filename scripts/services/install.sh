@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install the servers the integration tests start privately (PostgreSQL, Redis) from
-# Debian's packages, and Cassandra 5.0's jars from Maven Central (cassandra.sh). Idempotent: does nothing when they are present. Tests start their
+# Debian's packages, Chromium + chromedriver for the browser tests, and Cassandra 5.0's jars from Maven Central (cassandra.sh). Idempotent: does nothing when they are present. Tests start their
 # own throwaway instances on free loopback ports (secureconnect/testing/services.py);
 # nothing here starts a system-wide service.
 set -euo pipefail
@@ -11,6 +11,9 @@ command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 command -v wrk >/dev/null 2>&1 || need+=(wrk)   # benchmarks only
 command -v java >/dev/null 2>&1 || need+=(openjdk-17-jre-headless)  # Cassandra
 command -v mvn >/dev/null 2>&1 || need+=(maven)  # fetches Cassandra's jars
+# browser tests (tests/web): Debian's chromium and its matching chromedriver
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
+[ -x /usr/bin/chromedriver ] || need+=(chromium-driver)
 
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}"
@@ -23,4 +26,5 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 echo "postgres: $(ls -d /usr/lib/postgresql/*/bin | tail -1)"
 echo "redis: $(redis-server --version | head -1)"
+echo "chromium: $(chromium --version 2>/dev/null | head -1)"
 echo "cassandra: $(bash "$(dirname "$0")/cassandra.sh")"

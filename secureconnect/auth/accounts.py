@@ -6,10 +6,17 @@ import uuid
 from collections.abc import Iterable
 from datetime import timedelta
 
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import bindparam, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from ..errors import Conflict, RateLimited, Unauthorized, ValidationFailed
+from ..errors import (
+    Conflict,
+    Forbidden,
+    NotFound,
+    RateLimited,
+    Unauthorized,
+    ValidationFailed,
+)
 from ..ids import new_id_str
 from . import models as m
 from .core import AuthCore
@@ -78,6 +85,67 @@ class AccountsMixin(AuthCore):
         async with self.kernel.db.connect() as conn:
             rows = await conn.execute(select(m.users.c.id).where(m.users.c.id.in_(wanted)))
             return {r.id for r in rows}
+
+    async def set_display_name(self, user_id: str, display_name: str) -> User:
+        """Rename an account (the user directory's ``PATCH /v1/users/me``)."""
+        display_name = self.clean_display_name(display_name)
+        async with self.kernel.db.connect() as conn:
+            await conn.execute(update(m.users).where(m.users.c.id == str(user_id))
+                               .values(display_name=display_name))
+        user = await self.get_user(user_id)
+        if user is None:
+            raise Unauthorized("the account no longer exists", code="invalid_token")
+        return user
+
+    # -- administration (the admin API) ---------------------------------------------------
+    async def set_disabled(self, user_id: str, disabled: bool) -> User:
+        """Disable (every session ends at once, sign-in refused) or enable an account."""
+        async with self.kernel.db.connect() as conn:
+            done = await conn.execute(update(m.users).where(m.users.c.id == str(user_id))
+                                      .values(disabled_at=self.now() if disabled else None))
+        if not done.rowcount:
+            raise NotFound("no such user", code="user_not_found")
+        if disabled:
+            await self.revoke_all_sessions(str(user_id), reason="disabled")
+        return await self._existing(user_id)
+
+    async def set_role(self, user_id: str, role: str) -> User:
+        """Change the role. A demotion ends the account's sessions (their tokens carry
+        the old role); a promotion takes effect at the next token rotation."""
+        if role not in m.ROLES:
+            raise ValidationFailed(f"role must be one of {', '.join(m.ROLES)}",
+                                   code="invalid_role", status=422)
+        before = await self._existing(user_id)
+        async with self.kernel.db.connect() as conn:
+            await conn.execute(update(m.users).where(m.users.c.id == str(user_id))
+                               .values(role=role))
+        if before.role == "admin" and role != "admin":
+            await self.revoke_all_sessions(str(user_id), reason="role_changed")
+        return await self._existing(user_id)
+
+    async def delete_user(self, user_id: str) -> None:
+        """Delete the account: sessions end at once, then every plugin removes its
+        per-user data (``sc_user_deleted``)."""
+        user = await self._existing(user_id)
+        await self.revoke_all_sessions(str(user_id), reason="deleted")
+        async with self.kernel.db.connect() as conn:
+            await conn.execute(delete(m.users).where(m.users.c.id == str(user_id)))
+        await self.kernel.notify("sc_user_deleted", user=user.as_dict())
+
+    async def delete_own_account(self, principal: Principal, password: str) -> None:
+        """``DELETE /v1/users/me``: the password confirms it."""
+        async with self.kernel.db.connect() as conn:
+            row = (await conn.execute(select(m.users.c.password_hash)
+                                      .where(m.users.c.id == str(principal.user_id)))).first()
+        if row is None or not await self.passwords.verify(row.password_hash, password):
+            raise Forbidden("the password is not correct", code="invalid_password")
+        await self.delete_user(str(principal.user_id))
+
+    async def _existing(self, user_id: str) -> User:
+        user = await self.get_user(user_id) if len(str(user_id)) <= 64 else None
+        if user is None:
+            raise NotFound("no such user", code="user_not_found")
+        return user
 
     async def me(self, principal: Principal) -> User:
         user = await self.get_user(principal.user_id)

@@ -48,6 +48,8 @@ users = Table(
     Column("email_verified_at", UtcDateTime, nullable=True),
     Column("created_at", UtcDateTime, nullable=False),
     Column("password_changed_at", UtcDateTime, nullable=True),
+    # set while an administrator has disabled the account: no sign-in, no session
+    Column("disabled_at", UtcDateTime, nullable=True),
     CheckConstraint("role IN ('user', 'admin')", name="role"),
 )
 

@@ -10,7 +10,7 @@ from datetime import timedelta
 
 from sqlalchemy import and_, bindparam, delete, func, insert, select, update
 
-from ..errors import Unauthorized, ValidationFailed
+from ..errors import Forbidden, Unauthorized, ValidationFailed
 from ..ids import new_id_str
 from . import models as m
 from .core import AuthCore
@@ -63,6 +63,11 @@ class SessionsMixin(AuthCore):
         if not await self.passwords.verify(row.password_hash, password):
             self.attempts.labels("invalid_credentials").inc()
             raise _bad_credentials()
+        if row.disabled_at is not None:
+            # told only to whoever knows the password: no account enumeration
+            self.attempts.labels("disabled").inc()
+            raise Forbidden("this account is disabled; ask an administrator",
+                            code="account_disabled")
         if self.passwords.needs_rehash(row.password_hash):
             new_hash = await self.passwords.hash(password)
             async with self.kernel.db.connect() as conn:

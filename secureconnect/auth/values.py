@@ -49,11 +49,14 @@ class User:
     role: str
     email_verified_at: datetime | None
     created_at: datetime
+    #: set while an administrator has disabled the account
+    disabled_at: datetime | None = None
 
     @classmethod
     def from_row(cls, row: Any) -> User:
         return cls(
-            row.id, row.email, row.display_name, row.role, row.email_verified_at, row.created_at
+            row.id, row.email, row.display_name, row.role, row.email_verified_at, row.created_at,
+            row.disabled_at,
         )
 
     def as_dict(self) -> dict[str, Any]:

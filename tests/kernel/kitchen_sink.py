@@ -17,6 +17,7 @@ from sqlalchemy import Column, Integer, MetaData, String, Table
 from secureconnect import HealthCheck, Job, Kernel, RouteTable, Veto, hookimpl
 from secureconnect.http.handlers import json_response
 from secureconnect.migrations import MigrationSource
+from secureconnect.web.panels import WebPanel
 
 PLUGIN_NAME = "kitchen_sink"
 metadata = MetaData()
@@ -98,6 +99,12 @@ async def sc_migrate(kernel: Kernel) -> list[str]:
 @hookimpl
 def sc_template_dirs() -> list[str]:
     return [str(Path(__file__).parent / "templates")]
+
+
+@hookimpl
+def sc_web_panels(kernel: Kernel) -> list[WebPanel]:
+    return [WebPanel("kitchen-sink", Path(__file__).parent / "sink_static",
+                     scripts=("sink.js",), styles=("sink.css",), title="Kitchen sink")]
 
 
 @hookimpl
