@@ -159,6 +159,9 @@ def test_web_push_subscription_and_a_delivered_test_push(live, browsers, push_se
             time.sleep(0.05)
         if browser.driver.execute_async_script(shown):
             break
+    # a loaded machine may show it later than the second each id was given
+    browser.wait(lambda: browser.driver.execute_async_script(shown), timeout=15,
+                 what="the notification shown")
     assert browser.driver.execute_async_script(shown)[-1] == [
         "New message", "Encrypted message", "conv:c1"]
     assert_clean(browser)
