@@ -13,6 +13,7 @@ import dataclasses
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 from dynaconf import Validator
@@ -151,6 +152,15 @@ def sc_web_panels(kernel: Kernel) -> list[WebPanel]:
 @hookimpl
 def sc_cleanup_ctx(kernel: Kernel) -> list[object]:
     return [_drive] if _enabled(kernel) else []
+
+
+@hookimpl
+async def sc_user_deleted(kernel: Kernel, user: dict[str, Any]) -> None:
+    # a deleted account takes its files with it (objects, shares, quota row)
+    rt: DriveRuntime | None = kernel.state.get(STATE_KEY)
+    if rt is not None and user.get("id") is not None:
+        removed = await rt.drive.delete_all_of(str(user["id"]))
+        log.info("drive: removed %d file(s) of a deleted account", removed)
 
 
 @hookimpl

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import case, func, select, update
+from sqlalchemy import case, delete, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -70,3 +70,8 @@ async def set_limit(s: AsyncSession, user_id: str, limit: int | None) -> None:
     """Per-user override (``None`` returns the user to the default quota)."""
     await _ensure_row(s, user_id)
     await s.execute(update(quotas).where(quotas.c.user_id == user_id).values(limit_bytes=limit))
+
+
+async def forget(s: AsyncSession, user_id: str) -> None:
+    """A deleted account's quota row (its files are gone)."""
+    await s.execute(delete(quotas).where(quotas.c.user_id == user_id))

@@ -370,6 +370,28 @@ class DriveService:
         if row.multipart_id:
             await self._quietly(self.storage.abort_multipart(file_id, row.multipart_id))
 
+    async def delete_all_of(self, user_id: str) -> int:
+        """Every file of a deleted account: rows, shares and quota row go; objects are
+        deleted (a failed delete leaves an orphan for the sweep). Returns the count."""
+        async with self.kernel.db.session() as s:
+            rows = (await s.execute(select(files).where(files.c.owner_id == user_id))).all()
+        removed = 0
+        for row in rows:
+            async with self.kernel.db.session() as s:
+                gone = await self._delete_row(s, row, only_pending=False)
+            if not gone:
+                continue  # deleted meanwhile
+            removed += 1
+            if row.status == "ready":
+                self.metrics.bytes_stored.dec(int(row.size))
+            self.metrics.uploads.labels("deleted").inc()
+            await self._quietly(self.storage.delete(row.id))
+            if row.multipart_id:
+                await self._quietly(self.storage.abort_multipart(row.id, row.multipart_id))
+        async with self.kernel.db.session() as s:
+            await quotas.forget(s, user_id)
+        return removed
+
     # -- access --------------------------------------------------------------------------
     async def _row(self, s: AsyncSession, file_id: str) -> Any:
         return (await s.execute(select(files).where(files.c.id == file_id))).first()

@@ -125,3 +125,33 @@ async def test_sharer_leaving_takes_their_shares_along(make_drive: Any) -> None:
 
     await wait_for(share_dropped, timeout=5, message="sc_participant_removed dropped the share")
     await d.download(alice, f["id"])  # the owner keeps the file
+
+
+async def test_a_deleted_account_takes_its_files_along(make_drive: Any, backend: str) -> None:
+    from secureconnect.testing.helpers import wait_for
+
+    d = await make_drive(backend)
+    alice, bob = await d.users(2)
+    cid = await _conversation(d, alice, [bob])
+    shared = await d.upload(alice, os.urandom(300))
+    pending = await d.reserve(alice, 50)
+    mine = await d.upload(bob, b"bob's")
+    r = await d.client.post(f"/v1/drive/files/{shared['id']}/shares",
+                            json={"conversation_id": cid}, headers=alice.headers)
+    assert r.status == 201
+    link = await d.download(bob, shared["id"])
+    r = await d.client.request("DELETE", "/v1/users/me", json={"password": alice.password},
+                               headers=alice.headers)
+    assert r.status == 204, await r.text()
+
+    async def objects_gone() -> bool:
+        return not (await d.object_exists(shared["id"])
+                    or await d.object_exists(pending["file"]["id"]))
+
+    await wait_for(objects_gone, timeout=5, message="the deleted account's objects removed")
+    await d.download(bob, shared["id"], status=404)
+    status, _, _ = await d.fetch(link["url"])
+    assert status in (403, 404)
+    # someone else's files are untouched
+    await d.download(bob, mine["id"])
+    assert await d.object_exists(mine["id"])
