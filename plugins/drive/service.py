@@ -25,7 +25,7 @@ from datetime import datetime, timedelta
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import and_, delete, func, insert, or_, select, update
+from sqlalchemy import and_, bindparam, delete, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from secureconnect.errors import Conflict, NotFound, PayloadTooLarge, Problem
@@ -52,6 +52,9 @@ if TYPE_CHECKING:
     from secureconnect.kernel import Kernel
 
 log = logging.getLogger(__name__)
+
+#: one file row by id, built once: the signed-URL paths read it on every transfer
+_FILE_BY_ID = select(files).where(files.c.id == bindparam("file_id"))
 
 S3_MAX_PARTS = 10_000
 
@@ -328,8 +331,7 @@ class DriveService:
 
     async def ready_file(self, file_id: str) -> Any:
         """The ready file row behind a signed download URL (the signature was checked)."""
-        async with self.kernel.db.session() as s:
-            row = await self._row(s, file_id)
+        row = await self._file(file_id)
         if row is None or row.status != "ready":
             raise FileNotFound("no such file")
         return row
@@ -337,8 +339,7 @@ class DriveService:
     async def pending_upload(self, file_id: str, signed_size: int) -> Any:
         """The pending single-PUT file behind a signed upload URL; a completed (or
         deleted) file cannot be overwritten through an old URL."""
-        async with self.kernel.db.session() as s:
-            row = await self._row(s, file_id)
+        row = await self._file(file_id)
         if row is None or row.upload_kind != "single" or int(row.size) != signed_size:
             raise FileNotFound("no such upload")
         if row.status != "pending":
@@ -396,9 +397,12 @@ class DriveService:
     async def _row(self, s: AsyncSession, file_id: str) -> Any:
         return (await s.execute(select(files).where(files.c.id == file_id))).first()
 
+    async def _file(self, file_id: str) -> Any:
+        """One small indexed read, on the database's fast read path."""
+        return await self.kernel.db.fetch_one(_FILE_BY_ID, {"file_id": file_id})
+
     async def _owned(self, user_id: str, file_id: str) -> Any:
-        async with self.kernel.db.session() as s:
-            row = await self._row(s, file_id)
+        row = await self._file(file_id)
         if row is None or row.owner_id != user_id:
             raise FileNotFound("no such file")
         return row

@@ -65,6 +65,8 @@ async def test_s3_outage_fails_fast_and_recovers(make_drive: Any,
     await create_bucket(private_moto.url, d.bucket)
     deadline = time.monotonic() + 10
     while True:
+        # the breaker may still be open (reset_timeout not yet over): wait for its clock
+        await wait_for(lambda: d.kernel().breaker("s3").state != "open", timeout=5)
         r = await d.client.post("/v1/drive/files", headers=alice.headers, json={
             "name": "again.bin", "size": 50, "content_type": "application/octet-stream"})
         assert r.status == 201
