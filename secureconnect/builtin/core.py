@@ -31,6 +31,7 @@ def sc_settings_validators() -> list[Validator]:
         Validator("server.backlog", is_type_of=int, gte=16, lte=65535),
         Validator("http.request_timeout", is_type_of=(int, float), gt=0, lte=3600),
         Validator("http.max_body_size", is_type_of=int, gte=1024, lte=1 << 30),
+        Validator("http.max_json_depth", is_type_of=int, gte=2, lte=512),
         Validator("http.behind_tls", is_type_of=bool),
         Validator("http.hsts_max_age", is_type_of=int, gte=0),
         Validator("http.content_security_policy", is_type_of=str, len_min=1),
