@@ -124,3 +124,13 @@ async def test_concurrent_bad_tokens_never_500(sc_client):
                 "bearer", "Basic Zm9vOmJhcg==", "Bearer " + json.dumps({"alg": "none"}))]
     rs = await asyncio.gather(*(client.get("/v1/users/me", headers=h) for h in headers))
     assert sorted({r.status for r in rs}) == [401]
+
+
+async def test_non_ascii_query_token_on_streams_is_401(sc_client):
+    client = await sc_client()
+    for path in (b"/v1/events", b"/v1/ws"):
+        for token in (b"%C3%A9t%C3%A9", b"%ED%A0%80", b"%FF%FE"):
+            r = await raw_request(client, b"GET " + path + b"?access_token=" + token
+                                  + b" HTTP/1.1\r\nHost: x")
+            assert r.status == 401, (path, token, r.body)
+            assert json.loads(r.body)["code"] == "invalid_token"
