@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hmac
 import json
+import logging
 from typing import Any
 
 from aiohttp import web
@@ -17,6 +18,7 @@ from ..openapi import build_openapi
 from ..routing import Route, RouteTable
 
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+log = logging.getLogger("secureconnect.core")
 
 
 @hookimpl(trylast=True)
@@ -41,6 +43,8 @@ def sc_settings_validators() -> list[Validator]:
         Validator("health.check_timeout", is_type_of=(int, float), gt=0, lte=30),
         Validator("metrics.enabled", is_type_of=bool),
         Validator("metrics.token", is_type_of=str),
+        Validator("metrics.require_token", is_type_of=bool),
+        Validator("status.details", is_type_of=bool),
         Validator("logging.level", is_in=_LOG_LEVELS),
         Validator("logging.format", is_in=("text", "json")),
         Validator("logging.trace_plugins", is_type_of=bool),
@@ -105,19 +109,27 @@ async def openapi(request: web.Request) -> web.StreamResponse:
 
 @routes.get("/status", auth=False)
 async def status(request: web.Request) -> web.StreamResponse:
-    """A human-readable status page: readiness and plugins (names only)."""
+    """A human-readable status page: readiness, and with `status.details` the
+    version and plugins (names only)."""
     from ..app import render_template
     from ..plugins import describe_plugins
 
     kernel = _kernel(request)
     ok, checks = await kernel.health.run()
+    details = bool(kernel.settings.status.details)
     html = render_template(request.app, "status.html", {
-        "name": kernel.settings.app.name, "version": __version__, "ready": ok,
-        "checks": checks, "plugins": describe_plugins(kernel.pm, kernel.settings)})
+        "name": kernel.settings.app.name, "version": __version__ if details else None,
+        "ready": ok, "checks": checks,
+        "plugins": describe_plugins(kernel.pm, kernel.settings) if details else None})
     return web.Response(text=html, content_type="text/html", status=200 if ok else 503)
 
 
 @hookimpl(trylast=True)
 def sc_routes(kernel: Kernel) -> list[Route]:
-    enabled = kernel.settings.metrics.enabled
+    m = kernel.settings.metrics
+    enabled = bool(m.enabled)
+    if enabled and m.require_token and not m.token:
+        log.warning("/metrics is not served: metrics.require_token is set and "
+                    "metrics.token is empty (set it as a secret, or require_token = false)")
+        enabled = False
     return [r for r in routes if enabled or r.path != "/metrics"]
