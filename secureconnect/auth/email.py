@@ -39,14 +39,21 @@ class MailSender(Protocol):
 
 
 class OutboxSender:
-    """Keeps mails in memory (bounded) and logs them."""
+    """Keeps mails in memory (bounded) and logs them. The body (with its live
+    verification or reset link) is logged only when ``log_bodies`` is set, which
+    :func:`build_sender` does in the ``development`` environment alone."""
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, *, log_bodies: bool = False) -> None:
         self.outbox: deque[Mail] = deque(maxlen=size)
+        self.log_bodies = log_bodies
 
     async def send(self, mail: Mail) -> None:
         self.outbox.append(mail)
-        log.info("mail (outbox backend) to %s: %s\n%s", mail.to, mail.subject, mail.text)
+        if self.log_bodies:
+            log.info("mail (outbox backend) to %s: %s\n%s", mail.to, mail.subject, mail.text)
+        else:
+            log.info("mail (outbox backend) to %s: %s (body not logged outside "
+                     "development)", mail.to, mail.subject)
 
 
 class SmtpSender:
@@ -124,7 +131,7 @@ class Mailer:
             await asyncio.gather(*pending, return_exceptions=True)
 
 
-def build_sender(s: Any) -> MailSender:
+def build_sender(s: Any, environment: str = "development") -> MailSender:
     if str(s.mail_backend) == "smtp":
         return SmtpSender(s)
-    return OutboxSender(int(s.outbox_size))
+    return OutboxSender(int(s.outbox_size), log_bodies=environment == "development")

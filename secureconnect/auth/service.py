@@ -188,9 +188,10 @@ class AuthService:
             workers=int(s.hash_workers),
             max_pending=int(s.hash_max_pending),
         )
-        self.mailer = Mailer(build_sender(s), kernel.metrics, max_pending=int(s.mail_max_pending))
-        self.revoked = RevokedSessions()
         environment = str(settings.current_env).lower()
+        self.mailer = Mailer(build_sender(s, environment), kernel.metrics,
+                             max_pending=int(s.mail_max_pending))
+        self.revoked = RevokedSessions()
         if environment == "production" and str(s.mail_backend) == "outbox":
             log.warning(
                 "auth.mail_backend is 'outbox' in production: verification and reset "
