@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from typing import Any, Protocol
@@ -100,6 +101,26 @@ class Mailer:
         box = getattr(self.sender, "outbox", None)
         return box if isinstance(box, deque) else deque()
 
+    def defer(self, job: Callable[[], Awaitable[None]], what: str) -> None:
+        """Run ``job`` (which prepares and submits a mail) in the same bounded set of
+        background tasks, so the caller answers before any of its I/O."""
+        if len(self._tasks) >= self.max_pending:
+            self.failed.inc()
+            log.error("mail queue full (%d pending); dropped %s", len(self._tasks), what)
+            return
+        task = asyncio.create_task(self._run(job, what), name="auth:mail-job")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run(self, job: Callable[[], Awaitable[None]], what: str) -> None:
+        try:
+            await job()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self.failed.inc()
+            log.error("preparing %s failed: %s: %s", what, type(exc).__name__, exc)
+
     def submit(self, mail: Mail) -> None:
         if len(self._tasks) >= self.max_pending:
             self.failed.inc()
@@ -123,12 +144,16 @@ class Mailer:
             self.sent.inc()
 
     async def drain(self, timeout: float = 5.0) -> None:
-        """Wait (bounded) for mails in flight, then cancel the rest (shutdown)."""
-        if self._tasks:
-            _, pending = await asyncio.wait(set(self._tasks), timeout=timeout)
-            for task in pending:
-                task.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
+        """Wait (bounded) for mails in flight — and the mails deferred jobs submit
+        meanwhile — then cancel the rest (shutdown)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self._tasks and loop.time() < deadline:
+            await asyncio.wait(set(self._tasks), timeout=deadline - loop.time())
+        pending = set(self._tasks)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
 
 
 def build_sender(s: Any, environment: str = "development") -> MailSender:

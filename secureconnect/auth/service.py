@@ -685,6 +685,11 @@ class AuthService:
         except RateLimited:
             # no more mails to this address for now, and no sign of it to the caller
             return
+        # The lookup and the token insert run after the answer: the caller's latency is
+        # the same whether the account exists or not.
+        self.mailer.defer(lambda: self._mail_reset_link(email), "a password-reset mail")
+
+    async def _mail_reset_link(self, email: str) -> None:
         async with self.kernel.db.connect() as conn:
             row = (await conn.execute(select(m.users).where(m.users.c.email == email))).first()
         if row is not None:
