@@ -1,4 +1,5 @@
-"""REST handlers of ``/v1/auth/*`` and ``/v1/users/me``: parse → service → serialise."""
+"""REST handlers of ``/v1/auth/*``, ``/v1/users/me`` and ``/v1/admin/users/{id}``:
+parse → service → serialise."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
+from ..errors import Forbidden
 from ..http.context import principal
 from ..http.handlers import json_response
 from ..routing import RouteTable
@@ -45,6 +47,10 @@ class RefreshIn(_In):
 
 class TokenIn(_In):
     token: str = _TOKEN
+
+
+class DeleteAccountIn(_In):
+    password: str = _SECRET
 
 
 class PasswordResetIn(_In):
@@ -154,6 +160,36 @@ async def me(request: web.Request) -> web.StreamResponse:
     """The authenticated user."""
     user = await _auth(request).me(principal(request))
     return json_response(_user(user))
+
+
+@routes.delete(
+    "/v1/users/me",
+    rate_limit="login",
+    body=DeleteAccountIn,
+    status=204,
+    extra_responses={401: "wrong password", 429: "too many attempts"},
+)
+async def delete_me(request: web.Request, body: DeleteAccountIn) -> web.StreamResponse:
+    """Delete the caller's account (password confirmation): every session ends at
+    once and plugins remove the account's data (chat: its memberships)."""
+    caller = principal(request)
+    await _auth(request).delete_account(str(caller.user_id), password=body.password)
+    return web.Response(status=204)
+
+
+@routes.delete(
+    "/v1/admin/users/{user_id}",
+    status=204,
+    extra_responses={403: "not an admin", 404: "no such account"},
+)
+async def admin_delete_user(request: web.Request) -> web.StreamResponse:
+    """Delete an account (admins only; logged with the admin's id)."""
+    caller = principal(request)
+    if not caller.is_admin:
+        raise Forbidden("only admins may delete other accounts", code="admin_only")
+    await _auth(request).delete_account(request.match_info["user_id"],
+                                        by=str(caller.user_id))
+    return web.Response(status=204)
 
 
 @routes.post(

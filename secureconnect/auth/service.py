@@ -33,7 +33,7 @@ from email_validator import EmailNotValidError, validate_email
 from sqlalchemy import and_, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from ..errors import Conflict, RateLimited, Unauthorized, ValidationFailed
+from ..errors import Conflict, NotFound, RateLimited, Unauthorized, ValidationFailed
 from ..ids import new_id_str
 from . import models as m
 from .email import Mail, Mailer, build_sender
@@ -347,6 +347,39 @@ class AuthService:
         if user is None:  # deleted after the token was issued
             raise Unauthorized("the account no longer exists", code="invalid_token")
         return user
+
+    async def delete_account(self, user_id: str, *, password: str | None = None,
+                             by: str | None = None) -> None:
+        """Delete an account: with ``password`` (the owner's own request) it must be
+        right (401 otherwise, attempts limited like logins); without it the caller
+        is an admin (``by``). Every session is revoked first — on every instance at
+        once, through the cache and the bus — then the rows go and plugins hear
+        ``sc_user_deleted`` (chat removes the account from its conversations)."""
+        try:
+            user_id = str(uuid.UUID(user_id))
+        except ValueError:
+            raise NotFound("no account with this id", code="user_not_found") from None
+        async with self.kernel.db.connect() as conn:
+            row = (await conn.execute(select(m.users).where(m.users.c.id == user_id))).first()
+        if row is None:
+            raise NotFound("no account with this id", code="user_not_found")
+        if password is not None:
+            await self.kernel.rate_limits.hit("login", f"delete:{user_id}")
+            if len(password) > self.policy.max_length or not await self.passwords.verify(
+                    row.password_hash, password):
+                raise Unauthorized("the password is wrong", code="invalid_credentials")
+        user = User.from_row(row)
+        await self.revoke_all_sessions(user_id, reason="account_deleted")
+        async with self.kernel.db.connect() as conn:
+            await conn.execute(delete(m.refresh_tokens).where(
+                m.refresh_tokens.c.session_id.in_(
+                    select(m.sessions.c.id).where(m.sessions.c.user_id == user_id))))
+            await conn.execute(delete(m.email_tokens).where(m.email_tokens.c.user_id == user_id))
+            await conn.execute(delete(m.sessions).where(m.sessions.c.user_id == user_id))
+            await conn.execute(delete(m.users).where(m.users.c.id == user_id))
+        log.info("account %s deleted by %s", user_id,
+                 "its owner" if by is None or by == user_id else f"admin {by}")
+        await self.kernel.notify("sc_user_deleted", user=user.as_dict())
 
     # -- sessions --------------------------------------------------------------------------
     async def login(self, email: str, password: str) -> TokenPair:
