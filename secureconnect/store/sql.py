@@ -3,10 +3,12 @@
 * SQLite (``sqlite+aiosqlite``, the embedded default) in WAL mode;
   PostgreSQL (``postgresql+asyncpg``) in production.
 * Pool size, overflow, recycle and pre-ping from ``[database]``.
-* Acquiring a connection waits at most ``acquire_timeout`` → 503
-  ``database_unavailable`` and ``db_connection_acquire_timeout_total``.
-* Each statement is bounded by ``query_timeout`` (``statement_timeout`` on PostgreSQL,
-  an asyncio deadline everywhere) → 503 ``database_timeout`` and ``db_query_timeout_total``.
+* Acquiring a connection (pool wait, connect, pre-ping) is bounded by an asyncio
+  deadline of ``acquire_timeout`` → 503 ``database_unavailable`` and
+  ``db_connection_acquire_timeout_total``.
+* The transaction of :meth:`Database.connect` is bounded by ``query_timeout``
+  (``statement_timeout`` on PostgreSQL as well, and an asyncio deadline whatever the
+  network does) → 503 ``database_timeout`` and ``db_query_timeout_total``.
 * ``write(fn, *args)`` runs a synchronous transaction function in one hand-off; on a
   SQLite file that is one call on a single writer thread with its own connection.
 """
@@ -61,6 +63,7 @@ class Database:
         self._engine: AsyncEngine | None = None
         self._sessions: async_sessionmaker[AsyncSession] | None = None
         self._writer: _WriterThread | None = None
+        self._reapers: set[asyncio.Future[None]] = set()
         self.acquire_timeouts = metrics.counter(
             "db_connection_acquire_timeout_total", "Connection acquisitions that timed out")
         self.acquire_duration = metrics.histogram(
@@ -109,9 +112,11 @@ class Database:
             }
         engine = create_async_engine(self.url, **kwargs)
         self._instrument(engine.sync_engine)
-        pool = engine.sync_engine.pool
-        event.listen(pool, "checkout", lambda *a: self._pool_changed())
-        event.listen(pool, "checkin", lambda *a: self._pool_changed())
+        # read from the pool when scraped: a "checkin" listener runs before the
+        # connection is back, and overflow connections closed on return fire nothing
+        pool: Any = engine.sync_engine.pool
+        self.in_use.set_function(lambda: float(getattr(pool, "checkedout", lambda: 0)()))
+        self.idle.set_function(lambda: float(getattr(pool, "checkedin", lambda: 0)()))
         self._engine = engine
         self._sessions = async_sessionmaker(engine, expire_on_commit=False)
 
@@ -119,6 +124,9 @@ class Database:
         if self._writer is not None:
             await asyncio.to_thread(self._writer.close)  # after its current transaction
             self._writer = None
+        for reaper in list(self._reapers):
+            reaper.cancel()
+        await asyncio.gather(*self._reapers, return_exceptions=True)
         if self._engine is not None:
             await self._engine.dispose()
             self._engine = None
@@ -130,13 +138,6 @@ class Database:
         event.listen(sync_engine, "before_cursor_execute", _start_timer)
         event.listen(sync_engine, "after_cursor_execute", self._stop_timer)
 
-    def _pool_changed(self) -> None:
-        pool: Any = self.engine.sync_engine.pool
-        checked_out = getattr(pool, "checkedout", lambda: 0)()
-        idle = getattr(pool, "checkedin", lambda: 0)()
-        self.in_use.set(checked_out)
-        self.idle.set(idle)
-
     def _stop_timer(self, conn: Any, *args: Any) -> None:
         start = conn.info.pop("sc_query_start", None)
         if start is not None:
@@ -145,12 +146,85 @@ class Database:
     # -- use -----------------------------------------------------------------------------
     @asynccontextmanager
     async def connect(self) -> AsyncIterator[AsyncConnection]:
-        """A pooled connection inside a transaction (committed on success)."""
+        """A pooled connection inside a transaction (committed on success).
+
+        Two deadlines, whatever the network does: getting the connection (pool wait,
+        connect, pre-ping) within ``acquire_timeout`` → 503 ``database_unavailable``;
+        the transaction (statements and commit) within ``query_timeout`` → 503
+        ``database_timeout``. Neither waits for the clean-up of what it cut: an
+        acquisition still in flight is abandoned to a background task, and on
+        PostgreSQL the connection of a transaction past its deadline is terminated
+        (no cancel request, rollback or graceful close, each a round trip)."""
         async with self._guard():
             start = time.perf_counter()
-            async with self.engine.begin() as conn:
-                self.acquire_duration.observe(time.perf_counter() - start)
-                yield conn
+            conn = await self._acquire()
+            self.acquire_duration.observe(time.perf_counter() - start)
+            loop = asyncio.get_running_loop()
+            deadline = asyncio.timeout(self.query_timeout)
+            cut: list[bool] = []
+
+            def cut_connection() -> None:
+                cut.append(True)
+                _terminate(conn)
+
+            cutter = (loop.call_later(max(0.0, self.query_timeout - 0.005), cut_connection)
+                      if self.is_postgres else None)
+            try:
+                async with deadline:
+                    async with conn.begin():
+                        yield conn
+            except BaseException:
+                if deadline.expired() or cut:
+                    await self._discard(conn)
+                    raise TimeoutError from None
+                await conn.close()
+                raise
+            finally:
+                if cutter is not None:
+                    cutter.cancel()
+            await conn.close()
+
+    async def _acquire(self) -> AsyncConnection:
+        conn = self.engine.connect()
+        task = asyncio.ensure_future(conn.start())
+        try:
+            done, _ = await asyncio.wait({task}, timeout=self.acquire_timeout)
+        except asyncio.CancelledError:
+            self._abandon(task, conn)
+            raise
+        if not done:
+            self._abandon(task, conn)
+            self.acquire_timeouts.inc()
+            raise DatabaseUnavailable(
+                f"no database connection within {self.acquire_timeout:g} s; retry shortly")
+        task.result()  # the acquisition's own error (pool timeout, refused, ...)
+        return conn
+
+    def _abandon(self, task: asyncio.Future[Any], conn: AsyncConnection) -> None:
+        """Let a cut acquisition finish its clean-up in the background; a connection
+        it got after all goes back to the pool."""
+        task.cancel()
+        reaper = asyncio.ensure_future(self._reap(task, conn))
+        self._reapers.add(reaper)
+        reaper.add_done_callback(self._reapers.discard)
+
+    async def _reap(self, task: asyncio.Future[Any], conn: AsyncConnection) -> None:
+        try:
+            await task
+        except BaseException:
+            return
+        await self._discard(conn)
+
+    async def _discard(self, conn: AsyncConnection) -> None:
+        """Drop a connection whose state is unknown (cut mid-conversation); the pool
+        opens a fresh one when needed."""
+        _terminate(conn)
+        try:
+            if conn.sync_connection is not None:
+                await conn.invalidate()
+            await conn.close()
+        except Exception:
+            log.debug("discarding a database connection failed", exc_info=True)
 
     async def write(self, fn: Callable[..., T], *args: Any) -> T:
         """``fn(connection, *args)`` — ``connection`` a synchronous SQLAlchemy
@@ -235,6 +309,22 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
                    "busy_timeout=5000"):
         cur.execute(f"PRAGMA {pragma}")
     cur.close()
+
+
+def _terminate(conn: AsyncConnection) -> None:
+    """Close the driver connection under ``conn`` at once, without a word to the
+    server (asyncpg's ``terminate``); a no-op for other drivers or when none is held."""
+    try:
+        sync = conn.sync_connection
+        if sync is None or sync.closed or sync.invalidated:
+            return  # (reading .connection would open a new one)
+        raw = sync.connection.dbapi_connection
+        driver = getattr(raw, "_connection", None)
+        terminate = getattr(driver, "terminate", None)
+        if callable(terminate) and type(driver).__module__.startswith("asyncpg"):
+            terminate()
+    except Exception:
+        log.debug("terminating a database connection failed", exc_info=True)
 
 
 def _start_timer(conn: Any, *args: Any) -> None:
