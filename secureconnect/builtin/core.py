@@ -69,11 +69,13 @@ async def live(request: web.Request) -> web.StreamResponse:
 
 @routes.get("/health/ready", auth=False, rate_limit="none")
 async def ready(request: web.Request) -> web.StreamResponse:
-    """Readiness: every registered dependency check, each with its own timeout."""
-    ok, checks = await _kernel(request).health.run()
+    """Readiness: every registered dependency check, each with its own timeout; 200
+    (`ok`, or `degraded` when a dependency the service works without failed) or 503."""
+    health = _kernel(request).health
+    ok, checks = await health.run()
     if ok:
-        return json_response({"status": "ok", "checks": checks})
-    failed = sorted(name for name, r in checks.items() if r["status"] != "ok")
+        return json_response({"status": health.overall(ok, checks), "checks": checks})
+    failed = sorted(name for name, r in checks.items() if r["status"] == "failed")
     raise Problem(f"not ready: {', '.join(failed)} unavailable", code="not_ready",
                   status=503, title="Service Unavailable", failed=failed, checks=checks)
 

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
 from types import SimpleNamespace
 from typing import Any
 
+from secureconnect.app import KERNEL
 from secureconnect.metrics import Metrics
 from secureconnect.store.bus import create_bus
 from secureconnect.testing import make_settings, wait_for
+from secureconnect.testing.accounts import register_and_login
 
 
 def _settings(redis_url: str) -> Any:
@@ -77,3 +80,44 @@ async def test_an_outage_logs_once_not_per_message(redis_server: Any, caplog) ->
     assert len(publish_lines) <= 2, [r.getMessage() for r in publish_lines]  # down + back
     assert len(reader_lines) <= 2, [r.getMessage() for r in reader_lines]  # one per bus
     assert not any(r.exc_info for r in records)
+
+
+async def test_readiness_says_degraded_not_503_without_redis(sc_client, redis_server):
+    client = await sc_client({"redis": {"url": redis_server.url, "socket_timeout": 0.5}})
+    r = await client.get("/health/ready")
+    assert r.status == 200 and (await r.json())["status"] == "ok"
+    redis_server.stop()
+    r = await client.get("/health/ready")
+    body = await r.json()
+    assert r.status == 200, body
+    assert body["status"] == "degraded" and body["checks"]["redis"]["status"] == "degraded"
+    assert body["checks"]["database"]["status"] == "ok"
+    # the service does work meanwhile
+    user = await register_and_login(client)
+    assert (await client.get("/v1/users/me", headers=user.headers)).status == 200
+    redis_server.start()
+    # after the restart: ok on the first try (no flap through a stale connection)
+    await wait_for(lambda: _ready_ok(client), timeout=15, interval=0.3, message="ok again")
+    for _ in range(5):
+        assert await _ready_ok(client)
+
+
+async def _ready_ok(client) -> bool:
+    r = await client.get("/health/ready")
+    return r.status == 200 and (await r.json())["status"] == "ok"
+
+
+async def test_a_burst_waits_for_pooled_connections_instead_of_failing(sc_client,
+                                                                       redis_server):
+    client = await sc_client({"redis": {"url": redis_server.url, "socket_timeout": 1.0,
+                                        "max_connections": 2}})
+    kernel = client.app[KERNEL]
+    cache = kernel.cache
+    await cache.set("k", "v")
+    values = await asyncio.gather(*(cache.get("k") for _ in range(300)))
+    assert values == ["v"] * 300
+    assert kernel.metrics.value("redis_fallback_total", {"operation": "get"}) == 0
+    assert cache.redis_up
+    # the rate limiter's own pool as well: no fallback to per-instance memory
+    await asyncio.gather(*(kernel.rate_limits.hit("login", f"burst:{n}") for n in range(100)))
+    assert kernel.metrics.value("rate_limit_fallback_total") == 0
