@@ -150,38 +150,32 @@ class Database:
 
         Two deadlines, whatever the network does: getting the connection (pool wait,
         connect, pre-ping) within ``acquire_timeout`` → 503 ``database_unavailable``;
-        the transaction (statements and commit) within ``query_timeout`` → 503
-        ``database_timeout``. Neither waits for the clean-up of what it cut: an
-        acquisition still in flight is abandoned to a background task, and on
-        PostgreSQL the connection of a transaction past its deadline is terminated
-        (no cancel request, rollback or graceful close, each a round trip)."""
+        each statement within ``query_timeout`` of its start, and the commit within
+        ``query_timeout`` of the last statement's start → 503 ``database_timeout``.
+        Neither waits for the clean-up of what it cut: an acquisition still in flight
+        is abandoned to a background task, and on PostgreSQL the connection of a
+        statement past its deadline is terminated (no cancel request, rollback or
+        graceful close, each a round trip)."""
         async with self._guard():
             start = time.perf_counter()
             conn = await self._acquire()
             self.acquire_duration.observe(time.perf_counter() - start)
-            loop = asyncio.get_running_loop()
-            deadline = asyncio.timeout(self.query_timeout)
-            cut: list[bool] = []
-
-            def cut_connection() -> None:
-                cut.append(True)
-                _terminate(conn)
-
-            cutter = (loop.call_later(max(0.0, self.query_timeout - 0.005), cut_connection)
-                      if self.is_postgres else None)
+            deadline = _StatementDeadline(conn, self.query_timeout, cut=self.is_postgres)
+            info = conn.sync_connection.info if conn.sync_connection is not None else {}
+            info[_DEADLINE] = deadline  # re-armed by each statement (_start_timer)
             try:
-                async with deadline:
+                async with deadline.timeout:
                     async with conn.begin():
                         yield conn
             except BaseException:
-                if deadline.expired() or cut:
+                if deadline.timeout.expired() or deadline.cut:
                     await self._discard(conn)
                     raise TimeoutError from None
                 await conn.close()
                 raise
             finally:
-                if cutter is not None:
-                    cutter.cancel()
+                deadline.stop()
+                info.pop(_DEADLINE, None)
             await conn.close()
 
     async def _acquire(self) -> AsyncConnection:
@@ -327,8 +321,52 @@ def _terminate(conn: AsyncConnection) -> None:
         log.debug("terminating a database connection failed", exc_info=True)
 
 
+_DEADLINE = "sc_statement_deadline"
+
+
+class _StatementDeadline:
+    """The asyncio deadline of :meth:`Database.connect`, moved to ``query_timeout``
+    after the start of each statement. On PostgreSQL the driver connection is
+    terminated just before the deadline cancels the task, so the cancelled statement
+    fails at once instead of waiting for a cancel request to travel."""
+
+    def __init__(self, conn: AsyncConnection, seconds: float, *, cut: bool) -> None:
+        self.conn = conn
+        self.seconds = seconds
+        self.loop = asyncio.get_running_loop()
+        self.timeout = asyncio.timeout(seconds)
+        self.cut = False
+        self._cuts = cut
+        self._cutter: asyncio.TimerHandle | None = None
+        self._arm_cutter()
+
+    def _arm_cutter(self) -> None:
+        if self._cuts:
+            self._cutter = self.loop.call_later(max(0.0, self.seconds - 0.005), self._cut)
+
+    def _cut(self) -> None:
+        self.cut = True
+        _terminate(self.conn)
+
+    def rearm(self) -> None:
+        if self.timeout.expired() or self.cut:
+            return
+        self.timeout.reschedule(self.loop.time() + self.seconds)
+        if self._cutter is not None:
+            self._cutter.cancel()
+        self._arm_cutter()
+
+    def stop(self) -> None:
+        if self._cutter is not None:
+            self._cutter.cancel()
+            self._cutter = None
+
+
 def _start_timer(conn: Any, *args: Any) -> None:
     conn.info["sc_query_start"] = time.perf_counter()
+    deadline = conn.info.get(_DEADLINE)
+    if deadline is not None:
+        deadline.rearm()
 
 
 def _is_query_timeout(exc: BaseException) -> bool:
