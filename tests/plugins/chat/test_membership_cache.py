@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from plugins.chat.membership import MembershipCache
+from secureconnect_plugins.chat.membership import MembershipCache
 from secureconnect.testing import wait_for
 
 from .helpers import create_group, send, users
