@@ -1,4 +1,4 @@
-"""The chat role matrix over HTTP (issue 22, item 25): member / admin / owner ×
+"""The chat role matrix over HTTP (issue 22, item 25): member / admin / owner x
 promote, demote, add an admin, add a member, remove the owner, remove an admin,
 remove a member, leave — each on a fresh group, with the outcome checked on the
 group itself (a refused change leaves the roles as they were)."""

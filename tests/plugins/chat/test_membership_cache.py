@@ -8,8 +8,8 @@ import asyncio
 from typing import Any
 
 import pytest
-
 from secureconnect_plugins.chat.membership import MembershipCache
+
 from secureconnect.testing import wait_for
 
 from .helpers import create_group, send, users
