@@ -27,8 +27,9 @@ async def test_sigterm_under_a_burst_exits_fast_and_refuses_new_requests(tmp_pat
                SECURECONNECT_SERVER__SHUTDOWN_TIMEOUT=str(SHUTDOWN_TIMEOUT),
                SECURECONNECT_APP__DATA_DIR=str(tmp_path))
     exe = Path(sys.executable).with_name("secureconnect")
-    proc = subprocess.Popen([str(exe), "serve", "--port", str(port)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = await asyncio.create_subprocess_exec(
+        str(exe), "serve", "--port", str(port), env=env,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     try:
         async with aiohttp.ClientSession() as s:
@@ -75,8 +76,7 @@ async def test_sigterm_under_a_burst_exits_fast_and_refuses_new_requests(tmp_pat
             await asyncio.sleep(0.5)
             signalled.append(time.perf_counter())
             proc.send_signal(signal.SIGTERM)
-            while proc.poll() is None and time.perf_counter() - signalled[0] < 30:
-                await asyncio.sleep(0.05)
+            await asyncio.wait_for(proc.wait(), 30)
             exit_after = time.perf_counter() - signalled[0]
             await asyncio.sleep(0.2)
             stop.set()
@@ -90,6 +90,6 @@ async def test_sigterm_under_a_burst_exits_fast_and_refuses_new_requests(tmp_pat
         slowest = max(seconds for _, seconds in after)
         assert slowest < 2.0, sorted(after, key=lambda a: -a[1])[:5]
     finally:
-        if proc.poll() is None:
+        if proc.returncode is None:
             proc.kill()
-            proc.wait()
+            await proc.wait()
