@@ -32,7 +32,8 @@ test: $(VENV)/.installed-test
 
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check secureconnect plugins tests bench scripts
-	$(BIN)/mypy secureconnect
+	$(BIN)/mypy secureconnect secureconnect_plugins
+	$(BIN)/lint-imports
 
 services:
 	bash scripts/services/install.sh

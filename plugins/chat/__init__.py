@@ -2,8 +2,8 @@
 typing, presence and read receipts.
 
 Hook implementations only; the logic is in :mod:`.service`. Other plugins reach chat
-through ``kernel.require("chat.conversations")`` (see docs/chat.md, "For other
-plugins"), never by importing this package.
+only through its published interface, :mod:`.api` (``kernel.require(CONVERSATIONS)``),
+and the hooks it declares in :mod:`.hookspecs` (see docs/chat.md, "For other plugins").
 """
 
 from __future__ import annotations
@@ -13,16 +13,19 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import pluggy
 from dynaconf import Validator
 
 from secureconnect import HealthCheck, Kernel, Route, hookimpl
 from secureconnect.migrations import MigrationSource
 from secureconnect.ws.gateway import Connection, WsHandler
 
+from . import hookspecs
 from .api import CONVERSATIONS
 from .cassandra_store import CassandraMessageStore
 from .conversations import ConversationRepository
 from .events import handlers
+from .interface import ChatConversations
 from .models import metadata
 from .routes import STATE_KEY, routes
 from .service import ChatService, ChatSettings
@@ -31,6 +34,11 @@ from .store import MessageStore, SqlMessageStore
 MIGRATIONS = Path(__file__).parent / "migrations"
 STORE_KEY = "chat.message_store"
 MESSAGE_TYPES = ("text", "image", "video", "file", "system", "poll")
+
+
+@hookimpl
+def sc_addhooks(pm: pluggy.PluginManager) -> None:
+    pm.add_hookspecs(hookspecs)
 
 
 @hookimpl
@@ -85,11 +93,10 @@ async def _chat_service(kernel: Kernel) -> AsyncIterator[None]:
         store,
         ConversationRepository(kernel.db, write_lock=write_lock),
     )
-    service.start()
-    await service.membership.start(kernel)
+    await service.start()
     kernel.state[STATE_KEY] = service
     kernel.state[STORE_KEY] = store
-    kernel.provide(CONVERSATIONS, service)
+    kernel.provide(CONVERSATIONS, ChatConversations(service))
     try:
         yield
     finally:
@@ -143,25 +150,25 @@ async def sc_authorize_topic(kernel: Kernel, user: Any, topic: str) -> bool | No
     service = _service(kernel)
     if service is None:
         return None
-    return await service.authorize_topic(user, topic)
+    return await service.conversations.authorize_topic(user, topic)
 
 
 @hookimpl
 async def sc_ws_connected(kernel: Kernel, conn: Connection) -> None:
     service = _service(kernel)
     if service is not None:
-        await service.connected(conn)
+        await service.presence.connected(conn)
 
 
 @hookimpl
 async def sc_ws_disconnected(kernel: Kernel, conn: Connection) -> None:
     service = _service(kernel)
     if service is not None:
-        await service.disconnected(conn)
+        await service.presence.disconnected(conn)
 
 
 @hookimpl
 async def sc_user_deleted(kernel: Kernel, user: dict[str, Any]) -> None:
     service = _service(kernel)
     if service is not None and user.get("id") is not None:
-        await service.leave_all(str(user["id"]))
+        await service.conversations.leave_all(str(user["id"]))

@@ -11,6 +11,7 @@ import pytest
 from secureconnect_plugins.chat.membership import MembershipCache
 
 from secureconnect.testing import wait_for
+from secureconnect_plugins.chat.membership import MembershipCache
 
 from .helpers import create_group, send, users
 
