@@ -8,7 +8,6 @@ import asyncio
 from typing import Any
 
 import pytest
-from secureconnect_plugins.chat.membership import MembershipCache
 
 from secureconnect.testing import wait_for
 from secureconnect_plugins.chat.membership import MembershipCache

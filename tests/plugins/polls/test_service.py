@@ -16,6 +16,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from sqlalchemy import func, select
+
+from secureconnect.errors import Forbidden
+from secureconnect.kernel import Kernel
+from secureconnect.plugins import build_plugin_manager
+from secureconnect.store.sql import Database
+from secureconnect.testing import make_settings, wait_for
 from secureconnect_plugins.chat.api import CONVERSATIONS
 from secureconnect_plugins.polls.models import metadata, polls
 from secureconnect_plugins.polls.service import (
@@ -25,13 +32,6 @@ from secureconnect_plugins.polls.service import (
     PollService,
     PollSettings,
 )
-from sqlalchemy import func, select
-
-from secureconnect.errors import Forbidden
-from secureconnect.kernel import Kernel
-from secureconnect.plugins import build_plugin_manager
-from secureconnect.store.sql import Database
-from secureconnect.testing import make_settings, wait_for
 
 SETTINGS = PollSettings(
     max_options=10,
