@@ -147,6 +147,16 @@ class RateLimits:
         if cls.per_user and principal is not None:
             await self._check(cls, "user", cls.per_user, str(principal.user_id))
 
+    async def hit_user(self, rate_class: str, user_id: str) -> None:
+        """Count one request of ``user_id`` against the class's ``per_user`` limit —
+        the same bucket :meth:`check_request` uses on a route of that class, so a
+        WebSocket frame and a REST request share one limit (chat's sends)."""
+        if not self.enabled:
+            return
+        cls = self.rate_class(rate_class)
+        if cls.per_user:
+            await self._check(cls, "user", cls.per_user, str(user_id))
+
     async def hit(self, rate_class: str, key: str) -> None:
         """Count one attempt against the class's ``per_user`` limit for ``key`` (e.g. a
         target account on login); raises :class:`RateLimited` when over."""
