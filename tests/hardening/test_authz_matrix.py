@@ -1,0 +1,91 @@
+"""The authorization matrix, generated from the mounted route table (issue 22):
+every route with a conversation, message, poll, call or file id in its path is called
+as an outsider and as a removed participant, and must answer 403/404 without the
+resource's data — and change nothing. A route with such an id and a body that is not
+listed in BODIES fails the test, so a new plugin route cannot go uncovered."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any
+
+from secureconnect.http.context import ROUTES
+from tests.plugins.chat.helpers import SQLITE_FILE, create_group, send, users
+
+RESOURCE_PARAMS = {"conversation_id", "message_id", "poll_id", "call_id", "file_id"}
+SECRET = "top-secret-content-7f3a"
+
+Ctx = dict[str, Any]
+# (method, path template) → a body that is valid for that route
+BODIES: dict[tuple[str, str], Callable[[Ctx], Any]] = {
+    ("PATCH", "/v1/conversations/{conversation_id}"): lambda c: {"name": "pwned"},
+    ("POST", "/v1/conversations/{conversation_id}/participants"):
+        lambda c: {"user_id": c["attacker"]},
+    ("PATCH", "/v1/conversations/{conversation_id}/participants/{user_id}"):
+        lambda c: {"role": "admin"},
+    ("POST", "/v1/conversations/{conversation_id}/messages"):
+        lambda c: {"content": "intrusion", "message_type": "text"},
+    ("PATCH", "/v1/conversations/{conversation_id}/messages/{message_id}"):
+        lambda c: {"content": "edited by an intruder"},
+    ("POST", "/v1/conversations/{conversation_id}/read"):
+        lambda c: {"message_id": c["message_id"]},
+    ("POST", "/v1/conversations/{conversation_id}/polls"):
+        lambda c: {"question": "intruder?", "options": ["a", "b"]},
+    ("POST", "/v1/polls/{poll_id}/votes"): lambda c: {"option_ids": [c["option_id"]]},
+}
+
+
+def _fill(path: str, ctx: Ctx) -> str:
+    return re.sub(r"\{(\w+)\}", lambda m: str(ctx[m.group(1)]), path)
+
+
+async def _state(client: Any, ctx: Ctx, owner: Any) -> Any:
+    conv = await (await client.get(f"/v1/conversations/{ctx['conversation_id']}",
+                                   headers=owner.headers)).json()
+    history = await (await client.get(f"/v1/conversations/{ctx['conversation_id']}/messages",
+                                      headers=owner.headers)).json()
+    poll = await (await client.get(f"/v1/polls/{ctx['poll_id']}",
+                                   headers=owner.headers)).json()
+    return (conv.get("name"), sorted((p["user_id"], p["role"]) for p in conv["participants"]),
+            [(m["id"], m.get("content"), m.get("edited_at")) for m in history["messages"]],
+            poll.get("total_votes"), poll.get("status"))
+
+
+async def test_outsiders_and_removed_participants_get_nothing(sc_client):
+    client = await sc_client({"database": {"url": SQLITE_FILE}})
+    owner, member, removed, outsider = await users(client, 4)
+    cid = await create_group(client, owner, [member, removed], name="secret-room")
+    r = await client.delete(f"/v1/conversations/{cid}/participants/{removed.user_id}",
+                            headers=owner.headers)
+    assert r.status == 204
+    message = await send(client, owner, cid, SECRET)
+    r = await client.post(f"/v1/conversations/{cid}/polls", headers=owner.headers,
+                          json={"question": f"{SECRET}?", "options": ["yes", "no"]})
+    assert r.status == 201, await r.text()
+    poll = await r.json()
+    ctx: Ctx = {"conversation_id": cid, "message_id": message["id"], "poll_id": poll["id"],
+                "option_id": poll["options"][0]["id"], "user_id": member.user_id}
+    before = await _state(client, ctx, owner)
+
+    routes = [r for r in client.app[ROUTES]
+              if RESOURCE_PARAMS & set(re.findall(r"\{(\w+)\}", r.path))]
+    assert len(routes) >= 10, [r.path for r in routes]
+    unlisted = [(r.method, r.path) for r in routes
+                if r.body is not None and (r.method, r.path) not in BODIES]
+    assert not unlisted, f"routes missing from the authorization matrix: {unlisted}"
+
+    holes: list[str] = []
+    for route in routes:
+        for who, user in (("outsider", outsider), ("removed participant", removed)):
+            call_ctx = {**ctx, "attacker": user.user_id}
+            body = BODIES[(route.method, route.path)](call_ctx) if route.body else None
+            r = await client.request(route.method, _fill(route.path, call_ctx),
+                                     json=body, headers=user.headers)
+            text = await r.text()
+            if r.status not in (403, 404):
+                holes.append(f"{route.method} {route.path} as {who}: {r.status} {text[:120]}")
+            elif SECRET in text or "secret-room" in text:
+                holes.append(f"{route.method} {route.path} as {who}: data in the refusal")
+    assert holes == []
+    assert await _state(client, ctx, owner) == before
