@@ -76,13 +76,16 @@ def build_openapi(routes: Iterable[Route], *, title: str, version: str) -> dict[
             ok["content"] = {"application/json": {
                 "schema": _schema(route.response, components, "serialization")}}
         op["responses"][str(route.status)] = ok
-        errors = {400: "Malformed request", 422: "Invalid body"} if route.body else {}
-        if route.auth:
-            errors[401] = "Missing, invalid, expired or revoked token"
-            op["security"] = [{"bearerAuth": []}]
+        errors = _standard_errors(route, has_path_params=bool(_PARAM.findall(route.path)))
         errors.update(route.extra_responses)
-        errors.update({429: "Rate limited", 504: "Request timeout"})
+        if route.auth or route.self_authenticated:
+            op["security"] = [{"bearerAuth": []}]
         for status, text in sorted(errors.items()):
+            if status < 400:  # another success answer: the route's own body, if any
+                op["responses"][str(status)] = {
+                    "description": text, **({"content": ok["content"]} if "content" in ok
+                                            and status not in (101, 204) else {})}
+                continue
             op["responses"][str(status)] = {"description": text, "content": problem}
         paths.setdefault(path, {})[route.method.lower()] = op
     return {
@@ -95,6 +98,29 @@ def build_openapi(routes: Iterable[Route], *, title: str, version: str) -> dict[
                                                "bearerFormat": "JWT"}},
         },
     }
+
+
+def _standard_errors(route: Route, *, has_path_params: bool) -> dict[int, str]:
+    """What the kernel's pipeline may answer on any route of this shape, whatever the
+    handler does: every one of these is a problem+json with a stable code."""
+    errors: dict[int, str] = {
+        429: "Rate limited",
+        503: "A dependency (database) is unavailable or timed out",
+        504: "Request timeout",
+    }
+    if route.body is not None:
+        errors.update({400: "Malformed JSON, or nested deeper than http.max_json_depth",
+                       413: "Body larger than the route's limit",
+                       415: "Content-Type is not application/json",
+                       422: "Invalid body (per-field `errors`), or not valid Unicode"})
+    if route.query is not None:
+        errors.update({400: "Invalid query parameter", 422: "Invalid query parameter"})
+    if route.auth:
+        errors.update({401: "Missing, invalid, expired or revoked token",
+                       403: "Not allowed for this caller"})
+    if has_path_params:
+        errors.update({403: "Not allowed for this caller", 404: "No such resource"})
+    return errors
 
 
 def _op_name(path: str) -> str:
