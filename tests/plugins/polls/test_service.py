@@ -24,14 +24,9 @@ from secureconnect.plugins import build_plugin_manager
 from secureconnect.store.sql import Database
 from secureconnect.testing import make_settings, wait_for
 from secureconnect_plugins.chat.api import CONVERSATIONS
+from secureconnect_plugins.polls.domain import PollClosed, PollDraft, PollInvalid, PollSettings
 from secureconnect_plugins.polls.models import metadata, polls
-from secureconnect_plugins.polls.service import (
-    PollClosed,
-    PollDraft,
-    PollInvalid,
-    PollService,
-    PollSettings,
-)
+from secureconnect_plugins.polls.service import PollService
 
 SETTINGS = PollSettings(
     max_options=10,
