@@ -121,3 +121,25 @@ async def test_a_burst_waits_for_pooled_connections_instead_of_failing(sc_client
     # the rate limiter's own pool as well: no fallback to per-instance memory
     await asyncio.gather(*(kernel.rate_limits.hit("login", f"burst:{n}") for n in range(100)))
     assert kernel.metrics.value("rate_limit_fallback_total") == 0
+
+
+async def test_a_redis_outage_does_not_flood_the_log(sc_client, sc_ws, redis_server, caplog):
+    from tests.plugins.chat.helpers import SQLITE_FILE, create_group, send, users
+
+    client = await sc_client({"database": {"url": SQLITE_FILE},
+                              "redis": {"url": redis_server.url, "socket_timeout": 0.5}})
+    alice, bob = await users(client, 2)
+    cid = await create_group(client, alice, [bob])
+    ws = await sc_ws(client, bob.access_token)
+    await send(client, alice, cid, "before")
+    await ws.expect("chat.message", timeout=5)
+    caplog.clear()
+    caplog.set_level(logging.INFO)
+    redis_server.stop()
+    for n in range(60):
+        await send(client, alice, cid, f"during {n}")
+    lines = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    tracebacks = [r for r in lines if r.exc_info]
+    # one line per component that noticed the outage, not one per message
+    assert len(lines) <= 8, [f"{r.name}: {r.getMessage()[:100]}" for r in lines]
+    assert not tracebacks, [f"{r.name}: {r.getMessage()[:100]}" for r in tracebacks]
