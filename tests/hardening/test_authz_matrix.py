@@ -33,6 +33,7 @@ BODIES: dict[tuple[str, str], Callable[[Ctx], Any]] = {
     ("POST", "/v1/conversations/{conversation_id}/polls"):
         lambda c: {"question": "intruder?", "options": ["a", "b"]},
     ("POST", "/v1/polls/{poll_id}/votes"): lambda c: {"option_ids": [c["option_id"]]},
+    ("POST", "/v1/conversations/{conversation_id}/calls"): lambda c: {"type": "audio"},
 }
 
 
@@ -47,9 +48,14 @@ async def _state(client: Any, ctx: Ctx, owner: Any) -> Any:
                                       headers=owner.headers)).json()
     poll = await (await client.get(f"/v1/polls/{ctx['poll_id']}",
                                    headers=owner.headers)).json()
+    call = None
+    if "call_id" in ctx:
+        call = await (await client.get(f"/v1/calls/{ctx['call_id']}",
+                                       headers=owner.headers)).json()
+        call = (call.get("status"), sorted(str(p) for p in call.get("participants", [])))
     return (conv.get("name"), sorted((p["user_id"], p["role"]) for p in conv["participants"]),
             [(m["id"], m.get("content"), m.get("edited_at")) for m in history["messages"]],
-            poll.get("total_votes"), poll.get("status"))
+            poll.get("total_votes"), poll.get("status"), call)
 
 
 async def test_outsiders_and_removed_participants_get_nothing(sc_client):
@@ -66,6 +72,11 @@ async def test_outsiders_and_removed_participants_get_nothing(sc_client):
     poll = await r.json()
     ctx: Ctx = {"conversation_id": cid, "message_id": message["id"], "poll_id": poll["id"],
                 "option_id": poll["options"][0]["id"], "user_id": member.user_id}
+    r = await client.post(f"/v1/conversations/{cid}/calls", json={"type": "audio"},
+                          headers=owner.headers)
+    if r.status != 404:  # the video plugin is installed
+        assert r.status == 201, await r.text()
+        ctx["call_id"] = (await r.json())["id"]
     before = await _state(client, ctx, owner)
 
     routes = [r for r in client.app[ROUTES]
