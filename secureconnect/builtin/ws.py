@@ -79,11 +79,7 @@ def sc_routes(kernel: Kernel) -> list[Route]:
     return list(routes)
 
 
-
 async def _gateway(kernel: Kernel) -> AsyncIterator[None]:
-    from ..ws import resync
-
-    resync.install(kernel)  # after a bus outage, local sockets are told to resync
     await kernel.ws.start()
     try:
         yield

@@ -22,7 +22,7 @@ from ..errors import (
     UnsupportedMediaType,
     ValidationFailed,
 )
-from .context import PRINCIPAL, ROUTE
+from .context import KERNEL, PRINCIPAL, ROUTE
 
 if TYPE_CHECKING:
     from ..kernel import Kernel
@@ -99,8 +99,6 @@ async def read_json(request: web.Request) -> Any:
 
 
 def _max_depth(request: web.Request) -> int:
-    from ..app import KERNEL
-
     kernel = request.app.get(KERNEL)
     if kernel is None:
         return jsonsafe.DEFAULT_MAX_DEPTH
