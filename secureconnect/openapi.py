@@ -8,6 +8,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from pydantic import BaseModel
+from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from .routing import Route
 
@@ -15,15 +16,30 @@ _PARAM = re.compile(r"{([^}:]+)(?::[^}]*)?}")
 _REF = "#/components/schemas/{model}"
 
 
-def _schema(model: type[BaseModel], components: dict[str, Any], mode: str) -> dict[str, Any]:
-    schema = model.model_json_schema(ref_template=_REF, mode=mode)  # type: ignore[arg-type]
-    for name, sub in schema.pop("$defs", {}).items():
-        components.setdefault(name, sub)
-    components.setdefault(model.__name__, schema)
-    return {"$ref": _REF.format(model=model.__name__)}
+_Key = tuple[type[BaseModel], JsonSchemaMode]
+
+
+def _model_schemas(routes: list[Route]) -> tuple[dict[Any, dict[str, Any]], dict[str, Any]]:
+    """Every body and response model in one pass: a ``$ref`` per (model, mode) and the
+    component schemas. Generated together, two models of one class name (chat's and
+    video's ``ParticipantOut``) get distinct component names instead of one
+    silently standing for both."""
+    keys: list[_Key] = []
+    for route in routes:
+        if route.body is not None:
+            keys.append((route.body, "validation"))
+        if route.response is not None:
+            keys.append((route.response, "serialization"))
+    keys = list(dict.fromkeys(keys))
+    if not keys:
+        return {}, {}
+    refs, top = models_json_schema(keys, ref_template=_REF)
+    return {k: dict(v) for k, v in refs.items()}, dict(top.get("$defs", {}))
 
 
 def build_openapi(routes: Iterable[Route], *, title: str, version: str) -> dict[str, Any]:
+    routes = list(routes)
+    refs, schemas = _model_schemas(routes)
     paths: dict[str, dict[str, Any]] = {}
     components: dict[str, Any] = {
         "Problem": {
@@ -39,7 +55,8 @@ def build_openapi(routes: Iterable[Route], *, title: str, version: str) -> dict[
                 "request_id": {"type": "string"},
             },
             "required": ["type", "title", "status", "code"],
-        }
+        },
+        **schemas,
     }
     problem = {
         "application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}
@@ -69,12 +86,12 @@ def build_openapi(routes: Iterable[Route], *, title: str, version: str) -> dict[
             op["requestBody"] = {
                 "required": True,
                 "content": {"application/json": {
-                    "schema": _schema(route.body, components, "validation")}},
+                    "schema": refs[(route.body, "validation")]}},
             }
         ok: dict[str, Any] = {"description": "Success"}
         if route.response is not None:
             ok["content"] = {"application/json": {
-                "schema": _schema(route.response, components, "serialization")}}
+                "schema": refs[(route.response, "serialization")]}}
         op["responses"][str(route.status)] = ok
         errors = _standard_errors(route, has_path_params=bool(_PARAM.findall(route.path)))
         errors.update(route.extra_responses)

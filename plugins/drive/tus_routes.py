@@ -66,7 +66,7 @@ def _headers(state: UploadState | None = None) -> dict[str, str]:
     return out
 
 
-@routes.route("OPTIONS", "/v1/drive/uploads", auth=False)
+@routes.route("OPTIONS", "/v1/drive/uploads", auth=False, status=204)
 async def tus_options(request: web.Request) -> web.StreamResponse:
     """tus discovery: version, extensions, maximum size, checksum algorithms."""
     rt = runtime(request)

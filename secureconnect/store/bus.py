@@ -130,12 +130,19 @@ class RedisBus(InProcessBus):
                  max_pending: int = 10000) -> None:
         super().__init__(metrics)
         import redis.asyncio as aioredis
+        from redis.asyncio.retry import Retry
+        from redis.backoff import NoBackoff
 
         self.instance = uuid.uuid4().hex.encode()
+        # This class is the only place retries happen (one resend of a batch, the
+        # reader's reconnect loop): redis-py ≥ 6 would otherwise retry each command 3
+        # times with back-off, holding a publish or a reconnect far past socket_timeout.
         self._redis: Any = aioredis.from_url(url, socket_timeout=socket_timeout,
-                                        socket_connect_timeout=socket_timeout)
+                                        socket_connect_timeout=socket_timeout,
+                                        retry=Retry(NoBackoff(), 0))
         # the reader's connection blocks on reads: no socket timeout there
-        self._reader_redis: Any = aioredis.from_url(url, socket_connect_timeout=socket_timeout)
+        self._reader_redis: Any = aioredis.from_url(url, socket_connect_timeout=socket_timeout,
+                                               retry=Retry(NoBackoff(), 0))
         self._pubsub: Any = None
         self._reader: asyncio.Task[None] | None = None
         self.max_pending = max_pending

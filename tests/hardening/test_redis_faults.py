@@ -54,12 +54,16 @@ async def test_first_publish_after_a_restart_is_resent_not_lost(redis_server: An
         await wait_for(lambda: pair.gaps_b, timeout=15, message="B re-subscribed")
         assert pair.gaps_b[0] == ["room"]
         # A's pooled publish connection died with the old Redis: the first publish
-        # through it must still arrive (resent once on a fresh connection)
+        # through it must still arrive — resent once on a fresh connection where
+        # redis-py fails on the dead connection's first use (5.x), or sent at once
+        # where the pool notices the closed socket when handing it out (≥ 6). Never
+        # retried by redis-py itself (the bus sets its retries to 0).
         assert await pair.a.publish("room", b"first after restart") is True
         await wait_for(lambda: b"first after restart" in pair.got_b, timeout=5,
                        message="the first message after the restart")
         assert pair.metrics_a.value("bus_publish_errors_total") == 0
-        assert pair.metrics_a.value("bus_publish_resends_total") == 1
+        assert pair.metrics_a.value("bus_publish_resends_total") <= 1
+        assert pair.a._redis.get_retry().get_retries() == 0
 
 
 async def test_an_outage_logs_once_not_per_message(redis_server: Any, caplog) -> None:
