@@ -5,7 +5,8 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   ?= .venv
 HOST   ?= 127.0.0.1
 PORT   ?= 8080
-PYTEST_ARGS ?=
+# two pytest-xdist workers: one per core on the CI machine
+PYTEST_ARGS ?= -n 2 --durations=10
 
 BIN := $(VENV)/bin
 
@@ -16,11 +17,11 @@ $(BIN)/python:
 	$(BIN)/python -m pip install -q --upgrade pip
 
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install -q -e .
+	$(BIN)/python -m pip install -q -e ".[ai]"
 	touch $@
 
 $(VENV)/.installed-test: pyproject.toml tests/fixtures/sc-example-plugin/pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install -q -e ".[test,dev,postgres,redis,cassandra,s3,webrtc,fuzz]"
+	$(BIN)/python -m pip install -q -e ".[test,dev,postgres,redis,cassandra,s3,webrtc,fuzz,ai]"
 	$(BIN)/python -m pip install -q -e tests/fixtures/sc-example-plugin
 	touch $@ $(VENV)/.installed
 
