@@ -1,6 +1,6 @@
 """The authorization matrix, generated from the mounted route table (issue 22):
-every route with a conversation, message, poll, call, file or upload id in its path is
-called as an outsider and as a removed participant, and must answer 403/404 without the
+every route with a conversation, message, poll, call, file or upload id in its path
+(chat, polls, video, drive, ai) is called as an outsider and as a removed participant, and must answer 403/404 without the
 resource's data — and change nothing. The drive's file is shared into the conversation
 before the participant is removed; the attackers also try to share it into a
 conversation of their own. A route with such an id and a body that is not
@@ -42,6 +42,8 @@ BODIES: dict[tuple[str, str], Callable[[Ctx], Any]] = {
     ("POST", "/v1/drive/files/{file_id}/shares"):
         lambda c: {"conversation_id": c["own_conversation_id"]},
     ("POST", "/v1/drive/files/{file_id}/parts"): lambda c: {"part_numbers": [1]},
+    ("PUT", "/v1/ai/conversations/{conversation_id}/policy"):
+        lambda c: {"summary": False, "smart_replies": False},
 }
 TUS = {"Tus-Resumable": "1.0.0"}
 # (method, path template) → headers and raw bytes a well-formed request carries (the
@@ -83,9 +85,15 @@ async def _state(client: Any, ctx: Ctx, owner: Any) -> Any:
         drive = (file.get("name"), file.get("status"), file.get("size"),
                  sorted(s["conversation_id"] for s in shares["items"]),
                  upload.status, upload.headers.get("Upload-Offset"))
+    ai = None
+    r = await client.get(f"/v1/ai/conversations/{ctx['conversation_id']}/policy",
+                         headers=owner.headers)
+    if r.status != 404:  # the ai plugin is installed
+        policy = await r.json()
+        ai = (policy.get("summary"), policy.get("smart_replies"), policy.get("updated_by"))
     return (conv.get("name"), sorted((p["user_id"], p["role"]) for p in conv["participants"]),
             [(m["id"], m.get("content"), m.get("edited_at")) for m in history["messages"]],
-            poll.get("total_votes"), poll.get("status"), call, drive)
+            poll.get("total_votes"), poll.get("status"), call, drive, ai)
 
 
 async def _drive_file(client: Any, owner: Any, cid: str) -> tuple[str, str] | None:
