@@ -1,10 +1,11 @@
 """The authorization matrix, generated from the mounted route table (issue 22):
 every route with a conversation, message, poll, call, file or upload id in its path
-(chat, polls, video, drive, ai) is called as an outsider and as a removed participant, and must answer 403/404 without the
-resource's data — and change nothing. The drive's file is shared into the conversation
-before the participant is removed; the attackers also try to share it into a
-conversation of their own. A route with such an id and a body that is not
-listed in BODIES fails the test, so a new plugin route cannot go uncovered."""
+(chat, polls, video, drive, ai) is called as an outsider and as a removed participant,
+and must answer 403/404 without the resource's data — and change nothing. The
+drive's file is shared into the conversation before the participant is removed; the
+attackers also try to share it into a conversation of their own. A route with such an
+id and a body that is not listed in BODIES fails the test, so a new plugin route
+cannot go uncovered."""
 
 from __future__ import annotations
 
