@@ -21,7 +21,7 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	touch $@
 
 $(VENV)/.installed-test: pyproject.toml tests/fixtures/sc-example-plugin/pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install -q -e ".[test,dev,postgres,redis,cassandra,s3,webrtc,push,ai,web]"
+	$(BIN)/python -m pip install -q -e ".[test,dev,postgres,redis,cassandra,s3,webrtc,push,ai,web,fuzz]"
 	$(BIN)/python -m pip install -q -e tests/fixtures/sc-example-plugin
 	touch $@ $(VENV)/.installed
 

@@ -20,6 +20,7 @@ from .hooks import collect
 from .http.context import KERNEL as KERNEL
 from .http.context import ROUTES as ROUTES
 from .http.handlers import wrap_handler
+from .http.lowlevel import install_request_factory, quiet_parser_errors
 from .http.middlewares import build_middlewares, security_headers
 from .kernel import Kernel
 from .plugins import blocked_tables, build_plugin_manager, validators_by_owner
@@ -38,7 +39,10 @@ def create_app(settings: Any = None, *, plugins: Iterable[object] = ()) -> web.A
         handler_args={"max_field_size": 16384},
     )
     app[KERNEL] = kernel
-    app.on_response_prepare.append(security_headers(kernel))
+    on_prepare = security_headers(kernel)
+    app.on_response_prepare.append(on_prepare)
+    install_request_factory(app, on_prepare)
+    quiet_parser_errors()
     app[ROUTES] = mount_routes(app, kernel)
     kernel.ws.install_handlers(collect(kernel, "sc_ws_handlers"))
     kernel.jobs.install(collect(kernel, "sc_jobs"))

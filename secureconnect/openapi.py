@@ -8,6 +8,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from pydantic import BaseModel
+from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from .routing import Route
 
@@ -15,15 +16,30 @@ _PARAM = re.compile(r"{([^}:]+)(?::[^}]*)?}")
 _REF = "#/components/schemas/{model}"
 
 
-def _schema(model: type[BaseModel], components: dict[str, Any], mode: str) -> dict[str, Any]:
-    schema = model.model_json_schema(ref_template=_REF, mode=mode)  # type: ignore[arg-type]
-    for name, sub in schema.pop("$defs", {}).items():
-        components.setdefault(name, sub)
-    components.setdefault(model.__name__, schema)
-    return {"$ref": _REF.format(model=model.__name__)}
+_Key = tuple[type[BaseModel], JsonSchemaMode]
+
+
+def _model_schemas(routes: list[Route]) -> tuple[dict[Any, dict[str, Any]], dict[str, Any]]:
+    """Every body and response model in one pass: a ``$ref`` per (model, mode) and the
+    component schemas. Generated together, two models of one class name (chat's and
+    video's ``ParticipantOut``) get distinct component names instead of one
+    silently standing for both."""
+    keys: list[_Key] = []
+    for route in routes:
+        if route.body is not None:
+            keys.append((route.body, "validation"))
+        if route.response is not None:
+            keys.append((route.response, "serialization"))
+    keys = list(dict.fromkeys(keys))
+    if not keys:
+        return {}, {}
+    refs, top = models_json_schema(keys, ref_template=_REF)
+    return {k: dict(v) for k, v in refs.items()}, dict(top.get("$defs", {}))
 
 
 def build_openapi(routes: Iterable[Route], *, title: str, version: str) -> dict[str, Any]:
+    routes = list(routes)
+    refs, schemas = _model_schemas(routes)
     paths: dict[str, dict[str, Any]] = {}
     components: dict[str, Any] = {
         "Problem": {
@@ -39,7 +55,8 @@ def build_openapi(routes: Iterable[Route], *, title: str, version: str) -> dict[
                 "request_id": {"type": "string"},
             },
             "required": ["type", "title", "status", "code"],
-        }
+        },
+        **schemas,
     }
     problem = {
         "application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}
@@ -69,20 +86,23 @@ def build_openapi(routes: Iterable[Route], *, title: str, version: str) -> dict[
             op["requestBody"] = {
                 "required": True,
                 "content": {"application/json": {
-                    "schema": _schema(route.body, components, "validation")}},
+                    "schema": refs[(route.body, "validation")]}},
             }
         ok: dict[str, Any] = {"description": "Success"}
         if route.response is not None:
             ok["content"] = {"application/json": {
-                "schema": _schema(route.response, components, "serialization")}}
+                "schema": refs[(route.response, "serialization")]}}
         op["responses"][str(route.status)] = ok
-        errors = {400: "Malformed request", 422: "Invalid body"} if route.body else {}
-        if route.auth:
-            errors[401] = "Missing, invalid, expired or revoked token"
-            op["security"] = [{"bearerAuth": []}]
+        errors = _standard_errors(route, has_path_params=bool(_PARAM.findall(route.path)))
         errors.update(route.extra_responses)
-        errors.update({429: "Rate limited", 504: "Request timeout"})
+        if route.auth or route.self_authenticated:
+            op["security"] = [{"bearerAuth": []}]
         for status, text in sorted(errors.items()):
+            if status < 400:  # another success answer: the route's own body, if any
+                op["responses"][str(status)] = {
+                    "description": text, **({"content": ok["content"]} if "content" in ok
+                                            and status not in (101, 204) else {})}
+                continue
             op["responses"][str(status)] = {"description": text, "content": problem}
         paths.setdefault(path, {})[route.method.lower()] = op
     return {
@@ -95,6 +115,29 @@ def build_openapi(routes: Iterable[Route], *, title: str, version: str) -> dict[
                                                "bearerFormat": "JWT"}},
         },
     }
+
+
+def _standard_errors(route: Route, *, has_path_params: bool) -> dict[int, str]:
+    """What the kernel's pipeline may answer on any route of this shape, whatever the
+    handler does: every one of these is a problem+json with a stable code."""
+    errors: dict[int, str] = {
+        429: "Rate limited",
+        503: "A dependency (database) is unavailable or timed out",
+        504: "Request timeout",
+    }
+    if route.body is not None:
+        errors.update({400: "Malformed JSON, or nested deeper than http.max_json_depth",
+                       413: "Body larger than the route's limit",
+                       415: "Content-Type is not application/json",
+                       422: "Invalid body (per-field `errors`), or not valid Unicode"})
+    if route.query is not None:
+        errors.update({400: "Invalid query parameter", 422: "Invalid query parameter"})
+    if route.auth:
+        errors.update({401: "Missing, invalid, expired or revoked token",
+                       403: "Not allowed for this caller"})
+    if has_path_params:
+        errors.update({403: "Not allowed for this caller", 404: "No such resource"})
+    return errors
 
 
 def _op_name(path: str) -> str:

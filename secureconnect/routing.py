@@ -46,6 +46,9 @@ class Route:
     tag: str = ""
     name: str | None = None
     extra_responses: dict[int, str] = field(default_factory=dict)
+    #: the handler authenticates the bearer token itself (``auth=False`` streams that
+    #: also take ``?access_token=``): documented as bearer-secured all the same
+    self_authenticated: bool = False
 
 
 class RouteTable:

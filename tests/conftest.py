@@ -86,3 +86,10 @@ def _cassandra_running(request: pytest.FixtureRequest) -> None:
         server: CassandraServer = request.getfixturevalue("cassandra_server")
         if not server.running:
             server.start()
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """The table of the system trials (tests/system), when any ran."""
+    from tests.system.report import print_trials
+
+    print_trials(terminalreporter)

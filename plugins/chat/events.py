@@ -57,7 +57,8 @@ def handlers(kernel: Kernel) -> dict[str, WsHandler]:
 
     async def _send(chat: ChatService, user_id: str, body: WsSendIn, ticket: Ticket) -> Any:
         try:
-            await kernel.rate_limits.hit(SEND_RATE_CLASS, user_id)
+            # the REST send's bucket: one limit per user whichever way they send
+            await kernel.rate_limits.hit_user(SEND_RATE_CLASS, user_id)
         except BaseException:
             ticket.close()
             raise

@@ -2,7 +2,8 @@
 membership changes, through the gateway (``kernel.ws``).
 
 Contract: nothing here raises. A failure to reach the bus or the gateway is counted
-(``chat_*publish*`` metrics) and logged, and clients catch up from history by ``seq``
+(``chat_*publish*`` metrics) and logged once per outage (not once per event; the
+recovery is logged with the count), and clients catch up from history by ``seq``
 (persist before publish). :class:`OwnedTasks` keeps chat's background work (observers,
 presence settling, typing expiry) owned and bounded, and cancels it on close.
 """
@@ -27,6 +28,22 @@ class Publisher:
         self.kernel = kernel
         self.metrics = metrics
         self._published_ok = metrics.published.labels("success")
+        #: events that failed since the first failure of the current outage
+        self._failing = 0
+
+    def _failed(self, what: str, exc: BaseException) -> None:
+        self._failing += 1
+        if self._failing == 1:
+            # an unreachable bus is expected in an outage; anything else has its traceback
+            expected = isinstance(exc, ConnectionError)
+            log.warning("publishing %s failed (%s); clients catch up from history; further "
+                        "failures are not logged until publishing works again", what,
+                        type(exc).__name__, exc_info=not expected)
+
+    def _succeeded(self) -> None:
+        if self._failing:
+            log.warning("publishing works again (%d events failed meanwhile)", self._failing)
+            self._failing = 0
 
     async def publish(self, topic: str, event_type: str, data: dict[str, Any],
                        posted: Callable[[], None] | None = None) -> None:
@@ -44,16 +61,12 @@ class Publisher:
             delivered = await outcome
             if delivered is False:
                 raise ConnectionError("the gateway could not publish to the bus")
-        except Exception:
+        except Exception as exc:
             self.metrics.published.labels("error").inc()
             self.metrics.publish_errors.inc()
-            log.warning(
-                "publishing %s to %s failed; clients catch up from history",
-                event_type,
-                topic,
-                exc_info=True,
-            )
+            self._failed(f"{event_type} to {topic}", exc)
             return
+        self._succeeded()
         self._published_ok.inc()
         self.metrics.publish_success.inc()
 
@@ -63,9 +76,9 @@ class Publisher:
             return
         try:
             await publish_to_user(user_id, event_type, data)
-        except Exception:
+        except Exception as exc:
             self.metrics.publish_errors.inc()
-            log.warning("publishing %s to user %s failed", event_type, user_id, exc_info=True)
+            self._failed(f"{event_type} to user {user_id}", exc)
 
     async def add_to_topic(self, user_id: str, topic: str) -> None:
         try:

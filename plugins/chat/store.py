@@ -189,9 +189,12 @@ def decode_cursor(cursor: str) -> int:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
     except (binascii.Error, UnicodeDecodeError, ValueError):
         raise InvalidCursor("the cursor is not one this server produced") from None
-    if not raw.startswith(_CURSOR_PREFIX) or not raw[len(_CURSOR_PREFIX) :].isdigit():
+    digits = raw[len(_CURSOR_PREFIX) :]
+    # ASCII digits only ("²" is a digit to str.isdigit), and within a BIGINT
+    if (not raw.startswith(_CURSOR_PREFIX) or not digits.isascii() or not digits.isdigit()
+            or len(digits) > 18):
         raise InvalidCursor("the cursor is not one this server produced")
-    return int(raw[len(_CURSOR_PREFIX) :])
+    return int(digits)
 
 
 class SqlMessageStore:

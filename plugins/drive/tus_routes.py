@@ -66,7 +66,7 @@ def _headers(state: UploadState | None = None) -> dict[str, str]:
     return out
 
 
-@routes.route("OPTIONS", "/v1/drive/uploads", auth=False)
+@routes.route("OPTIONS", "/v1/drive/uploads", auth=False, status=204)
 async def tus_options(request: web.Request) -> web.StreamResponse:
     """tus discovery: version, extensions, maximum size, checksum algorithms."""
     rt = runtime(request)
@@ -77,7 +77,8 @@ async def tus_options(request: web.Request) -> web.StreamResponse:
 
 
 @routes.post("/v1/drive/uploads", status=201,
-             extra_responses={412: "Tus-Resumable missing", 413: "too large",
+             extra_responses={400: "invalid_tus_header", 412: "Tus-Resumable missing",
+                              413: "too large",
                               507: "quota_exceeded"})
 async def tus_create(request: web.Request) -> web.StreamResponse:
     """tus creation: reserve quota for `Upload-Length` bytes → 201 Location."""
@@ -94,7 +95,8 @@ async def tus_create(request: web.Request) -> web.StreamResponse:
     return web.Response(status=201, headers=headers)
 
 
-@routes.route("HEAD", "/v1/drive/uploads/{upload_id}")
+@routes.route("HEAD", "/v1/drive/uploads/{upload_id}",
+              extra_responses={412: "Tus-Resumable missing"})
 async def tus_head(request: web.Request) -> web.StreamResponse:
     """tus core: the server's offset (resume from here)."""
     _check_version(request)
@@ -103,7 +105,8 @@ async def tus_head(request: web.Request) -> web.StreamResponse:
 
 
 @routes.patch("/v1/drive/uploads/{upload_id}", timeout=NO_TIMEOUT,
-              extra_responses={409: "offset mismatch", 415: "wrong content type",
+              extra_responses={400: "invalid_tus_header", 409: "offset mismatch",
+                               412: "Tus-Resumable missing", 415: "wrong content type",
                                423: "locked by another PATCH", 460: "checksum mismatch"})
 async def tus_patch(request: web.Request) -> web.StreamResponse:
     """tus core: append bytes at `Upload-Offset` → 204 with the new offset."""
@@ -119,7 +122,8 @@ async def tus_patch(request: web.Request) -> web.StreamResponse:
     return web.Response(status=204, headers=_headers(state))
 
 
-@routes.delete("/v1/drive/uploads/{upload_id}", status=204)
+@routes.delete("/v1/drive/uploads/{upload_id}", status=204,
+               extra_responses={412: "Tus-Resumable missing"})
 async def tus_delete(request: web.Request) -> web.StreamResponse:
     """tus termination: discard the upload and release its quota."""
     _check_version(request)

@@ -134,10 +134,13 @@ class AccountsMixin(AuthCore):
 
     async def delete_own_account(self, principal: Principal, password: str) -> None:
         """``DELETE /v1/users/me``: the password confirms it."""
+        # wrong passwords are limited like logins (a stolen token must not brute-force)
+        await self.kernel.rate_limits.hit("login", f"delete:{principal.user_id}")
         async with self.kernel.db.connect() as conn:
             row = (await conn.execute(select(m.users.c.password_hash)
                                       .where(m.users.c.id == str(principal.user_id)))).first()
-        if row is None or not await self.passwords.verify(row.password_hash, password):
+        if row is None or len(password) > self.policy.max_length or not (
+                await self.passwords.verify(row.password_hash, password)):
             raise Forbidden("the password is not correct", code="invalid_password")
         await self.delete_user(str(principal.user_id))
 
@@ -250,6 +253,11 @@ class AccountsMixin(AuthCore):
         except RateLimited:
             # no more mails to this address for now, and no sign of it to the caller
             return
+        # The lookup and the token insert run after the answer: the caller's latency is
+        # the same whether the account exists or not.
+        self.mailer.defer(lambda: self._mail_reset_link(email), "a password-reset mail")
+
+    async def _mail_reset_link(self, email: str) -> None:
         async with self.kernel.db.connect() as conn:
             row = (await conn.execute(select(m.users).where(m.users.c.email == email))).first()
         if row is not None:

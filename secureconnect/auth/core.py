@@ -25,6 +25,18 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2066-\u2069]")
+#: letters and marks that render as nothing (Hangul fillers, braille blank, the
+#: combining grapheme joiner, Khmer inherent vowels): a name of them looks blank
+_BLANK_FILLERS = frozenset("\u115f\u1160\u3164\uffa0\u2800\u034f\u17b4\u17b5")
+#: invisible or direction-changing characters: controls, format characters (bidi
+#: marks, zero-width characters, BOM, tag characters), surrogates, private use
+_INVISIBLE_CATEGORIES = frozenset(("Cc", "Cf", "Cs", "Co"))
+
+
+def _invisible(text: str) -> bool:
+    return any(ch in _BLANK_FILLERS or unicodedata.category(ch) in _INVISIBLE_CATEGORIES
+               for ch in text)
+
 
 
 class AuthCore:
@@ -45,9 +57,10 @@ class AuthCore:
             workers=int(s.hash_workers),
             max_pending=int(s.hash_max_pending),
         )
-        self.mailer = Mailer(build_sender(s), kernel.metrics, max_pending=int(s.mail_max_pending))
-        self.revoked = RevokedSessions()
         environment = str(settings.current_env).lower()
+        self.mailer = Mailer(build_sender(s, environment), kernel.metrics,
+                             max_pending=int(s.mail_max_pending))
+        self.revoked = RevokedSessions()
         if environment == "production" and str(s.mail_backend) == "outbox":
             log.warning(
                 "auth.mail_backend is 'outbox' in production: verification and reset "
@@ -87,9 +100,10 @@ class AuthCore:
 
     def clean_display_name(self, name: str) -> str:
         cleaned = " ".join(unicodedata.normalize("NFC", name).split())
-        if _CONTROL.search(cleaned):
+        if _CONTROL.search(cleaned) or _invisible(cleaned):
             raise ValidationFailed(
-                "display_name must not contain control characters",
+                "display_name must not contain control, format (invisible or "
+                "bidirectional) or blank filler characters",
                 code="invalid_display_name",
                 status=422,
             )

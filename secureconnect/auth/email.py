@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from typing import Any, Protocol
@@ -39,14 +40,21 @@ class MailSender(Protocol):
 
 
 class OutboxSender:
-    """Keeps mails in memory (bounded) and logs them."""
+    """Keeps mails in memory (bounded) and logs them. The body (with its live
+    verification or reset link) is logged only when ``log_bodies`` is set, which
+    :func:`build_sender` does in the ``development`` environment alone."""
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, *, log_bodies: bool = False) -> None:
         self.outbox: deque[Mail] = deque(maxlen=size)
+        self.log_bodies = log_bodies
 
     async def send(self, mail: Mail) -> None:
         self.outbox.append(mail)
-        log.info("mail (outbox backend) to %s: %s\n%s", mail.to, mail.subject, mail.text)
+        if self.log_bodies:
+            log.info("mail (outbox backend) to %s: %s\n%s", mail.to, mail.subject, mail.text)
+        else:
+            log.info("mail (outbox backend) to %s: %s (body not logged outside "
+                     "development)", mail.to, mail.subject)
 
 
 class SmtpSender:
@@ -93,6 +101,26 @@ class Mailer:
         box = getattr(self.sender, "outbox", None)
         return box if isinstance(box, deque) else deque()
 
+    def defer(self, job: Callable[[], Awaitable[None]], what: str) -> None:
+        """Run ``job`` (which prepares and submits a mail) in the same bounded set of
+        background tasks, so the caller answers before any of its I/O."""
+        if len(self._tasks) >= self.max_pending:
+            self.failed.inc()
+            log.error("mail queue full (%d pending); dropped %s", len(self._tasks), what)
+            return
+        task = asyncio.create_task(self._run(job, what), name="auth:mail-job")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run(self, job: Callable[[], Awaitable[None]], what: str) -> None:
+        try:
+            await job()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self.failed.inc()
+            log.error("preparing %s failed: %s: %s", what, type(exc).__name__, exc)
+
     def submit(self, mail: Mail) -> None:
         if len(self._tasks) >= self.max_pending:
             self.failed.inc()
@@ -116,15 +144,19 @@ class Mailer:
             self.sent.inc()
 
     async def drain(self, timeout: float = 5.0) -> None:
-        """Wait (bounded) for mails in flight, then cancel the rest (shutdown)."""
-        if self._tasks:
-            _, pending = await asyncio.wait(set(self._tasks), timeout=timeout)
-            for task in pending:
-                task.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
+        """Wait (bounded) for mails in flight — and the mails deferred jobs submit
+        meanwhile — then cancel the rest (shutdown)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self._tasks and loop.time() < deadline:
+            await asyncio.wait(set(self._tasks), timeout=deadline - loop.time())
+        pending = set(self._tasks)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
 
 
-def build_sender(s: Any) -> MailSender:
+def build_sender(s: Any, environment: str = "development") -> MailSender:
     if str(s.mail_backend) == "smtp":
         return SmtpSender(s)
-    return OutboxSender(int(s.outbox_size))
+    return OutboxSender(int(s.outbox_size), log_bodies=environment == "development")

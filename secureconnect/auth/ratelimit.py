@@ -103,19 +103,16 @@ class RateLimits:
     def _redis_storage(self, url: str, redis_settings: Any) -> aio_storage.RedisStorage:
         """Redis storage on a connection pool this object owns (closed in :meth:`close`)."""
         try:
-            from redis.asyncio import ConnectionPool
+            import redis.asyncio  # noqa: F401
         except ImportError:  # pragma: no cover - the `redis` extra is missing
             raise ConfigError(
                 "setting `redis.url` is set but the redis client is not installed; "
                 "pip install 'secureconnect[redis]'"
             ) from None
-        timeout = float(redis_settings.socket_timeout)
-        self._pool = ConnectionPool.from_url(
-            url,
-            socket_timeout=timeout,
-            socket_connect_timeout=timeout,
-            max_connections=int(redis_settings.max_connections),
-        )
+        from ..store.cache import blocking_pool
+
+        # waits for a free connection (bounded) instead of failing over to memory
+        self._pool = blocking_pool(url, redis_settings)
         uri = url if url.startswith("async+") else f"async+{url}"
         return aio_storage.RedisStorage(
             uri, wrap_exceptions=True, implementation="redispy", connection_pool=self._pool
@@ -149,6 +146,16 @@ class RateLimits:
             await self._check(cls, "ip", cls.per_ip, self.client_ip(request))
         if cls.per_user and principal is not None:
             await self._check(cls, "user", cls.per_user, str(principal.user_id))
+
+    async def hit_user(self, rate_class: str, user_id: str) -> None:
+        """Count one request of ``user_id`` against the class's ``per_user`` limit —
+        the same bucket :meth:`check_request` uses on a route of that class, so a
+        WebSocket frame and a REST request share one limit (chat's sends)."""
+        if not self.enabled:
+            return
+        cls = self.rate_class(rate_class)
+        if cls.per_user:
+            await self._check(cls, "user", cls.per_user, str(user_id))
 
     async def hit(self, rate_class: str, key: str) -> None:
         """Count one attempt against the class's ``per_user`` limit for ``key`` (e.g. a

@@ -1,4 +1,6 @@
-"""REST handlers of ``/v1/auth/*`` and ``/v1/users/me``: parse → service → serialise."""
+"""REST handlers of ``/v1/auth/*`` and ``GET /v1/users/me``: parse → service → serialise.
+(Account deletion is ``DELETE /v1/users/me`` of the directory plugin and
+``DELETE /v1/admin/users/{id}`` of the admin API, both on :mod:`.accounts`.)"""
 
 from __future__ import annotations
 

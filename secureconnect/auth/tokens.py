@@ -159,6 +159,9 @@ class KeyRing:
 
     def verify(self, token: str, *, issuer: str, audience: str, leeway: float) -> AccessClaims:
         """Verified claims, or :class:`Unauthorized` with a stable code."""
+        if not token.isascii() or len(token) > 8192:
+            # no token we issue has other characters; PyJWT would fail to encode them
+            raise _invalid("the access token is malformed")
         memo = (token, issuer, audience)
         known = self._verified.get(memo)
         if known is not None:

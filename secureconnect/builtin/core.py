@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hmac
 import json
+import logging
 from typing import Any
 
 from aiohttp import web
@@ -17,6 +18,7 @@ from ..openapi import build_openapi
 from ..routing import Route, RouteTable
 
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+log = logging.getLogger("secureconnect.core")
 
 
 @hookimpl(trylast=True)
@@ -32,6 +34,7 @@ def sc_settings_validators() -> list[Validator]:
         Validator("server.uvloop", is_type_of=bool),
         Validator("http.request_timeout", is_type_of=(int, float), gt=0, lte=3600),
         Validator("http.max_body_size", is_type_of=int, gte=1024, lte=1 << 30),
+        Validator("http.max_json_depth", is_type_of=int, gte=2, lte=512),
         Validator("http.behind_tls", is_type_of=bool),
         Validator("http.hsts_max_age", is_type_of=int, gte=0),
         Validator("http.content_security_policy", is_type_of=str, len_min=1),
@@ -41,6 +44,8 @@ def sc_settings_validators() -> list[Validator]:
         Validator("health.check_timeout", is_type_of=(int, float), gt=0, lte=30),
         Validator("metrics.enabled", is_type_of=bool),
         Validator("metrics.token", is_type_of=str),
+        Validator("metrics.require_token", is_type_of=bool),
+        Validator("status.details", is_type_of=bool),
         Validator("logging.level", is_in=_LOG_LEVELS),
         Validator("logging.format", is_in=("text", "json")),
         Validator("logging.trace_plugins", is_type_of=bool),
@@ -65,11 +70,13 @@ async def live(request: web.Request) -> web.StreamResponse:
 
 @routes.get("/health/ready", auth=False, rate_limit="none")
 async def ready(request: web.Request) -> web.StreamResponse:
-    """Readiness: every registered dependency check, each with its own timeout."""
-    ok, checks = await _kernel(request).health.run()
+    """Readiness: every registered dependency check, each with its own timeout; 200
+    (`ok`, or `degraded` when a dependency the service works without failed) or 503."""
+    health = _kernel(request).health
+    ok, checks = await health.run()
     if ok:
-        return json_response({"status": "ok", "checks": checks})
-    failed = sorted(name for name, r in checks.items() if r["status"] != "ok")
+        return json_response({"status": health.overall(ok, checks), "checks": checks})
+    failed = sorted(name for name, r in checks.items() if r["status"] == "failed")
     raise Problem(f"not ready: {', '.join(failed)} unavailable", code="not_ready",
                   status=503, title="Service Unavailable", failed=failed, checks=checks)
 
@@ -105,19 +112,27 @@ async def openapi(request: web.Request) -> web.StreamResponse:
 
 @routes.get("/status", auth=False)
 async def status(request: web.Request) -> web.StreamResponse:
-    """A human-readable status page: readiness and plugins (names only)."""
+    """A human-readable status page: readiness, and with `status.details` the
+    version and plugins (names only)."""
     from ..app import render_template
     from ..plugins import describe_plugins
 
     kernel = _kernel(request)
     ok, checks = await kernel.health.run()
+    details = bool(kernel.settings.status.details)
     html = render_template(request.app, "status.html", {
-        "name": kernel.settings.app.name, "version": __version__, "ready": ok,
-        "checks": checks, "plugins": describe_plugins(kernel.pm, kernel.settings)})
+        "name": kernel.settings.app.name, "version": __version__ if details else None,
+        "ready": ok, "checks": checks,
+        "plugins": describe_plugins(kernel.pm, kernel.settings) if details else None})
     return web.Response(text=html, content_type="text/html", status=200 if ok else 503)
 
 
 @hookimpl(trylast=True)
 def sc_routes(kernel: Kernel) -> list[Route]:
-    enabled = kernel.settings.metrics.enabled
+    m = kernel.settings.metrics
+    enabled = bool(m.enabled)
+    if enabled and m.require_token and not m.token:
+        log.warning("/metrics is not served: metrics.require_token is set and "
+                    "metrics.token is empty (set it as a secret, or require_token = false)")
+        enabled = False
     return [r for r in routes if enabled or r.path != "/metrics"]

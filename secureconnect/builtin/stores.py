@@ -115,5 +115,6 @@ def sc_cleanup_ctx(kernel: Kernel) -> list[object]:
 def sc_health_checks(kernel: Kernel) -> list[HealthCheck]:
     checks = [HealthCheck("database", kernel.db.ping)]
     if kernel.cache.shared:
-        checks.append(HealthCheck("redis", kernel.cache.ping))
+        # the service works without Redis (memory fallbacks, local delivery): degraded
+        checks.append(HealthCheck("redis", kernel.cache.ping, required=False))
     return checks

@@ -45,13 +45,26 @@ def _kernel(request: web.Request) -> Kernel:
     return request.app[KERNEL]
 
 
-@routes.get("/v1/ws", timeout=False, auth=False, rate_limit="none")
+# They authenticate themselves (bearer header, or ?access_token= for browsers).
+_STREAM_ERRORS = {
+    401: "Missing, invalid, expired or revoked token (header or access_token query)",
+    403: "A requested topic is not allowed",
+    429: "Too many connections of this user on this instance",
+    503: "Too many connections on this instance",
+}
+
+
+@routes.get("/v1/ws", timeout=False, auth=False, rate_limit="none", self_authenticated=True,
+            extra_responses={101: "Switching to the WebSocket protocol",
+                             400: "Not a WebSocket upgrade request", **_STREAM_ERRORS})
 async def websocket(request: web.Request) -> web.StreamResponse:
     """WebSocket upgrade: every realtime event (see docs/websocket.md)."""
     return await _kernel(request).ws.serve_ws(request)
 
 
-@routes.get("/v1/events", timeout=False, auth=False, rate_limit="none")
+@routes.get("/v1/events", timeout=False, auth=False, rate_limit="none",
+            self_authenticated=True,
+            extra_responses=_STREAM_ERRORS)
 async def events(request: web.Request) -> web.StreamResponse:
     """Server-Sent Events fallback: the same events as the WebSocket.
 

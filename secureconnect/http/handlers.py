@@ -14,8 +14,15 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
-from ..errors import BadRequest, Unauthorized, UnsupportedMediaType, ValidationFailed
-from .context import PRINCIPAL, ROUTE
+from .. import jsonsafe
+from ..errors import (
+    BadRequest,
+    PayloadTooLarge,
+    Unauthorized,
+    UnsupportedMediaType,
+    ValidationFailed,
+)
+from .context import KERNEL, PRINCIPAL, ROUTE
 
 if TYPE_CHECKING:
     from ..kernel import Kernel
@@ -25,11 +32,16 @@ M = TypeVar("M", bound=BaseModel)
 
 
 def bearer_token(request: web.Request) -> str | None:
+    """The bearer token of the request; ``None`` when absent. A token that is not
+    printable ASCII (no token we issue is) raises :class:`Unauthorized` at once."""
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
-    if scheme.lower() == "bearer" and token.strip():
-        return token.strip()
-    return None
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        return None
+    if not token.isascii() or not token.isprintable():
+        raise Unauthorized("the access token is malformed", code="invalid_token")
+    return token
 
 
 def wrap_handler(kernel: Kernel, route: Route) -> Any:
@@ -39,10 +51,17 @@ def wrap_handler(kernel: Kernel, route: Route) -> Any:
         request[ROUTE] = route
         principal: Any = None
         if route.auth:
-            token = bearer_token(request)
-            if token is None:
-                raise Unauthorized("an access token is required", code="missing_token")
-            principal = await kernel.auth.authenticate(token)
+            try:
+                token = bearer_token(request)
+                if token is None:
+                    raise Unauthorized("an access token is required", code="missing_token")
+                principal = await kernel.auth.authenticate(token)
+            except Unauthorized:
+                # a failed authentication counts against the client's address, so
+                # guessing tokens meets the route's per-IP limit (429) like any request
+                if rate_class != "none":
+                    await kernel.rate_limits.check_request(request, rate_class, None)
+                raise
             request[PRINCIPAL] = principal
         if rate_class != "none":
             await kernel.rate_limits.check_request(request, rate_class, principal)
@@ -50,7 +69,12 @@ def wrap_handler(kernel: Kernel, route: Route) -> Any:
         if route.body is not None:
             args.append(await read_body(request, route.body))
         if route.query is not None:
-            args.append(parse_model(route.query, dict(request.query)))
+            query = dict(request.query)
+            try:
+                jsonsafe.check(query)
+            except jsonsafe.JsonRejected as exc:
+                raise ValidationFailed(str(exc), code=exc.code, status=422) from None
+            args.append(parse_model(route.query, query))
         return await route.handler(request, *args)
 
     handler.sc_route = route  # type: ignore[attr-defined]
@@ -65,9 +89,20 @@ async def read_json(request: web.Request) -> Any:
         )
     raw = await request.read()
     try:
-        return json.loads(raw or b"null")
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BadRequest(f"the body is not valid JSON: {exc}", code="malformed_json") from None
+        return jsonsafe.loads(raw or b"null", max_depth=_max_depth(request))
+    except jsonsafe.JsonRejected as exc:
+        if exc.code == "invalid_unicode":
+            raise ValidationFailed(str(exc), code=exc.code, status=422) from None
+        if exc.code == "payload_too_large":  # pragma: no cover - no size given here
+            raise PayloadTooLarge(str(exc)) from None
+        raise BadRequest(str(exc), code=exc.code) from None
+
+
+def _max_depth(request: web.Request) -> int:
+    kernel = request.app.get(KERNEL)
+    if kernel is None:
+        return jsonsafe.DEFAULT_MAX_DEPTH
+    return int(kernel.settings.http.get("max_json_depth", jsonsafe.DEFAULT_MAX_DEPTH))
 
 
 async def read_body(request: web.Request, model: type[M]) -> M:

@@ -4,11 +4,12 @@
 2. ``metrics``     — ``request_in_flight``, ``request_duration_seconds{method,path,status}``.
 3. ``errors``      — every failure becomes problem+json; crashes become a 500 with the
                      request id and no internals.
-4. ``cors``        — preflight answers and CORS headers from ``[cors]``.
+4. ``cors``        — preflight answers from ``[cors]``.
 5. ``body_limit``  — 413 when ``Content-Length`` exceeds the route's limit.
 6. ``timeout``     — the route's timeout (default ``http.request_timeout``) → 504.
-Security headers are added to every response, errors included, by an
-``on_response_prepare`` signal. Authentication, rate limits and body validation run
+Security headers, ``Server: SecureConnect`` (no versions) and the CORS response headers
+(``Vary: Origin`` whenever an allow-list is set) are added to every response, errors
+included, by an ``on_response_prepare`` signal. Authentication, rate limits and body validation run
 in the per-route wrapper (:mod:`secureconnect.http.handlers`), after routing.
 """
 
@@ -123,13 +124,8 @@ def build_middlewares(kernel: Kernel) -> list[Any]:
             resp.headers["Access-Control-Max-Age"] = str(int(s.cors.max_age))
         else:
             resp = await handler(request)
-        if allowed and origin is not None and not resp.prepared:
-            resp.headers["Access-Control-Allow-Origin"] = "*" if cors_any else origin
-            resp.headers["Access-Control-Expose-Headers"] = "X-Request-ID, Retry-After"
-            if not cors_any:
-                resp.headers["Vary"] = "Origin"
-            if s.cors.allow_credentials and not cors_any:
-                resp.headers["Access-Control-Allow-Credentials"] = "true"
+        # the CORS response headers are added by the on_response_prepare signal
+        # (security_headers), so error responses made outside this layer carry them too
         return resp
 
     # Layers 5-6 share one middleware as well.
@@ -166,8 +162,14 @@ def build_middlewares(kernel: Kernel) -> list[Any]:
     return [outer, cors, inner] if cors_origins else [outer, inner]
 
 
+SERVER_HEADER = "SecureConnect"
+
+
 def security_headers(kernel: Kernel) -> Any:
     s = kernel.settings.http
+    cors_origins = set(kernel.settings.cors.allow_origins)
+    cors_any = "*" in cors_origins
+    cors_credentials = bool(kernel.settings.cors.allow_credentials) and not cors_any
     static = CIMultiDict({
         "X-Content-Type-Options": "nosniff",
         "X-Frame-Options": "DENY",
@@ -190,5 +192,24 @@ def security_headers(kernel: Kernel) -> Any:
             h.extend(static)
         if s.behind_tls or request.secure:
             h.setdefault("Strict-Transport-Security", hsts)
+        h["Server"] = SERVER_HEADER
+        if cors_origins:
+            _cors_headers(request, h)
+
+    def _cors_headers(request: web.Request, h: Any) -> None:
+        if not cors_any:
+            # the answer depends on the Origin header: caches must key on it
+            vary = h.get("Vary")
+            if vary is None:
+                h["Vary"] = "Origin"
+            elif "origin" not in vary.lower():
+                h["Vary"] = f"{vary}, Origin"
+        origin = request.headers.get("Origin")
+        if origin is None or not (cors_any or origin in cors_origins):
+            return
+        h.setdefault("Access-Control-Allow-Origin", "*" if cors_any else origin)
+        h.setdefault("Access-Control-Expose-Headers", "X-Request-ID, Retry-After")
+        if cors_credentials:
+            h.setdefault("Access-Control-Allow-Credentials", "true")
 
     return on_prepare

@@ -25,6 +25,9 @@ from ..metrics import Metrics
 log = logging.getLogger(__name__)
 
 Listener = Callable[[str, bytes], Awaitable[None] | None]
+#: called with the topics re-subscribed after the bus lost its connection: messages
+#: other instances published on them meanwhile were missed
+GapListener = Callable[[list[str]], Awaitable[None] | None]
 
 
 class Subscription:
@@ -41,8 +44,24 @@ class Subscription:
 class InProcessBus:
     def __init__(self, metrics: Metrics) -> None:
         self._subs: dict[str, list[Subscription]] = {}
+        self._gap_listeners: list[GapListener] = []
         self.publish_errors = metrics.counter(
             "bus_publish_errors_total", "Bus publishes that failed (never fail the caller)")
+
+    def on_gap(self, listener: GapListener) -> None:
+        """Call ``listener(topics)`` whenever this instance may have missed messages
+        from other instances (its Redis connection was lost and is back). Never
+        called for the in-process bus, which cannot miss anything."""
+        self._gap_listeners.append(listener)
+
+    async def _notify_gap(self, topics: list[str]) -> None:
+        for listener in list(self._gap_listeners):
+            try:
+                result = listener(topics)
+                if result is not None:
+                    await result
+            except Exception:
+                log.exception("bus gap listener failed")
 
     async def start(self) -> None:
         pass
@@ -111,12 +130,19 @@ class RedisBus(InProcessBus):
                  max_pending: int = 10000) -> None:
         super().__init__(metrics)
         import redis.asyncio as aioredis
+        from redis.asyncio.retry import Retry
+        from redis.backoff import NoBackoff
 
         self.instance = uuid.uuid4().hex.encode()
+        # This class is the only place retries happen (one resend of a batch, the
+        # reader's reconnect loop): redis-py ≥ 6 would otherwise retry each command 3
+        # times with back-off, holding a publish or a reconnect far past socket_timeout.
         self._redis: Any = aioredis.from_url(url, socket_timeout=socket_timeout,
-                                        socket_connect_timeout=socket_timeout)
+                                        socket_connect_timeout=socket_timeout,
+                                        retry=Retry(NoBackoff(), 0))
         # the reader's connection blocks on reads: no socket timeout there
-        self._reader_redis: Any = aioredis.from_url(url, socket_connect_timeout=socket_timeout)
+        self._reader_redis: Any = aioredis.from_url(url, socket_connect_timeout=socket_timeout,
+                                               retry=Retry(NoBackoff(), 0))
         self._pubsub: Any = None
         self._reader: asyncio.Task[None] | None = None
         self.max_pending = max_pending
@@ -125,6 +151,11 @@ class RedisBus(InProcessBus):
         self._outbox_ready = asyncio.Event()
         self._sender: asyncio.Task[None] | None = None
         self._overflowing = False
+        self._publish_down = False
+        self._failed_in_outage = 0
+        self.resends = metrics.counter(
+            "bus_publish_resends_total",
+            "Publish batches sent again after their connection turned out to be dead")
         self.reconnects = metrics.counter(
             "bus_reconnects_total", "Times the Redis bus reader reconnected")
 
@@ -195,26 +226,55 @@ class RedisBus(InProcessBus):
             while outbox:
                 batch = [outbox.popleft() for _ in range(min(self.BATCH, len(outbox)))]
                 try:
-                    async with self._redis.pipeline(transaction=False) as pipe:
-                        for topic, payload, _ in batch:
-                            pipe.publish(topic, payload)
-                        await pipe.execute()
+                    await self._send_batch(batch)
                 except BaseException as exc:
                     for *_, future in batch:  # nobody waits on them forever
                         self._fail(future)
                     if not isinstance(exc, Exception):
                         raise  # cancelled by close(): the rest fails there
-                    log.warning("Redis publish of %d messages failed: %s", len(batch),
-                                type(exc).__name__)
+                    self._publish_failed(len(batch), exc)
                     continue
+                if self._publish_down:
+                    self._publish_down = False
+                    log.warning("Redis publish recovered (%d messages failed meanwhile)",
+                                self._failed_in_outage)
                 for *_, future in batch:
                     if not future.done():
                         future.set_result(True)
             self._overflowing = False
 
+    async def _send_batch(self, batch: list[tuple[str, bytes, asyncio.Future[bool]]]) -> None:
+        """One pipeline; sent again once when the connection it went out on turns out
+        to be dead (a pooled connection Redis closed while restarting fails on first
+        use, and the client drops it: the second attempt takes a fresh one). A
+        timeout is not resent: the messages may have arrived."""
+        from redis.exceptions import ConnectionError as RedisConnectionError
+
+        for attempt in (1, 2):
+            try:
+                async with self._redis.pipeline(transaction=False) as pipe:
+                    for topic, payload, _ in batch:
+                        pipe.publish(topic, payload)
+                    await pipe.execute()
+                return
+            except (RedisConnectionError, ConnectionError) as exc:
+                if attempt == 2 or isinstance(exc, TimeoutError):
+                    raise
+                self.resends.inc()
+
+    def _publish_failed(self, count: int, exc: Exception) -> None:
+        """One warning per outage, not one per batch (or message)."""
+        if not self._publish_down:
+            self._publish_down = True
+            self._failed_in_outage = 0
+            log.warning("Redis publish failed (%s: %s); messages are delivered on this "
+                        "instance only until Redis answers again", type(exc).__name__, exc)
+        self._failed_in_outage += count
+
     async def _read_forever(self) -> None:
         delay = 0.1
         first = True
+        lost = False
         while True:
             try:
                 pubsub = self._reader_redis.pubsub()
@@ -227,7 +287,8 @@ class RedisBus(InProcessBus):
                     self.reconnects.inc()
                     log.warning("Redis bus reconnected; %d topics re-subscribed",
                                 len(self._subs))
-                first, delay = False, 0.1
+                    await self._notify_gap(list(self._subs))
+                first, delay, lost = False, 0.1, False
                 while True:
                     msg = await pubsub.get_message(ignore_subscribe_messages=True,
                                                    timeout=1.0)
@@ -243,8 +304,10 @@ class RedisBus(InProcessBus):
                 raise
             except Exception as exc:
                 self._pubsub = None
-                log.warning("Redis bus reader lost its connection (%s); retrying",
-                            type(exc).__name__)
+                if not lost:  # once per outage; the retries are quiet
+                    log.warning("Redis bus reader lost its connection (%s); retrying",
+                                type(exc).__name__)
+                    lost = True
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
 

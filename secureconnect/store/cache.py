@@ -37,6 +37,18 @@ except ImportError:  # pragma: no cover - without the extra there is no Redis to
     pass
 
 
+def blocking_pool(url: str, settings: Any, **kwargs: Any) -> Any:
+    """A Redis connection pool of ``max_connections`` that makes a caller *wait* (up to
+    ``socket_timeout``) for a free connection instead of raising at once: a burst (a
+    mass disconnect updating presence) is a queue, not an outage."""
+    from redis.asyncio import BlockingConnectionPool
+
+    timeout = float(settings.socket_timeout)
+    return BlockingConnectionPool.from_url(
+        url, max_connections=int(settings.max_connections), timeout=timeout,
+        socket_timeout=timeout, socket_connect_timeout=timeout, **kwargs)
+
+
 class MemoryStore:
     """A bounded in-process key/value store with per-key expiry."""
 
@@ -153,12 +165,8 @@ class Cache:
         import redis.asyncio as aioredis
 
         s = self.settings
-        self._redis = aioredis.from_url(
-            self.url, decode_responses=True,
-            socket_timeout=float(s.socket_timeout),
-            socket_connect_timeout=float(s.socket_timeout),
-            max_connections=int(s.max_connections),
-        )
+        pool = blocking_pool(self.url, s, decode_responses=True)
+        self._redis = aioredis.Redis.from_pool(pool)  # type: ignore[attr-defined]
         try:
             await self._redis.ping()
             self.available.set(1)
@@ -175,9 +183,15 @@ class Cache:
             self._redis = None
 
     async def ping(self) -> None:
+        """Raises when Redis does not answer. A pooled connection Redis closed (a
+        restart) fails on first use and is dropped: one more try on a fresh one, so
+        readiness does not flap once after every recovery."""
         if self._redis is None:
             return
-        await self._redis.ping()
+        try:
+            await self._redis.ping()
+        except _TRANSIENT:
+            await self._redis.ping()
 
     # -- the fallback machinery ------------------------------------------------------
     def _mark_down(self) -> None:

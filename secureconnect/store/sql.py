@@ -4,10 +4,12 @@
   PostgreSQL (``postgresql+asyncpg``) in production.
 * Pool size, overflow, recycle and pre-ping from ``[database]`` (pre-ping: only a
   connection idle for a second or more is pinged at checkout).
-* Acquiring a connection waits at most ``acquire_timeout`` → 503
-  ``database_unavailable`` and ``db_connection_acquire_timeout_total``.
-* Each statement is bounded by ``query_timeout`` (``statement_timeout`` on PostgreSQL,
-  an asyncio deadline everywhere) → 503 ``database_timeout`` and ``db_query_timeout_total``.
+* Acquiring a connection (pool wait, connect, pre-ping) is bounded by an asyncio
+  deadline of ``acquire_timeout`` → 503 ``database_unavailable`` and
+  ``db_connection_acquire_timeout_total``.
+* The transaction of :meth:`Database.connect` is bounded by ``query_timeout``
+  (``statement_timeout`` on PostgreSQL as well, and an asyncio deadline whatever the
+  network does) → 503 ``database_timeout`` and ``db_query_timeout_total``.
 * ``write(fn, *args)`` runs a synchronous transaction function in one hand-off; on a
   SQLite file that is one call on a single writer thread with its own connection.
 * ``fetch(statement)`` / ``fetch_one(statement)``: one small indexed read. On a SQLite
@@ -72,6 +74,7 @@ class Database:
         self._reads: AsyncEngine | None = None
         self._sessions: async_sessionmaker[AsyncSession] | None = None
         self._writer: _WriterThread | None = None
+        self._reapers: set[asyncio.Future[None]] = set()
         # an in-memory SQLite database is one connection (StaticPool) that every
         # transaction would share; they take turns instead (tests and trials only)
         self._memory_turns: _Turns | None = (
@@ -134,11 +137,13 @@ class Database:
             }
         engine = create_async_engine(self.url, **kwargs)
         self._instrument(engine.sync_engine)
-        pool = engine.sync_engine.pool
-        event.listen(pool, "checkout", lambda *a: self._pool_changed())
+        # read from the pool when scraped: a "checkin" listener runs before the
+        # connection is back, and overflow connections closed on return fire nothing
+        pool: Any = engine.sync_engine.pool
+        self.in_use.set_function(lambda: float(getattr(pool, "checkedout", lambda: 0)()))
+        self.idle.set_function(lambda: float(getattr(pool, "checkedin", lambda: 0)()))
         if pre_ping:
             event.listen(pool, "checkout", _ping_if_idle)
-        event.listen(pool, "checkin", lambda *a: self._pool_changed())
         self._engine = engine
         # the same pool, each checkout in autocommit (one statement, no transaction)
         self._reads = engine.execution_options(isolation_level="AUTOCOMMIT")
@@ -151,6 +156,9 @@ class Database:
         if self._writer is not None:
             await asyncio.to_thread(self._writer.close)  # after its current transaction
             self._writer = None
+        for reaper in list(self._reapers):
+            reaper.cancel()
+        await asyncio.gather(*self._reapers, return_exceptions=True)
         if self._engine is not None:
             await self._engine.dispose()
             self._engine = self._reads = None
@@ -162,13 +170,6 @@ class Database:
         event.listen(sync_engine, "before_cursor_execute", _start_timer)
         event.listen(sync_engine, "after_cursor_execute", self._stop_timer)
 
-    def _pool_changed(self) -> None:
-        pool: Any = self.engine.sync_engine.pool
-        checked_out = getattr(pool, "checkedout", lambda: 0)()
-        idle = getattr(pool, "checkedin", lambda: 0)()
-        self.in_use.set(checked_out)
-        self.idle.set(idle)
-
     def _stop_timer(self, conn: Any, *args: Any) -> None:
         start = conn.info.pop("sc_query_start", None)
         if start is not None:
@@ -177,12 +178,79 @@ class Database:
     # -- use -----------------------------------------------------------------------------
     @asynccontextmanager
     async def connect(self) -> AsyncIterator[AsyncConnection]:
-        """A pooled connection inside a transaction (committed on success)."""
+        """A pooled connection inside a transaction (committed on success).
+
+        Two deadlines, whatever the network does: getting the connection (pool wait,
+        connect, pre-ping) within ``acquire_timeout`` → 503 ``database_unavailable``;
+        each statement within ``query_timeout`` of its start, and the commit within
+        ``query_timeout`` of the last statement's start → 503 ``database_timeout``.
+        Neither waits for the clean-up of what it cut: an acquisition still in flight
+        is abandoned to a background task, and on PostgreSQL the connection of a
+        statement past its deadline is terminated (no cancel request, rollback or
+        graceful close, each a round trip)."""
         async with self._guard(), self._turn():
             start = time.perf_counter()
-            async with self.engine.begin() as conn:
-                self.acquire_duration.observe(time.perf_counter() - start)
-                yield conn
+            conn = await self._acquire()
+            self.acquire_duration.observe(time.perf_counter() - start)
+            deadline = _StatementDeadline(conn, self.query_timeout, cut=self.is_postgres)
+            info = conn.sync_connection.info if conn.sync_connection is not None else {}
+            info[_DEADLINE] = deadline  # re-armed by each statement (_start_timer)
+            try:
+                async with deadline.timeout:
+                    async with conn.begin():
+                        yield conn
+            except BaseException:
+                if deadline.timeout.expired() or deadline.cut:
+                    await self._discard(conn)
+                    raise TimeoutError from None
+                await conn.close()
+                raise
+            finally:
+                deadline.stop()
+                info.pop(_DEADLINE, None)
+            await conn.close()
+
+    async def _acquire(self) -> AsyncConnection:
+        conn = self.engine.connect()
+        task = asyncio.ensure_future(conn.start())
+        try:
+            done, _ = await asyncio.wait({task}, timeout=self.acquire_timeout)
+        except asyncio.CancelledError:
+            self._abandon(task, conn)
+            raise
+        if not done:
+            self._abandon(task, conn)
+            self.acquire_timeouts.inc()
+            raise DatabaseUnavailable(
+                f"no database connection within {self.acquire_timeout:g} s; retry shortly")
+        task.result()  # the acquisition's own error (pool timeout, refused, ...)
+        return conn
+
+    def _abandon(self, task: asyncio.Future[Any], conn: AsyncConnection) -> None:
+        """Let a cut acquisition finish its clean-up in the background; a connection
+        it got after all goes back to the pool."""
+        task.cancel()
+        reaper = asyncio.ensure_future(self._reap(task, conn))
+        self._reapers.add(reaper)
+        reaper.add_done_callback(self._reapers.discard)
+
+    async def _reap(self, task: asyncio.Future[Any], conn: AsyncConnection) -> None:
+        try:
+            await task
+        except BaseException:
+            return
+        await self._discard(conn)
+
+    async def _discard(self, conn: AsyncConnection) -> None:
+        """Drop a connection whose state is unknown (cut mid-conversation); the pool
+        opens a fresh one when needed."""
+        _terminate(conn)
+        try:
+            if conn.sync_connection is not None:
+                await conn.invalidate()
+            await conn.close()
+        except Exception:
+            log.debug("discarding a database connection failed", exc_info=True)
 
     async def fetch(self, statement: Executable,
                     params: dict[str, Any] | None = None) -> Sequence[Row[Any]]:
@@ -425,8 +493,68 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.close()
 
 
+def _terminate(conn: AsyncConnection) -> None:
+    """Close the driver connection under ``conn`` at once, without a word to the
+    server (asyncpg's ``terminate``); a no-op for other drivers or when none is held."""
+    try:
+        sync = conn.sync_connection
+        if sync is None or sync.closed or sync.invalidated:
+            return  # (reading .connection would open a new one)
+        raw = sync.connection.dbapi_connection
+        driver = getattr(raw, "_connection", None)
+        terminate = getattr(driver, "terminate", None)
+        if callable(terminate) and type(driver).__module__.startswith("asyncpg"):
+            terminate()
+    except Exception:
+        log.debug("terminating a database connection failed", exc_info=True)
+
+
+_DEADLINE = "sc_statement_deadline"
+
+
+class _StatementDeadline:
+    """The asyncio deadline of :meth:`Database.connect`, moved to ``query_timeout``
+    after the start of each statement. On PostgreSQL the driver connection is
+    terminated just before the deadline cancels the task, so the cancelled statement
+    fails at once instead of waiting for a cancel request to travel."""
+
+    def __init__(self, conn: AsyncConnection, seconds: float, *, cut: bool) -> None:
+        self.conn = conn
+        self.seconds = seconds
+        self.loop = asyncio.get_running_loop()
+        self.timeout = asyncio.timeout(seconds)
+        self.cut = False
+        self._cuts = cut
+        self._cutter: asyncio.TimerHandle | None = None
+        self._arm_cutter()
+
+    def _arm_cutter(self) -> None:
+        if self._cuts:
+            self._cutter = self.loop.call_later(max(0.0, self.seconds - 0.005), self._cut)
+
+    def _cut(self) -> None:
+        self.cut = True
+        _terminate(self.conn)
+
+    def rearm(self) -> None:
+        if self.timeout.expired() or self.cut:
+            return
+        self.timeout.reschedule(self.loop.time() + self.seconds)
+        if self._cutter is not None:
+            self._cutter.cancel()
+        self._arm_cutter()
+
+    def stop(self) -> None:
+        if self._cutter is not None:
+            self._cutter.cancel()
+            self._cutter = None
+
+
 def _start_timer(conn: Any, *args: Any) -> None:
     conn.info["sc_query_start"] = time.perf_counter()
+    deadline = conn.info.get(_DEADLINE)
+    if deadline is not None:
+        deadline.rearm()
 
 
 def _is_query_timeout(exc: BaseException) -> bool:

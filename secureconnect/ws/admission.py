@@ -13,7 +13,9 @@ Owns
 Guarantees
     * A refused request gets an RFC 9457 problem with a stable ``code`` and no socket.
     * Each admitted request holds one reserved slot until :meth:`Admission.release`,
-      which the serving code calls exactly once (after registering, or on failure).
+      which the serving code calls exactly once (or ``register(conn, reserved=True)``
+      does, in the same step as it counts the connection): a connection is never
+      counted twice, so concurrent connects are admitted up to the limits exactly.
     * A registered connection is in every index until it is unregistered; unregistering
       is idempotent and leaves no topic subscribed.
 
@@ -141,10 +143,15 @@ class Admission:
         return "*" in allowed or origin in allowed or origin == public
 
     # -- the registry -----------------------------------------------------------------
-    async def register(self, conn: Connection) -> None:
+    async def register(self, conn: Connection, *, reserved: bool = False) -> None:
+        """Count ``conn`` as open and subscribe it to its own topic. ``reserved``: it
+        holds the slot :meth:`authenticate` reserved, given back here before the first
+        await (counted once, as open, from then on; the caller must not release it)."""
         self.connections.add(conn)
         self._by_user.setdefault(conn.user_id, set()).add(conn)
         self._by_session.setdefault(conn.session_id, set()).add(conn)
+        if reserved:
+            self.release(conn.principal)
         self.metrics.connections.labels(conn.transport).inc()
         expires = float(getattr(conn.principal, "expires_at", 0.0) or 0.0)
         if expires:

@@ -86,6 +86,9 @@ class Connection:
         self.close_reason = ""
         self.dropped = 0
         self._queue: deque[str | None] = deque()
+        #: the slow-consumer notice still queued, and the drops it reports
+        self._notice: str | None = None
+        self._notice_dropped = 0
         self._limit = gateway.config.send_queue_size
         self._wakeup = asyncio.Event()
         #: closes the connection when its token expires (set by admission)
@@ -138,16 +141,23 @@ class Connection:
 
     def _overflow(self, text: str) -> None:
         # the slow-consumer policy: nothing else waits for this connection
-        dropped = len(self._queue) + 1
+        notice = self._notice
+        frames = [f for f in (*self._queue, text) if f and f is not notice]
+        dropped = len(frames)
         self.dropped += dropped
         self.gateway.metrics.dropped.inc(dropped)
-        self.gateway.tell_dropped(self, [f for f in (*self._queue, text) if f])
+        self.gateway.tell_dropped(self, frames)
         self._queue.clear()
         if self.gateway.config.slow_consumer == "close":
+            self._notice, self._notice_dropped = None, 0
             self.request_close(CLOSE_TRY_AGAIN_LATER, "slow consumer")
             return
-        # The client re-reads history; what stays queued is the notice first.
-        self._queue.append(resync_frame("slow_consumer", dropped))
+        # The client re-reads history; what stays queued is the notice first. A notice
+        # not sent yet is replaced by one counting its drops too: every dropped frame
+        # is reported once, in the notice the client finally receives.
+        self._notice_dropped = (self._notice_dropped if notice is not None else 0) + dropped
+        self._notice = resync_frame("slow_consumer", self._notice_dropped)
+        self._queue.append(self._notice)
         self._wakeup.set()
 
     async def next_frame(self, timeout: float | None = None) -> str | None:
@@ -164,7 +174,10 @@ class Connection:
                     await asyncio.wait_for(self._wakeup.wait(), timeout)
                 except TimeoutError:
                     return ""
-        return self._queue.popleft()
+        frame = self._queue.popleft()
+        if frame is not None and frame is self._notice:  # on its way: later drops count anew
+            self._notice, self._notice_dropped = None, 0
+        return frame
 
     # -- closing ----------------------------------------------------------------------
     def request_close(self, code: int, reason: str) -> None:
@@ -174,6 +187,7 @@ class Connection:
         self.closing = True
         self.close_code, self.close_reason = code, reason
         self._queue.clear()
+        self._notice, self._notice_dropped = None, 0
         self._wakeup.set()
         self.gateway.spawn(self.close_transport())
 

@@ -31,6 +31,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError, Problem
+from ..jsonsafe import DEFAULT_MAX_DEPTH
 from .frames import BadFrame, ack_frame, decode, error_frame
 
 if TYPE_CHECKING:
@@ -117,8 +118,11 @@ class Dispatcher:
         metrics: GatewayMetrics,
         spawn: Callable[[Awaitable[Any]], asyncio.Future[Any]],
         handler_timeout: float,
+        max_json_depth: int = DEFAULT_MAX_DEPTH,
     ) -> None:
         self.metrics = metrics
+        #: ``http.max_json_depth``: one cap for REST bodies and frames
+        self.max_json_depth = max_json_depth
         self._spawn = spawn
         self.handlers: dict[str, WsHandler] = {}
         #: the plugin handling each frame type (``ws``: the gateway itself)
@@ -150,7 +154,7 @@ class Dispatcher:
     async def dispatch(self, conn: Connection, raw: str) -> None:
         """Handle one client text frame; returns when the socket may read the next."""
         try:
-            frame_id, event_type, data = decode(raw)
+            frame_id, event_type, data = decode(raw, self.max_json_depth)
         except BadFrame as bad:
             self.metrics.messages.labels("in", "invalid").inc()
             self.error(conn, bad.frame_id, bad.code, bad.message)

@@ -15,7 +15,7 @@ Guarantees
 
 Called by
     ``connection`` (resync notices, WebSocket framing), ``topics`` (an event is encoded
-    once per publish and framed once per fan-out), ``dispatch`` (acks, errors,
+    once per publish and framed once per fan-out; bus-outage notices), ``dispatch`` (acks, errors,
     envelopes), ``serving`` (SSE lines), plugins through ``Connection.send``.
 """
 
@@ -24,6 +24,8 @@ from __future__ import annotations
 import json
 import struct
 from typing import Any
+
+from .. import jsonsafe
 
 CLOSE_NORMAL = 1000
 CLOSE_GOING_AWAY = 1001
@@ -65,6 +67,25 @@ def resync_frame(reason: str, dropped: int) -> str:
     return encode("resync", {"reason": reason, "dropped": dropped})
 
 
+#: topics naming a conversation (chat's); their ids are listed in a bus-outage notice
+CONVERSATION_PREFIX = "conversation:"
+
+
+def outage_frame(topics: list[str]) -> str:
+    """Tells a client that events of ``topics`` published on other instances may have
+    missed it (the bus was down); it re-reads history, e.g. of the conversations."""
+    return encode(
+        "resync",
+        {
+            "reason": "bus_outage",
+            "topics": topics,
+            "conversation_ids": [
+                t[len(CONVERSATION_PREFIX) :] for t in topics if t.startswith(CONVERSATION_PREFIX)
+            ],
+        },
+    )
+
+
 def event_type_of(frame: str) -> str | None:
     """The ``type`` of an encoded frame, read from its first key (``None``: no type)."""
     if not frame.startswith(TYPE_PREFIX):
@@ -94,11 +115,18 @@ class BadFrame(Exception):
         self.frame_id = frame_id
 
 
-def decode(raw: str) -> tuple[Any, str, dict[str, Any]]:
-    """``(id, type, data)`` of a client's text frame (``data`` defaults to ``{}``)."""
+def decode(
+    raw: str, max_depth: int = jsonsafe.DEFAULT_MAX_DEPTH
+) -> tuple[Any, str, dict[str, Any]]:
+    """``(id, type, data)`` of a client's text frame (``data`` defaults to ``{}``).
+    Read by the same loader as REST bodies: nested deeper than ``max_depth``
+    (``http.max_json_depth``) → ``json_too_deep``; a string that is not valid Unicode
+    (a lone surrogate) → ``invalid_unicode``."""
     try:
-        frame = json.loads(raw)
-    except ValueError:
+        frame = jsonsafe.loads(raw, max_depth=max_depth)
+    except jsonsafe.JsonRejected as exc:
+        if exc.code in ("json_too_deep", "invalid_unicode"):
+            raise BadFrame(exc.code, str(exc)) from None
         raise BadFrame("bad_json", "the frame is not JSON") from None
     if not isinstance(frame, dict):
         raise BadFrame("bad_envelope", "a frame is an object {type, id, data}")

@@ -73,6 +73,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from ..jsonsafe import DEFAULT_MAX_DEPTH
 from . import serving
 from .admission import Admission
 from .config import GatewayConfig
@@ -133,7 +134,12 @@ class Gateway:
         self.topics = TopicRouter(
             kernel, self.metrics, self.spawn, self.admission.connections_of, self.instance_id
         )
-        self.dispatcher = Dispatcher(self.metrics, self.spawn, self.config.handler_timeout)
+        self.dispatcher = Dispatcher(
+            self.metrics,
+            self.spawn,
+            self.config.handler_timeout,
+            int(kernel.settings.http.get("max_json_depth", DEFAULT_MAX_DEPTH)),
+        )
         self._drops = DropListeners()
         self._round_writer = RoundWriter()
         #: every open connection of this instance

@@ -45,13 +45,11 @@ async def serve_ws(gateway: Gateway, request: web.Request) -> web.StreamResponse
     )
     conn = WsConnection(gateway, principal, ws)
     try:
-        try:
-            # Subscribed (own topic and the plugins' topics) *before* the client sees
-            # the upgrade: everything published after it reaches this socket, queued
-            # until the writer starts.
-            await admission.register(conn)
-        finally:
-            admission.release(principal)  # counted by register from its first line
+        # Subscribed (own topic and the plugins' topics) *before* the client sees the
+        # upgrade: everything published after it reaches this socket, queued until the
+        # writer starts. register gives the reserved slot back as it counts the
+        # connection, before its first await (never counted twice meanwhile).
+        await admission.register(conn, reserved=True)
         await ws.prepare(request)
         conn.writer = asyncio.ensure_future(conn.write_loop())
         conn.write_directly(request.transport)

@@ -18,6 +18,11 @@ Guarantees
       (``websocket_publish_errors_total``); local sockets get the event anyway.
     * A membership change applies to this instance before the call returns, to the
       others when their bus delivers the control message.
+    * After a bus outage (Redis down, or this instance's subscription connection lost
+      and back: ``bus.on_gap``), every local connection subscribed to a topic that may
+      have missed messages is sent one ``resync`` (``reason`` ``bus_outage``, its
+      ``topics``, the ``conversation_ids`` among them) so its client catches up from
+      history. Queued like any frame: bounded by the connection's send queue.
 
 Called by
     ``Connection.subscribe``/``unsubscribe`` (attach/detach), the ``Gateway`` facade
@@ -39,7 +44,7 @@ from typing import TYPE_CHECKING, Any
 from .. import hooks
 from ..errors import Forbidden, Problem
 from ..store.bus import resolved
-from .frames import encode, text_frame
+from .frames import encode, outage_frame, text_frame
 
 if TYPE_CHECKING:
     from ..kernel import Kernel
@@ -79,10 +84,28 @@ class TopicRouter:
         #: tells this instance's control messages from other instances'
         self.instance_id = instance_id
         self._topics: dict[str, _Topic] = {}
+        self._gap_listening = False
 
     async def start(self) -> Subscription:
-        """Listen to membership changes made on other instances."""
+        """Listen to membership changes made on other instances, and to bus outages."""
+        if not self._gap_listening:
+            self._gap_listening = True
+            self.kernel.bus.on_gap(self.tell_gap)
         return await self.kernel.bus.subscribe(CONTROL_TOPIC, self._on_control)
+
+    async def tell_gap(self, topics: list[str]) -> None:
+        """Send ``resync`` (bus outage) to each local connection subscribed to one of
+        ``topics``."""
+        hits: dict[Connection, list[str]] = {}
+        for topic in sorted(set(topics)):
+            entry = self._topics.get(topic)
+            if entry is None:
+                continue
+            for conn in entry.conns:
+                hits.setdefault(conn, []).append(topic)
+        for conn, hit in hits.items():
+            if not conn.closing:
+                conn.enqueue(outage_frame(hit))
 
     # -- publishing -------------------------------------------------------------------
     async def post(self, topic: str, event_type: str, data: Any) -> asyncio.Future[bool]:

@@ -188,7 +188,9 @@ async def test_expiry_is_counted_once_between_job_and_reads(world: World) -> Non
     closed = await asyncio.gather(
         svc.expire_due(), svc.get(member, poll["id"]), svc.expire_due(), return_exceptions=True
     )
-    assert sum(c for c in closed if isinstance(c, int)) <= 1
+    assert not [c for c in closed if isinstance(c, BaseException)], closed
+    # the job closed it, or the read did (a dict): exactly once either way (the metric)
+    assert sum(c for c in closed if isinstance(c, int)) in (0, 1)
     assert world.kernel.metrics.value("polls_expired_total") == 1
     assert [t for _, t, d in world.ws.events if t == "poll.closed"] == ["poll.closed"]
     got = await svc.get(member, poll["id"])

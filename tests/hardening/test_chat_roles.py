@@ -1,0 +1,97 @@
+"""The chat role matrix over HTTP (issue 22, item 25): member / admin / owner x
+promote, demote, add an admin, add a member, remove the owner, remove an admin,
+remove a member, leave — each on a fresh group, with the outcome checked on the
+group itself (a refused change leaves the roles as they were)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tests.plugins.chat.helpers import SQLITE_FILE, create_group, users
+
+# actor → action → expected status
+MATRIX: dict[str, dict[str, int]] = {
+    "member": {"promote": 403, "demote": 403, "add_admin": 403, "add_member": 403,
+               "remove_owner": 403, "remove_admin": 403, "remove_member": 403,
+               "leave": 204},
+    "admin": {"promote": 403, "demote": 403, "add_admin": 403, "add_member": 201,
+              "remove_owner": 403, "remove_admin": 403, "remove_member": 204,
+              "leave": 204},
+    "owner": {"promote": 200, "demote": 200, "add_admin": 201, "add_member": 201,
+              "remove_owner": 204,  # removing oneself is leaving; ownership passes on
+              "remove_admin": 204, "remove_member": 204, "leave": 204},
+}
+
+
+async def _roles(client: Any, cid: str, viewer: Any) -> dict[str, str]:
+    r = await client.get(f"/v1/conversations/{cid}", headers=viewer.headers)
+    assert r.status == 200, await r.text()
+    return {p["user_id"]: p["role"] for p in (await r.json())["participants"]}
+
+
+async def test_role_matrix(sc_client):
+    client = await sc_client({"database": {"url": SQLITE_FILE}})
+    owner, admin, admin2, member, member2, outsider = await users(client, 6)
+    people = {"owner": owner, "admin": admin, "member": member}
+    failures: list[str] = []
+    for actor_name, row in MATRIX.items():
+        for action, expected in row.items():
+            actor = people[actor_name]
+            cid = await create_group(client, owner, [admin, admin2, member, member2])
+            base = f"/v1/conversations/{cid}/participants"
+            for u in (admin, admin2):
+                r = await client.patch(f"{base}/{u.user_id}", json={"role": "admin"},
+                                       headers=owner.headers)
+                assert r.status == 200, await r.text()
+            before = await _roles(client, cid, owner)
+            if action == "promote":
+                r = await client.patch(f"{base}/{member2.user_id}", json={"role": "admin"},
+                                       headers=actor.headers)
+                changed = {member2.user_id: "admin"}
+            elif action == "demote":
+                r = await client.patch(f"{base}/{admin2.user_id}", json={"role": "member"},
+                                       headers=actor.headers)
+                changed = {admin2.user_id: "member"}
+            elif action in ("add_admin", "add_member"):
+                role = "admin" if action == "add_admin" else "member"
+                r = await client.post(base, json={"user_id": outsider.user_id, "role": role},
+                                      headers=actor.headers)
+                changed = {outsider.user_id: role}
+            elif action == "remove_owner":
+                r = await client.delete(f"{base}/{owner.user_id}", headers=actor.headers)
+                changed = {owner.user_id: None}
+            elif action == "remove_admin":
+                r = await client.delete(f"{base}/{admin2.user_id}", headers=actor.headers)
+                changed = {admin2.user_id: None}
+            elif action == "remove_member":
+                r = await client.delete(f"{base}/{member2.user_id}", headers=actor.headers)
+                changed = {member2.user_id: None}
+            else:  # leave
+                r = await client.delete(f"{base}/{actor.user_id}", headers=actor.headers)
+                changed = {actor.user_id: None}
+            if r.status != expected:
+                failures.append(f"{actor_name} {action}: {r.status} (expected {expected})")
+                continue
+            viewer = member2 if member2.user_id not in changed else member
+            after = await _roles(client, cid, viewer)
+            if expected >= 400:
+                assert (await r.json())["code"] == "admin_required", await r.text()
+                if after != before:
+                    failures.append(f"{actor_name} {action}: refused but roles changed")
+                continue
+            want = dict(before)
+            for uid, role in changed.items():
+                if role is None:
+                    want.pop(uid, None)
+                else:
+                    want[uid] = role
+            if owner.user_id not in want:  # the owner left: exactly one new owner
+                owners = [u for u, role in after.items() if role == "owner"]
+                if len(owners) != 1 or owners[0] == owner.user_id:
+                    failures.append(f"{actor_name} {action}: owners after: {owners}")
+                after = {u: role for u, role in after.items() if u != owners[0]} \
+                    if owners else after
+                want = {u: role for u, role in want.items() if u not in owners}
+            if after != want:
+                failures.append(f"{actor_name} {action}: roles {after} != {want}")
+    assert failures == []
