@@ -45,6 +45,8 @@ BODIES: dict[tuple[str, str], Callable[[Ctx], Any]] = {
     ("POST", "/v1/drive/files/{file_id}/parts"): lambda c: {"part_numbers": [1]},
     ("PUT", "/v1/ai/conversations/{conversation_id}/policy"):
         lambda c: {"summary": False, "smart_replies": False},
+    ("PUT", "/v1/conversations/{conversation_id}/notifications"):
+        lambda c: {"muted_until": "2999-01-01T00:00:00Z"},
 }
 TUS = {"Tus-Resumable": "1.0.0"}
 # (method, path template) → headers and raw bytes a well-formed request carries (the
