@@ -210,8 +210,8 @@ class Database:
                 info.pop(_DEADLINE, None)
             await conn.close()
 
-    async def _acquire(self) -> AsyncConnection:
-        conn = self.engine.connect()
+    async def _acquire(self, engine: AsyncEngine | None = None) -> AsyncConnection:
+        conn = (engine or self.engine).connect()
         task = asyncio.ensure_future(conn.start())
         try:
             done, _ = await asyncio.wait({task}, timeout=self.acquire_timeout)
@@ -291,12 +291,25 @@ class Database:
     async def _fetch_pooled(self, statement: Executable,
                             params: dict[str, Any] | None) -> Sequence[Row[Any]]:
         start = time.perf_counter()
-        # autocommit: no BEGIN/COMMIT round trips around one statement
-        async with (self._reads or self.engine).connect() as conn:
-            self.acquire_duration.observe(time.perf_counter() - start)
-            # (statement_timeout bounds it on the server too)
-            async with asyncio.timeout(self.query_timeout):
-                return (await conn.execute(statement, params)).all()
+        # autocommit: no BEGIN/COMMIT round trips around one statement; acquisition and
+        # statement under the same deadlines as connect(), and a statement cut by its
+        # deadline drops its connection at once (no rollback round trip to wait for)
+        conn = await self._acquire(self._reads)
+        self.acquire_duration.observe(time.perf_counter() - start)
+        deadline = _StatementDeadline(conn, self.query_timeout, cut=self.is_postgres)
+        try:
+            async with deadline.timeout:
+                rows = (await conn.execute(statement, params)).all()
+        except BaseException:
+            if deadline.timeout.expired() or deadline.cut:
+                await self._discard(conn)
+                raise TimeoutError from None
+            await conn.close()
+            raise
+        finally:
+            deadline.stop()
+        await conn.close()
+        return rows
 
     async def fetch_one(self, statement: Executable,
                         params: dict[str, Any] | None = None) -> Row[Any] | None:
