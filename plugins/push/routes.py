@@ -7,7 +7,7 @@ import uuid
 from typing import Any, Literal
 
 from aiohttp import web
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictStr
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictStr, field_validator
 
 from secureconnect.http.context import principal
 from secureconnect.http.handlers import json_response
@@ -57,6 +57,14 @@ class MuteIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     muted_until: AwareDatetime | None = None
+
+    @field_validator("muted_until", mode="before")
+    @classmethod
+    def _a_timestamp_string(cls, value: Any) -> Any:
+        # as documented: an RFC 3339 string (pydantic alone would take 0 for 1970)
+        if value is not None and not isinstance(value, str):
+            raise ValueError("muted_until must be an RFC 3339 date-time string or null")
+        return value
 
 
 class MuteOut(BaseModel):

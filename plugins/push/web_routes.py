@@ -104,7 +104,7 @@ async def dead_letters(request: web.Request, query: DeadLetterQuery) -> web.Stre
     return json_response({"dead_letters": [_view(r) for r in rows]})
 
 
-@routes.post("/v1/admin/push/dead-letters/retry", body=RetryIn, response=RetryOut, **_ADMIN)
+@routes.post("/v1/admin/push/dead-letter-retries", body=RetryIn, response=RetryOut, **_ADMIN)
 @admin_only("push.dead_letters.retry")
 async def retry(request: web.Request, body: RetryIn) -> web.StreamResponse:
     """Move dead letters back into the outbox with fresh attempts."""

@@ -22,7 +22,7 @@ ADMIN_POSTS = ["/v1/admin/jobs/auth.cleanup/run", "/v1/admin/users/x/sign-out",
                "/v1/admin/users/x/disable", "/v1/admin/users/x/enable"]
 ADMIN_OTHER = [("PUT", "/v1/admin/users/x/role"), ("DELETE", "/v1/admin/users/x")]
 # plugins' admin routes (tests/plugins/push/test_web_routes.py checks them in depth)
-PLUGIN_ADMIN = ["/v1/admin/push/dead-letters", "/v1/admin/push/dead-letters/retry",
+PLUGIN_ADMIN = ["/v1/admin/push/dead-letters", "/v1/admin/push/dead-letter-retries",
                 "/v1/admin/push/dead-letters/x"]
 
 

@@ -95,7 +95,7 @@ async function deadLetters(el) {
       h("td", {}, d.provider), h("td", {}, d.user_id), h("td", {}, String(d.attempts)),
       h("td", { class: "error" }, d.last_error || ""), h("td", {}, d.failed_at || ""),
       h("td", {},
-        h("button", { type: "button", class: "retry-dead-letter secondary", onclick: () => act(() => app.api.post("/v1/admin/push/dead-letters/retry", { ids: [d.id] })) }, "Retry"),
+        h("button", { type: "button", class: "retry-dead-letter secondary", onclick: () => act(() => app.api.post("/v1/admin/push/dead-letter-retries", { ids: [d.id] })) }, "Retry"),
         h("button", { type: "button", class: "drop-dead-letter secondary", onclick: () => act(() => app.api.delete(`/v1/admin/push/dead-letters/${d.id}`)) }, "Drop")))));
     if (!rows.length) body.append(h("tr", {}, h("td", { colspan: 6, class: "empty" }, "no dead letters")));
   };
@@ -109,7 +109,7 @@ async function deadLetters(el) {
   };
   el.append(h("table", { id: "push-dead-letters" },
     h("thead", {}, h("tr", {}, ["provider", "user", "attempts", "last error", "failed at", ""].map((t) => h("th", {}, t)))), body),
-  h("button", { type: "button", id: "retry-all-dead-letters", class: "secondary", onclick: () => act(() => app.api.post("/v1/admin/push/dead-letters/retry", { all: true })) }, "Retry all"));
+  h("button", { type: "button", id: "retry-all-dead-letters", class: "secondary", onclick: () => act(() => app.api.post("/v1/admin/push/dead-letter-retries", { all: true })) }, "Retry all"));
   await load();
 }
 

@@ -68,7 +68,7 @@ async def test_admins_list_retry_and_drop_dead_letters(push_client: Any) -> None
     first, second, third = await _dead(client, 3)
 
     for method, path, body in (("GET", "/v1/admin/push/dead-letters", None),
-                               ("POST", "/v1/admin/push/dead-letters/retry", {"all": True}),
+                               ("POST", "/v1/admin/push/dead-letter-retries", {"all": True}),
                                ("DELETE", f"/v1/admin/push/dead-letters/{first}", None)):
         r = await client.request(method, path, json=body, headers=user.headers)
         assert r.status == 403 and (await r.json())["code"] == "admin_only", path
@@ -78,7 +78,7 @@ async def test_admins_list_retry_and_drop_dead_letters(push_client: Any) -> None
     assert {d["id"] for d in rows} == {first, second, third}
     assert rows[0]["last_error"] == "http_500" and "payload" not in rows[0]
 
-    r = await client.post("/v1/admin/push/dead-letters/retry", headers=admin, json={"ids": [first]})
+    r = await client.post("/v1/admin/push/dead-letter-retries", headers=admin, json={"ids": [first]})
     assert await r.json() == {"retried": 1}
     async with kernel.db.connect() as conn:
         queued = (await conn.execute(outbox.select().where(outbox.c.id == first))).first()
@@ -89,7 +89,7 @@ async def test_admins_list_retry_and_drop_dead_letters(push_client: Any) -> None
         r = await client.delete(f"/v1/admin/push/dead-letters/{gone}", headers=admin)
         assert r.status == 404 and (await r.json())["code"] == "dead_letter_not_found"
     for bad in ({}, {"ids": [], "all": False}, {"ids": [third], "all": True}, {"all": "yes"}):
-        r = await client.post("/v1/admin/push/dead-letters/retry", headers=admin, json=bad)
+        r = await client.post("/v1/admin/push/dead-letter-retries", headers=admin, json=bad)
         assert r.status in (400, 422), bad
     left = await (await client.get("/v1/admin/push/dead-letters", headers=admin)).json()
     assert [d["id"] for d in left["dead_letters"]] == [third]
