@@ -187,3 +187,21 @@ def sc_user_registered(kernel: Kernel, user: dict[str, Any]) -> None:
 @hookspec
 def sc_user_deleted(kernel: Kernel, user: dict[str, Any]) -> None:
     """An account was deleted. Remove the plugin's per-user data. Exceptions are logged."""
+
+
+@hookspec
+def sc_user_contacts(kernel: Kernel, user_id: str) -> Any:
+    """Ids of the users who share something with ``user_id`` (a conversation, a
+    group) — the people the user directory's name search (``GET /v1/users?q=``) may
+    show them. Return an iterable of user ids, or ``None`` when the plugin relates no
+    one. The kernel takes the union over every plugin (the caller removed); a plugin
+    returns at most a few thousand ids. Exceptions are logged and count as ``None``.
+    """
+
+
+@hookspec
+def sc_user_presence(kernel: Kernel, user_id: str) -> Any:
+    """The presence of ``user_id`` shown on their public profile, as a JSON object
+    (``{"online": bool, "last_seen_at": str | None}``), or ``None`` when the plugin
+    keeps none. The first non-``None`` answer wins; exceptions count as ``None``.
+    """

@@ -144,3 +144,16 @@ def sc_user_registered(kernel: Kernel, user: dict[str, Any]) -> None:
 @hookimpl
 def sc_user_deleted(kernel: Kernel, user: dict[str, Any]) -> None:
     _log(kernel, "deleted", str(user.get("id")))
+
+
+@hookimpl
+def sc_user_contacts(kernel: Kernel, user_id: str) -> list[str] | None:
+    contacts: dict[str, list[str]] = kernel.state.get("sink.contacts", {})
+    return contacts.get(user_id)
+
+
+@hookimpl
+async def sc_user_presence(kernel: Kernel, user_id: str) -> dict[str, Any] | None:
+    if user_id in kernel.state.get("sink.online", ()):
+        return {"online": True, "last_seen_at": None}
+    return None
