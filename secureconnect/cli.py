@@ -1,4 +1,7 @@
-"""``secureconnect`` command line: serve, check-config, plugins, migrate, jobs, create-user."""
+"""``secureconnect`` command line: serve, check-config, plugins, migrate, jobs, create-user.
+
+Ordinary errors are one line on stderr: exit 2 for usage and settings mistakes, 1 for
+failures; ``--debug`` shows the traceback instead."""
 
 from __future__ import annotations
 
@@ -6,6 +9,7 @@ import argparse
 import asyncio
 import getpass
 import json
+import logging
 import sys
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -13,46 +17,122 @@ from typing import Any
 
 from aiohttp import web
 
+from . import __version__
 from .config import as_plain_dict, load_settings, redact
-from .errors import ConfigError
+from .errors import ConfigError, Problem
+
+#: optional modules → the extra that installs them
+EXTRAS = {"redis": "redis", "asyncpg": "postgres", "cassandra": "cassandra",
+          "aiobotocore": "s3", "botocore": "s3"}
+
+
+class CliError(Exception):
+    """An ordinary failure: one line on stderr, exit code ``code`` (1 unless said)."""
+
+    def __init__(self, message: str, code: int = 1) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def build_parser() -> argparse.ArgumentParser:
+    # the global options are accepted before and after the subcommand: each
+    # subcommand has them too, with SUPPRESS so they do not reset what came before
+    common = argparse.ArgumentParser(add_help=False)
+    _global_options(common, argparse.SUPPRESS)
+    parser = argparse.ArgumentParser(prog="secureconnect", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    _global_options(parser, None)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                help="what to do (`secureconnect COMMAND --help` for more)")
+
+    def command(name: str, help: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=help, description=help, parents=[common])
+
+    serve = command("serve", "run the server")
+    serve.add_argument("--host", help="bind address (default: server.host)")
+    serve.add_argument("--port", type=int, help="bind port (default: server.port)")
+    check = command("check-config", "validate settings and print them (secrets redacted)")
+    check.add_argument("--json", action="store_true", help="print the settings as JSON")
+    plugins = command("plugins", "list plugins, versions and hooks")
+    plugins.add_argument("--json", action="store_true", help="print the list as JSON")
+    command("migrate", "create or upgrade the database schema")
+    jobs = command("jobs", "list periodic jobs, or run one now")
+    jobs_sub = jobs.add_subparsers(dest="jobs_command", metavar="ACTION",
+                                   help="`run NAME`; without an action, list the jobs")
+    run = jobs_sub.add_parser("run", help="run one job now", parents=[common])
+    run.add_argument("name", help="the job's name (see `secureconnect jobs`)")
+    user = command("create-user", "create an account (verified; no mail is sent)")
+    user.add_argument("email", help="the account's email address")
+    user.add_argument("--display-name", default=None,
+                      help="name shown to others (default: the part of the email before @)")
+    user.add_argument("--admin", action="store_true", help="give the account the admin role")
+    user.add_argument("--password-stdin", action="store_true",
+                      help="read the password from standard input instead of prompting")
+    return parser
+
+
+def _global_options(parser: argparse.ArgumentParser, default: Any) -> None:
+    parser.add_argument("--config", action="append", metavar="FILE",
+                        default=default if default is not None else [],
+                        help="extra settings file (repeatable; later wins)")
+    parser.add_argument("--env", choices=("development", "testing", "production"),
+                        default=default,
+                        help="settings environment (default: SECURECONNECT_ENV or development)")
+    parser.add_argument("--debug", action="store_true",
+                        default=default if default is not None else False,
+                        help="show the full traceback of an error")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="secureconnect", description=__doc__)
-    parser.add_argument("--config", action="append", default=[], metavar="FILE",
-                        help="extra settings file (repeatable; later wins)")
-    parser.add_argument("--env", choices=("development", "testing", "production"),
-                        help="settings environment (default: SECURECONNECT_ENV or development)")
-    sub = parser.add_subparsers(dest="command", required=True)
-    serve = sub.add_parser("serve", help="run the server")
-    serve.add_argument("--host")
-    serve.add_argument("--port", type=int)
-    check = sub.add_parser("check-config", help="validate settings and print them (redacted)")
-    check.add_argument("--json", action="store_true")
-    plugins = sub.add_parser("plugins", help="list plugins, versions and hooks")
-    plugins.add_argument("--json", action="store_true")
-    sub.add_parser("migrate", help="create or upgrade the database schema")
-    jobs = sub.add_parser("jobs", help="list periodic jobs, or run one now")
-    jobs_sub = jobs.add_subparsers(dest="jobs_command")
-    run = jobs_sub.add_parser("run", help="run one job now")
-    run.add_argument("name")
-    user = sub.add_parser("create-user", help="create an account")
-    user.add_argument("email")
-    user.add_argument("--display-name", default=None)
-    user.add_argument("--admin", action="store_true")
-    user.add_argument("--password-stdin", action="store_true",
-                      help="read the password from standard input instead of prompting")
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)  # usage errors: one line, exit 2 (argparse)
     try:
         return int(_dispatch(args))
-    except ConfigError as exc:
-        print(f"secureconnect: configuration error: {exc}", file=sys.stderr)
-        return 2
+    except Exception as exc:
+        if args.debug:
+            raise
+        message, code = describe_error(exc)
+        print(f"secureconnect: {message}", file=sys.stderr)
+        return code
+    except KeyboardInterrupt:
+        return 130
+
+
+def describe_error(exc: BaseException) -> tuple[str, int]:
+    """One line and an exit code for an error the user can act on."""
+    if isinstance(exc, ConfigError):
+        return f"configuration error: {exc}", 2
+    if isinstance(exc, CliError):
+        return str(exc), exc.code
+    if isinstance(exc, Problem):
+        return f"{exc.detail} ({exc.code})", 1
+    if isinstance(exc, ModuleNotFoundError) and exc.name:
+        top = exc.name.split(".")[0]
+        extra = EXTRAS.get(top)
+        if extra:
+            return (f"the {top!r} module is missing for these settings; install it with "
+                    f"pip install 'secureconnect[{extra}]'"), 1
+    if isinstance(exc, OSError):
+        return f"{exc.strerror or exc} ({getattr(exc, 'filename', None) or type(exc).__name__})", 1
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return f"{type(exc).__name__}: {text} (run with --debug for the traceback)", 1
+
+
+def _quiet_outside_serve() -> None:
+    """Commands other than ``serve`` log warnings as one line each, without the
+    warnings that only matter to a serving process (the ephemeral JWT secret)."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("secureconnect: %(levelname)s: %(message)s"))
+    handler.addFilter(lambda record: not getattr(record, "serve_only", False))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.WARNING)
 
 
 def _dispatch(args: argparse.Namespace) -> int:
     from .app import create_app
 
+    if args.command != "serve":
+        _quiet_outside_serve()
     settings = load_settings(args.config, env=args.env)
     if args.command == "serve":
         return _serve(settings, args)
@@ -146,28 +226,33 @@ async def _jobs(app: web.Application, name: str | None) -> int:
             print(f"{job_name:<32} every {job.interval:>7g} s   ({owner})")
         return 0
     if name not in kernel.jobs.jobs:
-        print(f"secureconnect: no job named {name!r}; see `secureconnect jobs`", file=sys.stderr)
-        return 2
+        raise CliError(f"no job named {name!r}; see `secureconnect jobs`", code=2)
     async with _running(app) as kernel:
         try:
             result: Any = await kernel.jobs.run(name, raise_errors=True)
         except Exception as exc:
-            print(f"secureconnect: job {name} failed: {type(exc).__name__}: {exc}",
-                  file=sys.stderr)
-            return 1
+            raise CliError(f"job {name} failed: {type(exc).__name__}: {exc}") from exc
         print(f"{name}: {result!r}")
     return 0
 
 
 async def _create_user(app: web.Application, args: argparse.Namespace) -> int:
+    from .app import KERNEL
     from .auth.service import create_user
 
+    kernel = app[KERNEL]
+    email = kernel.auth.normalise_email(args.email)  # a bad address fails before asking
     if args.password_stdin:
         password = sys.stdin.readline().rstrip("\n")
+    elif not sys.stdin.isatty():
+        raise CliError("no terminal to ask the password on; pipe it in with --password-stdin")
     else:
         password = getpass.getpass("password: ")
+    if not password:
+        raise CliError("the password is empty")
+    kernel.auth.policy.check(password)
     async with _running(app) as kernel:
-        user = await create_user(kernel, args.email, password,
+        user = await create_user(kernel, email, password,
                                  args.display_name or args.email.split("@")[0], admin=args.admin)
         print(json.dumps(user, default=str))
     return 0
