@@ -1,4 +1,5 @@
-"""``secureconnect`` command line: serve, check-config, plugins, migrate, jobs, create-user.
+"""``secureconnect`` command line: serve, check-config, plugins, migrate, init, jobs,
+create-user.
 
 Ordinary errors are one line on stderr: exit 2 for usage and settings mistakes, 1 for
 failures; ``--debug`` shows the traceback instead."""
@@ -56,6 +57,11 @@ def build_parser() -> argparse.ArgumentParser:
     plugins = command("plugins", "list plugins, versions and hooks")
     plugins.add_argument("--json", action="store_true", help="print the list as JSON")
     command("migrate", "create or upgrade the database schema")
+    init = command("init", "write config/settings.local.toml and config/.secrets.toml "
+                           "(generated secrets, mode 0600) for a new deployment")
+    init.add_argument("--dir", default=".", metavar="DIR",
+                      help="the deployment's folder (default: the current directory)")
+    init.add_argument("--force", action="store_true", help="overwrite existing files")
     jobs = command("jobs", "list periodic jobs, or run one now")
     jobs_sub = jobs.add_subparsers(dest="jobs_command", metavar="ACTION",
                                    help="`run NAME`; without an action, list the jobs")
@@ -133,6 +139,8 @@ def _dispatch(args: argparse.Namespace) -> int:
 
     if args.command != "serve":
         _quiet_outside_serve()
+    if args.command == "init":
+        return _init(args)
     settings = load_settings(args.config, env=args.env)
     if args.command == "serve":
         return _serve(settings, args)
@@ -157,6 +165,21 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "create-user":
         return asyncio.run(_create_user(app, args))
     raise AssertionError(args.command)
+
+
+def _init(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .initconfig import write_initial_files
+
+    try:
+        written = write_initial_files(Path(args.dir), force=args.force)
+    except FileExistsError as exc:
+        raise CliError(str(exc)) from None
+    for path in written:
+        print(f"wrote {path}")
+    print("next: edit config/settings.local.toml, then `secureconnect serve`")
+    return 0
 
 
 def _serve(settings: Any, args: argparse.Namespace) -> int:
