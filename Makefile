@@ -32,7 +32,7 @@ test: $(VENV)/.installed-test
 
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check secureconnect plugins tests bench scripts
-	$(BIN)/mypy secureconnect
+	$(BIN)/mypy secureconnect secureconnect_plugins
 
 services:
 	bash scripts/services/install.sh

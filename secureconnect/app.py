@@ -15,14 +15,14 @@ from aiohttp import web
 from .config import load_settings, validate_settings
 from .errors import ConfigError
 from .health import Health
+from .hooks import collect
+from .http.context import KERNEL as KERNEL
+from .http.context import ROUTES as ROUTES
 from .http.handlers import wrap_handler
 from .http.middlewares import build_middlewares, security_headers
 from .kernel import Kernel
 from .plugins import blocked_tables, build_plugin_manager, validators_by_owner
 from .routing import Route
-
-KERNEL = web.AppKey("secureconnect.kernel", Kernel)
-ROUTES = web.AppKey("secureconnect.routes", list[Route])
 
 
 def create_app(settings: Any = None, *, plugins: Iterable[object] = ()) -> web.Application:
@@ -72,28 +72,6 @@ def build_kernel(settings: Any, pm: Any) -> Kernel:
     kernel.ws = Gateway(kernel)
     kernel.jobs = JobScheduler(kernel)
     return kernel
-
-
-def collect(kernel: Kernel, hook: str) -> list[tuple[str, Any]]:
-    """Call a registration hook plugin by plugin (registration order) and flatten the
-    results into ``(plugin_name, item)`` pairs; dict results become ``(key, value)``."""
-    out: list[tuple[str, Any]] = []
-    # pluggy stores trylast impls first and tryfirst last; registration results must
-    # honour the markers (stores' tryfirst contexts open before any plugin's).
-    impls = getattr(kernel.hooks, hook).get_hookimpls()
-    ordered = ([i for i in impls if i.tryfirst]
-               + [i for i in impls if not i.tryfirst and not i.trylast]
-               + [i for i in impls if i.trylast])
-    for impl in ordered:
-        args = {"kernel": kernel}
-        result = impl.function(**{a: args[a] for a in impl.argnames})
-        if result is None:
-            continue
-        if isinstance(result, dict):
-            out.extend((impl.plugin_name, item) for item in result.items())
-        else:
-            out.extend((impl.plugin_name, item) for item in result)
-    return out
 
 
 def mount_routes(app: web.Application, kernel: Kernel) -> list[Route]:

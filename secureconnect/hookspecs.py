@@ -9,13 +9,18 @@ Conventions
   arguments (pluggy passes them by name).
 * **Registration hooks** are called once per application, synchronously, while the
   app is built; they return data (lists, dicts) and must not do I/O.
-* **Runtime hooks** may be ``async def``; the kernel awaits every result in one place
-  (:meth:`secureconnect.kernel.Kernel.call`). None of them is ``firstresult``.
+* **Runtime hooks** may be ``async def``; every hook is called by one module,
+  :mod:`secureconnect.hooks`, which awaits every result and states the one ordering
+  rule (plugin order; ``tryfirst``/``trylast`` move an implementation to the front or
+  back). None of them is ``firstresult``.
+* A plugin that offers hooks to others declares them in its own ``hookspecs`` module
+  and adds them in :func:`sc_addhooks` (chat's message and participant hooks live in
+  ``secureconnect_plugins.chat.hookspecs``).
 * ``kernel`` is the :class:`secureconnect.kernel.Kernel` of the application the hook is
   called for; keep per-app state on it (``kernel.state``), never in module globals.
 
 Each hook has a section in ``docs/plugins.md`` and a test in the kitchen-sink plugin;
-``tests/test_hookspecs_meta.py`` fails when one is missing.
+``tests/test_meta.py`` fails when one is missing.
 """
 
 from __future__ import annotations
@@ -40,6 +45,19 @@ hookspec = pluggy.HookspecMarker("secureconnect")
 # ---------------------------------------------------------------------------
 # Registration hooks: called once while the application is built
 # ---------------------------------------------------------------------------
+
+
+@hookspec(historic=True)
+def sc_addhooks(pm: pluggy.PluginManager) -> None:
+    """Add the hook specifications the plugin offers to other plugins:
+    ``pm.add_hookspecs(my_plugin.hookspecs)``.
+
+    Called once for every plugin as it is registered (a historic hook), before any
+    other hook, so the specs exist before any implementation of them is checked. Only
+    enabled plugins add their hooks; a plugin implementing another plugin's hook marks
+    the implementation ``@hookimpl(optionalhook=True)`` unless it ``REQUIRES`` that
+    plugin.
+    """
 
 
 @hookspec
@@ -157,26 +175,6 @@ def sc_ws_connected(kernel: Kernel, conn: Connection) -> None:
 @hookspec
 def sc_ws_disconnected(kernel: Kernel, conn: Connection) -> None:
     """A connection closed (any reason). Its subscriptions are already released."""
-
-
-@hookspec
-def sc_message_will_be_sent(kernel: Kernel, message: dict[str, Any]) -> Any:
-    """A message is about to be persisted. Guard it.
-
-    Return ``None`` to let it through, a :class:`secureconnect.Veto` to refuse it (the
-    sender gets a 4xx carrying the veto's reason and code), or a new ``dict`` to
-    rewrite it (only ``content`` and ``metadata`` are taken). Implementations run in
-    registration order, each seeing the previous rewrite. An exception refuses the
-    message: guards fail closed.
-    """
-
-
-@hookspec
-def sc_message_sent(kernel: Kernel, message: dict[str, Any]) -> None:
-    """A message was persisted (and published). Observe only: push, AI, webhooks.
-
-    Exceptions are logged and counted; they never fail the send.
-    """
 
 
 @hookspec

@@ -8,7 +8,6 @@ aiohttp ``cleanup_ctx``; nothing here is a module-level global.
 
 from __future__ import annotations
 
-import inspect
 import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -16,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import pluggy
 
+from . import hooks
 from .metrics import HttpMetrics, Metrics
 
 if TYPE_CHECKING:
@@ -86,8 +86,9 @@ class Kernel:
         self.settings = settings
         self.pm = pm
         self.hooks = pm.hook
-        #: hook name → (pluggy's registrations, their call order)
-        self._hook_order: dict[str, tuple[list[pluggy.HookImpl], list[pluggy.HookImpl]]] = {}
+        #: a hook's implementations in call order (secureconnect.hooks states the rule)
+        self.hook_order = hooks.HookOrder(pm)
+        self.trace_hooks = bool(settings.get("logging.trace_plugins", False))
         self.metrics = Metrics()
         self.http_metrics = HttpMetrics(self.metrics)
         #: per-plugin state: ``kernel.state["polls"] = ...`` (never module globals)
@@ -146,47 +147,12 @@ class Kernel:
     def provides(self, key: ServiceKey[Any]) -> bool:
         return key.name in self._services
 
-    # -- calling runtime hooks ---------------------------------------------------
-    def hook_impls(self, name: str) -> list[pluggy.HookImpl]:
-        """Implementations of hook ``name`` in call order (pluggy's LIFO order).
-        The order is worked out again only when the registrations changed."""
-        impls = getattr(self.hooks, name).get_hookimpls()
-        cached = self._hook_order.get(name)
-        if cached is not None and cached[0] == impls:
-            return cached[1]
-        first = [i for i in impls if i.tryfirst]
-        last = [i for i in impls if i.trylast]
-        middle = [i for i in impls if not i.tryfirst and not i.trylast]
-        ordered = [*reversed(first), *reversed(middle), *reversed(last)]
-        self._hook_order[name] = (impls, ordered)
-        return ordered
-
+    # -- calling hooks (secureconnect.hooks is the one caller) -----------------------
     async def call(self, name: str, **kwargs: Any) -> list[Any]:
-        """Call every implementation of ``name`` and await what needs awaiting.
-
-        Exceptions propagate (callers that must survive a plugin use :meth:`notify`).
-        Results come in call order, ``None`` results included.
-        """
-        results = []
-        for impl in self.hook_impls(name):
-            results.append(await self.call_impl(impl, name, **kwargs))
-        return results
-
-    async def call_impl(self, impl: pluggy.HookImpl, name: str, **kwargs: Any) -> Any:
-        kwargs.setdefault("kernel", self)
-        args = {a: kwargs[a] for a in impl.argnames}
-        result = impl.function(**args)
-        # Datasette's lesson: we must await every coroutine a plugin hands back.
-        if inspect.isawaitable(result):
-            result = await result
-        return result
+        """Every implementation's result in call order; exceptions propagate."""
+        return await hooks.call(self, name, **kwargs)
 
     async def notify(self, name: str, **kwargs: Any) -> None:
         """Call an observe-only hook; each implementation's failure is logged and
         counted in ``plugin_hook_errors_total`` and never reaches the caller."""
-        for impl in self.hook_impls(name):
-            try:
-                await self.call_impl(impl, name, **kwargs)
-            except Exception:
-                self.http_metrics.hook_errors.labels(name, impl.plugin_name).inc()
-                log.exception("plugin %r failed in %s", impl.plugin_name, name)
+        await hooks.notify(self, name, **kwargs)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import importlib
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from importlib import metadata
 from typing import Any
@@ -75,14 +75,21 @@ def plugin_switches(settings: Any) -> dict[str, bool]:
 
 
 def build_plugin_manager(settings: Any, extra: Iterable[object] = ()) -> pluggy.PluginManager:
-    """Create the app's plugin manager: defaults, then entry points, then ``extra``
-    (objects or modules passed to ``create_app(plugins=...)``, handy in tests)."""
+    """Create the app's plugin manager and register every enabled plugin in plugin
+    order (:mod:`secureconnect.hooks` states the rule): kernel defaults, then installed
+    plugins after the plugins they ``REQUIRES`` (ties by name), then ``extra`` (objects
+    or modules passed to ``create_app(plugins=...)``, handy in tests) in the order
+    given. An ``extra`` that is also an installed plugin replaces it (no double
+    registration). A required plugin that is disabled or missing stops start-up."""
     pm = pluggy.PluginManager(PROJECT)
     pm.add_hookspecs(hookspecs)
+    # plugins that offer hooks to others add their specs when registered (pytest_addhooks)
+    pm.hook.sc_addhooks.call_historic(kwargs={"pm": pm})
     switches = plugin_switches(settings)
-    known = {name for name, _ in DEFAULT_PLUGINS} | set(entry_points())
+    installed = entry_points()
     extra = list(extra)
-    known |= {_extra_name(p) for p in extra}
+    extras = {_extra_name(p): p for p in extra}
+    known = {name for name, _ in DEFAULT_PLUGINS} | set(installed) | set(extras)
     for name, enabled in switches.items():
         if name not in known:
             raise ConfigError(
@@ -99,16 +106,88 @@ def build_plugin_manager(settings: Any, extra: Iterable[object] = ()) -> pluggy.
     for name, module in DEFAULT_PLUGINS:
         if not pm.is_blocked(name):
             pm.register(importlib.import_module(module), name=name)
-    pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
-    for plugin in extra:
-        name = _extra_name(plugin)
-        if not pm.is_blocked(name):
-            pm.register(plugin, name=name)
+    features: dict[str, object] = {}
+    for name in sorted(installed):
+        if not pm.is_blocked(name) and name not in extras:
+            features[name] = installed[name].load()
+    for name, plugin in extras.items():
+        if not pm.is_blocked(name) and pm.get_plugin(name) is None:
+            features[name] = plugin
+    for name in dependency_order(features, blocked=pm.is_blocked, installed=known):
+        pm.register(features[name], name=name)
     pm.check_pending()
-    if settings.get("logging.trace_plugins", False):
-        pm.trace.root.setwriter(lambda msg: log.debug("hook: %s", msg.rstrip()))
-        pm.enable_tracing()
     return pm
+
+
+def requirements(plugin: object) -> tuple[str, ...]:
+    """The plugins ``plugin`` declares it needs (``REQUIRES = ("chat",)`` in its module)."""
+    return tuple(str(r) for r in getattr(plugin, "REQUIRES", ()))
+
+
+def dependency_order(
+    plugins: Mapping[str, object],
+    *,
+    blocked: Callable[[str], bool],
+    installed: Iterable[str],
+) -> list[str]:
+    """Names of ``plugins`` (given in tie-break order) with every plugin after the ones
+    it requires. A requirement that is disabled, missing or circular is a start-up
+    error in one line naming both plugins and the fix."""
+    kernel = {name for name, _ in DEFAULT_PLUGINS}
+    available = set(installed)
+    missing: dict[str, list[str]] = {}
+    for name, plugin in plugins.items():
+        for needed in requirements(plugin):
+            if needed not in plugins and not (needed in kernel and not blocked(needed)):
+                missing.setdefault(needed, []).append(name)
+    for needed, users in sorted(missing.items()):
+        names = ", ".join(f"'{u}'" for u in sorted(users))
+        off = " and ".join(f"`{u} = false`" for u in sorted(users))
+        if needed in available and blocked(needed):
+            raise ConfigError(
+                f"plugin {names} requires plugin '{needed}', which is disabled; set "
+                f"`{needed} = true` (or also {off}) under [default.plugins]"
+            )
+        raise ConfigError(
+            f"plugin {names} requires plugin '{needed}', which is not installed; install "
+            f"it or set {off} under [default.plugins]"
+        )
+    order: list[str] = []
+    placed: set[str] = set()
+    visiting: list[str] = []
+
+    def place(name: str) -> None:
+        if name in placed:
+            return
+        if name in visiting:
+            cycle = " -> ".join([*visiting[visiting.index(name):], name])
+            raise ConfigError(f"plugins require each other in a circle: {cycle}")
+        visiting.append(name)
+        for needed in requirements(plugins[name]):
+            if needed in plugins:
+                place(needed)
+        visiting.pop()
+        placed.add(name)
+        order.append(name)
+
+    for name in plugins:
+        place(name)
+    return order
+
+
+def switches_without(*names: str) -> dict[str, bool]:
+    """``[plugins]`` switches that disable ``names`` and every installed plugin that
+    requires one of them, directly or not (for tests and tools that run a subset)."""
+    requires = {n: requirements(ep.load()) for n, ep in entry_points().items()}
+    off = set(names)
+    grew = True
+    while grew:
+        grew = False
+        for name, needed in requires.items():
+            if name not in off and off.intersection(needed):
+                off.add(name)
+                grew = True
+    return {name: False for name in sorted(off)}
 
 
 def _extra_name(plugin: object) -> str:

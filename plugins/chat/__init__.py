@@ -2,8 +2,8 @@
 typing, presence and read receipts.
 
 Hook implementations only; the logic is in :mod:`.service`. Other plugins reach chat
-through ``kernel.require("chat.conversations")`` (see docs/chat.md, "For other
-plugins"), never by importing this package.
+only through its published interface, :mod:`.api` (``kernel.require(CONVERSATIONS)``),
+and the hooks it declares in :mod:`.hookspecs` (see docs/chat.md, "For other plugins").
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import pluggy
 from dynaconf import Validator
 from sqlalchemy import select
 
@@ -20,10 +21,12 @@ from secureconnect import HealthCheck, Kernel, Route, hookimpl
 from secureconnect.migrations import MigrationSource
 from secureconnect.ws.gateway import Connection, WsHandler
 
+from . import hookspecs
 from .api import CONVERSATIONS
 from .cassandra_store import CassandraMessageStore
 from .conversations import ConversationRepository
 from .events import handlers
+from .interface import ChatConversations
 from .models import metadata, participants
 from .routes import STATE_KEY, routes
 from .service import ChatService, ChatSettings
@@ -32,6 +35,11 @@ from .store import MessageStore, SqlMessageStore
 MIGRATIONS = Path(__file__).parent / "migrations"
 STORE_KEY = "chat.message_store"
 MESSAGE_TYPES = ("text", "image", "video", "file", "system", "poll")
+
+
+@hookimpl
+def sc_addhooks(pm: pluggy.PluginManager) -> None:
+    pm.add_hookspecs(hookspecs)
 
 
 @hookimpl
@@ -88,9 +96,10 @@ async def _chat_service(kernel: Kernel) -> AsyncIterator[None]:
     )
     service.start()
     await service.membership.start(kernel)
+    await service.announce.start()
     kernel.state[STATE_KEY] = service
     kernel.state[STORE_KEY] = store
-    kernel.provide(CONVERSATIONS, service)
+    kernel.provide(CONVERSATIONS, ChatConversations(service))
     try:
         yield
     finally:

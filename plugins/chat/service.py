@@ -28,15 +28,16 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.exc import IntegrityError
 
-from secureconnect import Veto
+from secureconnect import Veto, hooks
 from secureconnect.errors import Conflict, Forbidden, NotFound, Problem, Unprocessable
 from secureconnect.ids import new_id_str
+from secureconnect.models import utcnow
 
 from .activity import ActivityRecorder
+from .announcements import Announcements
 from .conversations import ConversationRepository, GroupFull, direct_key
 from .membership import MembershipCache
 from .metrics import ChatMetrics
-from .models import utcnow
 from .store import InvalidCursor, MessageStore, NewMessage, StoredMessage
 
 if TYPE_CHECKING:
@@ -220,6 +221,18 @@ class OrderedLines:
         return len(self._tails)
 
 
+def _rewrite(message: dict[str, Any], result: dict[str, Any]) -> dict[str, Any]:
+    """A guard's rewrite: only ``content`` (a string) and ``metadata`` are taken."""
+    message = dict(message)
+    if "content" in result:
+        if not isinstance(result["content"], str):
+            raise MessageRejected("a message guard rewrote content to a non-string")
+        message["content"] = result["content"]
+    if "metadata" in result:
+        message["metadata"] = result["metadata"]
+    return message
+
+
 def _user(value: Any) -> str:
     """A user id from a Principal, a Connection's ``user_id``, a UUID or a string."""
     return str(getattr(value, "user_id", value))
@@ -258,6 +271,7 @@ class ChatService:
         self.membership = MembershipCache(
             settings.membership_cache_ttl, settings.membership_cache_size
         )
+        self.announce = Announcements(kernel)
         self._closed = False
 
     def start(self) -> None:
@@ -275,6 +289,7 @@ class ChatService:
         """Stop typing timers; give pending ``sc_message_sent`` calls a moment, then
         cancel them (every background task is owned)."""
         self._closed = True
+        await self.announce.close()
         await self.membership.close()
         await self.activity.close()
         for handle in self._typing_timers.values():
@@ -328,15 +343,17 @@ class ChatService:
         sender_id: str,
         *,
         content: str,
-        message_type: str = "poll",
+        message_type: str = "system",
         metadata: dict[str, Any] | None = None,
+        file_id: str | None = None,
     ) -> dict[str, Any]:
         """Put a plugin-originated message (``poll``, ``system``, ...) in the timeline,
         with the same membership check, guards, persistence and delivery as a client's."""
         message, _ = await self.send_message(
             str(sender_id),
             str(conversation_id),
-            Draft(content=content, message_type=message_type, metadata=metadata),
+            Draft(content=content, message_type=message_type, metadata=metadata,
+                  file_id=file_id),
             origin="plugin",
         )
         return message
@@ -415,6 +432,9 @@ class ChatService:
                 "conversation.participant_added",
                 {"conversation_id": conv["id"], "user_id": uid, "role": "member", "by": creator_id},
             )
+        for uid in [creator_id, *others]:
+            role = "owner" if uid == creator_id else "member"
+            await self.announce.added(conv["id"], uid, role, creator_id)
         return view, True
 
     async def get_conversation(self, user_id: str, conversation_id: str) -> dict[str, Any]:
@@ -507,6 +527,7 @@ class ChatService:
             await self._publish(
                 topic, "conversation.participant_added", {**participant, "by": str(actor_id)}
             )
+            await self.announce.added(conversation_id, user_id, participant["role"], str(actor_id))
         return participant, added
 
     async def remove_participant(
@@ -539,6 +560,9 @@ class ChatService:
         }
         await self._publish(topic, "conversation.participant_removed", event)
         await self._publish_to_user(user_id, "conversation.participant_removed", event)
+        await self.announce.removed(conversation_id, user_id, actor_id)
+        if not await self.repo.participant_ids(conversation_id):
+            await self.announce.deleted(conversation_id)
         return event
 
     async def set_role(
@@ -936,53 +960,37 @@ class ChatService:
                 )
 
     async def _guard(self, message: dict[str, Any]) -> tuple[str, dict[str, Any] | None]:
-        """Run ``sc_message_will_be_sent`` implementations in order. A Veto (or a
-        Problem raised) refuses with that status; any other exception refuses with 503
-        ``message_rejected`` — guards fail closed."""
-        for impl in self.kernel.hook_impls("sc_message_will_be_sent"):
-            try:
-                result = await self.kernel.call_impl(
-                    impl, "sc_message_will_be_sent", message=dict(message)
-                )
-            except Problem:
-                self.metrics.rejected.labels("problem").inc()
-                raise
-            except Exception:
-                self.metrics.rejected.labels("guard_error").inc()
-                self.kernel.http_metrics.hook_errors.labels(
-                    "sc_message_will_be_sent", impl.plugin_name
-                ).inc()
-                log.exception(
-                    "message guard of plugin %r failed; refusing the message", impl.plugin_name
-                )
-                raise MessageRejected(
-                    f"a message guard (plugin '{impl.plugin_name}') failed, so the message "
-                    "was not sent; retry later"
-                ) from None
-            if isinstance(result, Veto):
-                self.metrics.rejected.labels("veto").inc()
-                raise Problem(
-                    result.reason,
-                    code=result.code,
-                    status=result.status,
-                    title="Message Rejected",
-                    plugin=impl.plugin_name,
-                )
-            if isinstance(result, dict):
-                if "content" in result:
-                    if not isinstance(result["content"], str):
-                        raise MessageRejected(
-                            f"plugin '{impl.plugin_name}' rewrote content to a non-string"
-                        )
-                    message["content"] = result["content"]
-                if "metadata" in result:
-                    message["metadata"] = result["metadata"]
+        """Run the ``sc_message_will_be_sent`` guards (kernel order, fail closed). A Veto
+        (or a Problem raised) refuses with that status; any other exception refuses
+        with 503 ``message_rejected``."""
+        try:
+            message = await hooks.guard(
+                self.kernel, "sc_message_will_be_sent", message, arg="message",
+                is_veto=lambda r: isinstance(r, Veto), rewrite=_rewrite,
+            )
+        except hooks.GuardRefused as refused:
+            raise self._refusal(refused) from None
         return message["content"], message["metadata"]
+
+    def _refusal(self, refused: hooks.GuardRefused) -> Problem:
+        if isinstance(refused.error, Problem):
+            self.metrics.rejected.labels("problem").inc()
+            return refused.error
+        if isinstance(refused.veto, Veto):
+            self.metrics.rejected.labels("veto").inc()
+            veto = refused.veto
+            return Problem(veto.reason, code=veto.code, status=veto.status,
+                           title="Message Rejected", plugin=refused.plugin)
+        self.metrics.rejected.labels("guard_error").inc()
+        return MessageRejected(
+            f"a message guard (plugin '{refused.plugin}') failed, so the message "
+            "was not sent; retry later"
+        )
 
     def _after_send(self, message: dict[str, Any]) -> None:
         """``sc_message_sent`` off the send path; bounded: when too many are pending
         the observers are skipped for this message and that is logged."""
-        if not self.kernel.hook_impls("sc_message_sent"):
+        if not self.kernel.hook_order("sc_message_sent"):
             return
         if len(self._notifications) >= self.settings.max_pending_notifications:
             log.warning(

@@ -1,7 +1,7 @@
 """Plugin ``polls``: polls inside conversations, voted on live over WebSocket.
 
-Hook implementations only; the logic is in :mod:`.service`. Needs the ``chat`` plugin
-(conversation membership through ``kernel.require("chat.conversations")``).
+Hook implementations only; the logic is in :mod:`.service`. Requires the ``chat``
+plugin (membership and the timeline through chat's published interface, ``chat.api``).
 See docs/polls.md.
 """
 
@@ -14,18 +14,20 @@ from pathlib import Path
 from dynaconf import Validator
 from sqlalchemy.exc import SQLAlchemyError
 
-from secureconnect import ConfigError, Job, Kernel, Route, hookimpl
+from secureconnect import Job, Kernel, Route, hookimpl
 from secureconnect.errors import ServiceUnavailable
 from secureconnect.migrations import MigrationSource
 
 from .jobs import expire_job
 from .models import metadata
 from .routes import STATE_KEY, routes
-from .service import CONVERSATIONS, PollService, PollSettings
+from .service import PollService, PollSettings
 
 log = logging.getLogger(__name__)
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+#: polls live in conversations: opened after chat, refused at start-up without it
+REQUIRES = ("chat",)
 
 
 @hookimpl
@@ -46,14 +48,6 @@ def _enabled(kernel: Kernel) -> bool:
     return bool(kernel.settings.polls.enabled)
 
 
-def _require_chat(kernel: Kernel) -> None:
-    if kernel.pm.is_blocked("chat"):
-        raise ConfigError(
-            "plugin 'polls' needs plugin 'chat' (polls live in conversations), but "
-            "`plugins.chat` is false; enable chat or also set `polls = false` under [plugins]"
-        )
-
-
 @hookimpl
 def sc_migrations() -> list[MigrationSource]:
     return [MigrationSource("polls", metadata, MIGRATIONS)]
@@ -63,7 +57,6 @@ def sc_migrations() -> list[MigrationSource]:
 def sc_routes(kernel: Kernel) -> list[Route]:
     if not _enabled(kernel):
         return []
-    _require_chat(kernel)
     return list(routes)
 
 
@@ -75,12 +68,6 @@ def sc_jobs(kernel: Kernel) -> list[Job]:
 
 
 async def _poll_service(kernel: Kernel) -> AsyncIterator[None]:
-    if not kernel.provides(CONVERSATIONS):
-        raise ConfigError(
-            f"plugin 'polls' needs the {CONVERSATIONS!r} interface of plugin 'chat', which "
-            "is not installed or not enabled; enable chat or set `polls = false` under "
-            "[plugins]"
-        )
     service = PollService(kernel, PollSettings.from_settings(kernel.settings.polls))
     kernel.state[STATE_KEY] = service
     try:
@@ -95,7 +82,6 @@ async def _poll_service(kernel: Kernel) -> AsyncIterator[None]:
         kernel.state.pop(STATE_KEY, None)
 
 
-# trylast: opened after chat's context, so chat's interface is already provided.
-@hookimpl(trylast=True)
+@hookimpl
 def sc_cleanup_ctx(kernel: Kernel) -> list[object]:
     return [_poll_service] if _enabled(kernel) else []

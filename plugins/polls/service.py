@@ -23,14 +23,15 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
-from secureconnect_plugins.chat.api import CONVERSATIONS, MODERATOR_ROLES, Conversations
 from sqlalchemy import and_, delete, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from secureconnect.errors import Conflict, Forbidden, NotFound, Problem
+from secureconnect.models import new_id, utcnow
+from secureconnect_plugins.chat.api import CONVERSATIONS, MODERATOR_ROLES, Conversations
 
 from .metrics import PollMetrics
-from .models import new_id, poll_options, poll_votes, polls, utcnow
+from .models import poll_options, poll_votes, polls
 
 if TYPE_CHECKING:
     from secureconnect.kernel import Kernel

@@ -21,13 +21,14 @@ import binascii
 import json
 import logging
 import uuid
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import and_, func, or_, select, update
 
 from ..errors import NotFound, ValidationFailed
+from ..hooks import call_impl
 from . import models as m
 
 if TYPE_CHECKING:
@@ -166,14 +167,8 @@ class Directory:
     async def contacts(self, user_id: str) -> set[str]:
         """The union of every plugin's ``sc_user_contacts`` answer, the user removed."""
         out: set[str] = set()
-        for impl in self.kernel.hook_impls("sc_user_contacts"):
-            try:
-                answer = await self.kernel.call_impl(impl, "sc_user_contacts", user_id=user_id)
-            except Exception:
-                log.exception("plugin %r failed in sc_user_contacts", impl.plugin_name)
-                continue
-            if answer is not None:
-                out.update(str(u) for u in _bounded(answer, MAX_CONTACTS - len(out)))
+        async for answer in self._answers("sc_user_contacts", user_id=user_id):
+            out.update(str(u) for u in _bounded(answer, MAX_CONTACTS - len(out)))
             if len(out) >= MAX_CONTACTS:
                 log.warning("user %s has over %d contacts; the search sees the first ones",
                             user_id, MAX_CONTACTS)
@@ -182,15 +177,22 @@ class Directory:
         return out
 
     async def presence(self, user_id: str) -> dict[str, Any] | None:
-        for impl in self.kernel.hook_impls("sc_user_presence"):
+        async for answer in self._answers("sc_user_presence", user_id=user_id):
+            return dict(answer)
+        return None
+
+    async def _answers(self, name: str, **kwargs: Any) -> AsyncIterator[Any]:
+        """Each implementation's non-``None`` answer in call order; a failing plugin
+        is logged and counted (``plugin_hook_errors_total``) and skipped."""
+        for impl in self.kernel.hook_order(name):
             try:
-                answer = await self.kernel.call_impl(impl, "sc_user_presence", user_id=user_id)
+                answer = await call_impl(self.kernel, impl, name, **kwargs)
             except Exception:
-                log.exception("plugin %r failed in sc_user_presence", impl.plugin_name)
+                self.kernel.http_metrics.hook_errors.labels(name, impl.plugin_name).inc()
+                log.exception("plugin %r failed in %s", impl.plugin_name, name)
                 continue
             if answer is not None:
-                return dict(answer)
-        return None
+                yield answer
 
     # -- writes --------------------------------------------------------------------------
     async def update_profile(

@@ -102,7 +102,7 @@ def _is_foreign(diff: Any, ours: set[str]) -> bool:
 
 
 def sources(kernel: Kernel) -> list[MigrationSource]:
-    from ..app import collect
+    from ..hooks import collect
 
     found = [s for _, s in collect(kernel, "sc_migrations")]
     names = [s.name for s in found]

@@ -63,6 +63,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
+from .. import hooks
 from ..auth.service import REVOKED_TOPIC
 from ..errors import ConfigError, Forbidden, Problem, Unauthorized
 from ..store.bus import resolved
@@ -697,23 +698,7 @@ class Gateway:
         (an exception counts as False). ``user:<id>`` only for its own user."""
         if topic.startswith(USER_TOPIC_PREFIX):
             return topic == USER_TOPIC_PREFIX + str(principal.user_id)
-        allowed = False
-        for impl in self.kernel.hook_impls("sc_authorize_topic"):
-            try:
-                answer = await self.kernel.call_impl(
-                    impl, "sc_authorize_topic", user=principal, topic=topic
-                )
-            except Exception:
-                self.kernel.http_metrics.hook_errors.labels(
-                    "sc_authorize_topic", impl.plugin_name
-                ).inc()
-                log.exception("plugin %r failed in sc_authorize_topic", impl.plugin_name)
-                return False
-            if answer is False:
-                return False
-            if answer is True:
-                allowed = True
-        return allowed
+        return await hooks.vote(self.kernel, "sc_authorize_topic", user=principal, topic=topic)
 
     async def _client_subscribe(self, conn: Connection, data: dict[str, Any]) -> Any:
         topic = _topic_of(data)

@@ -117,7 +117,7 @@ async def sc_ws_disconnected(kernel: Kernel, conn: Any) -> None:
     _log(kernel, "disconnected", str(conn.user_id))
 
 
-@hookimpl
+@hookimpl(optionalhook=True)  # chat\'s hook: present only while chat is enabled
 async def sc_message_will_be_sent(kernel: Kernel, message: dict[str, Any]) -> Any:
     content = str(message.get("content", ""))
     if "veto-me" in content:
@@ -129,7 +129,7 @@ async def sc_message_will_be_sent(kernel: Kernel, message: dict[str, Any]) -> An
     return None
 
 
-@hookimpl
+@hookimpl(optionalhook=True)  # chat\'s hook: present only while chat is enabled
 async def sc_message_sent(kernel: Kernel, message: dict[str, Any]) -> None:
     _log(kernel, "sent", message.get("id"))
     if "observer-crash" in str(message.get("content", "")):

@@ -12,11 +12,12 @@ import pytest
 from secureconnect import hookimpl
 from secureconnect.app import KERNEL
 from secureconnect.errors import Conflict
+from secureconnect.plugins import switches_without
 from secureconnect.testing import wait_for
 from secureconnect.testing.accounts import register_and_login
 from secureconnect.ws.gateway import Deadlines, Deferred
 
-FAST = {"plugins": {"chat": False, "polls": False}}
+FAST = {"plugins": switches_without("chat")}
 
 
 class RoomPlugin:

@@ -5,11 +5,11 @@ from __future__ import annotations
 import uuid
 
 from aiohttp import web
-from secureconnect_plugins.chat.api import CONVERSATIONS
 
 from secureconnect import Problem, RouteTable, hookimpl
 from secureconnect.http.context import principal
 from secureconnect.http.handlers import json_response
+from secureconnect_plugins.chat.api import CONVERSATIONS
 
 from .helpers import all_messages, create_group, users
 
@@ -33,12 +33,32 @@ async def probe(request: web.Request) -> web.StreamResponse:
     except Problem as exc:
         out["error"] = {"status": exc.status, "code": exc.code}
         return json_response(out)
-    out["participants"] = sorted(await chat.participant_ids(cid))
+    out["participants"] = sorted(
+        [p.user_id, p.role] for p in await chat.participants(cid)
+    )
+    out["can_moderate"] = await chat.can_moderate(me, cid)
+    info = await chat.conversation(cid)
+    out["conversation"] = None if info is None else [info.id, info.type, info.name]
+    out["mine"] = await chat.conversations_of(me)
     message = await chat.post_message(
         cid, me, content="Lunch?", message_type="poll", metadata={"poll_id": "p1"}
     )
     out["message"] = message
     return json_response(out)
+
+
+@routes.get("/v1/probe/{conversation_id}/reader/{user_id}")
+async def reader(request: web.Request) -> web.StreamResponse:
+    chat = _conversations(request)
+    cid, user_id = request.match_info["conversation_id"], request.match_info["user_id"]
+    after = int(request.query.get("after", "0"))
+    limit = int(request.query.get("limit", "100"))
+    return json_response({
+        "seqs": [m.seq for m in await chat.messages(cid, after_seq=after, limit=limit)],
+        "unread": await chat.unread_count(cid, user_id),
+        "online": await chat.is_online(user_id),
+        "can_moderate": await chat.can_moderate(user_id, cid),
+    })
 
 
 class Probe:
@@ -56,7 +76,10 @@ async def test_interface_for_other_plugins(chat_client, sc_ws):
     body = await r.json()
     assert body["is_participant"] is True and body["role"] == "owner"
     assert body["topic"] == f"conversation:{cid}"
-    assert body["participants"] == sorted([owner.user_id, member.user_id])
+    assert body["participants"] == sorted([[owner.user_id, "owner"], [member.user_id, "member"]])
+    assert body["can_moderate"] is True
+    assert body["conversation"] == [cid, "group", "team"]
+    assert body["mine"] == [cid]
     assert body["message"]["message_type"] == "poll" and body["message"]["seq"] == 1
     frame = await ws.expect("chat.message")
     assert frame["data"]["metadata"] == {"poll_id": "p1"}
@@ -67,3 +90,30 @@ async def test_interface_for_other_plugins(chat_client, sc_ws):
         body = await r.json()
         assert body["is_participant"] is False
         assert body["error"] == {"status": 403, "code": "not_a_participant"}
+
+
+async def test_interface_reads_messages_unread_and_presence(chat_client, sc_ws):
+    client = await chat_client(plugins=[Probe()])
+    owner, member = await users(client, 2)
+    cid = await create_group(client, owner, [member])
+    for i in range(7):
+        r = await client.post(f"/v1/conversations/{cid}/messages", headers=owner.headers,
+                              json={"content": f"m{i}", "message_type": "text"})
+        assert r.status == 201
+
+    async def read(**query):
+        url = f"/v1/probe/{cid}/reader/{member.user_id}"
+        r = await client.get(url, params={k: str(v) for k, v in query.items()},
+                             headers=owner.headers)
+        assert r.status == 200
+        return await r.json()
+
+    body = await read()
+    assert body["seqs"] == [1, 2, 3, 4, 5, 6, 7]  # oldest first
+    assert body["unread"] == 7 and body["online"] is False and body["can_moderate"] is False
+    assert (await read(limit=3))["seqs"] == [5, 6, 7]  # the newest, oldest first
+    assert (await read(after=5))["seqs"] == [6, 7]
+    assert (await read(after=2, limit=2))["seqs"] == [6, 7]
+    ws = await sc_ws(client, member.access_token)
+    assert (await read())["online"] is True
+    await ws.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from secureconnect import ConfigError
+from secureconnect.plugins import switches_without
 
 from .helpers import make_team
 
@@ -53,9 +54,14 @@ async def test_disabled_polls_has_no_routes_and_chat_keeps_working(polls_client,
 
 
 async def test_chat_disabled_while_polls_enabled_stops_startup(sc_app):
-    with pytest.raises(ConfigError, match=r"plugin 'polls' needs plugin 'chat'"):
-        sc_app({"plugins": {"chat": False}})
-    sc_app({"plugins": {"chat": False, "polls": False}})  # both off is fine
+    others = {n: False for n in switches_without("chat") if n not in ("chat", "polls")}
+    with pytest.raises(ConfigError) as refused:
+        sc_app({"plugins": {"chat": False, **others}})
+    message = str(refused.value)
+    assert "\n" not in message
+    assert "'polls' requires plugin 'chat', which is disabled" in message
+    assert "`polls = false`" in message
+    sc_app({"plugins": {"chat": False, "polls": False, **others}})  # both off is fine
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,103 @@
+"""The adapter behind chat's published interface (:class:`.api.Conversations`).
+
+Other plugins get this object from ``kernel.require(CONVERSATIONS)``; it answers from
+chat's repository, message store and presence, and hands out plain values
+(:class:`.api.Participant`, :class:`.api.ConversationInfo`, :class:`.api.ChatMessage`)
+— never the service, a row or a store object. Sends go through the service's full
+send path (membership, limits, guards, persistence, delivery).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, cast
+
+from .api import MODERATOR_ROLES, ChatMessage, ConversationInfo, Participant, Role
+
+if TYPE_CHECKING:
+    from .service import ChatService
+
+#: the most messages one ``messages`` call returns (a bound for every caller)
+MAX_MESSAGES = 10_000
+_PAGE = 500
+
+
+class ChatConversations:
+    """Implements :class:`.api.Conversations` over a :class:`.service.ChatService`."""
+
+    def __init__(self, service: ChatService) -> None:
+        self._service = service
+        self._repo = service.repo
+
+    def topic(self, conversation_id: str) -> str:
+        return self._service.topic(conversation_id)
+
+    async def is_participant(self, conversation_id: str, user_id: str) -> bool:
+        return await self._service.is_participant(conversation_id, user_id)
+
+    async def require_participant(self, conversation_id: str, user_id: str) -> Role:
+        return cast(Role, await self._service.require_participant(conversation_id, user_id))
+
+    async def can_moderate(self, user_id: str, conversation_id: str) -> bool:
+        return await self._repo.role_of(str(conversation_id), str(user_id)) in MODERATOR_ROLES
+
+    async def participants(self, conversation_id: str) -> list[Participant]:
+        rows = await self._repo.participants(str(conversation_id))
+        return [Participant(str(r["user_id"]), cast(Role, r["role"])) for r in rows]
+
+    async def conversation(self, conversation_id: str) -> ConversationInfo | None:
+        row = await self._repo.get(str(conversation_id))
+        if row is None:
+            return None
+        return ConversationInfo(str(row["id"]), row["type"], row.get("name"))
+
+    async def conversations_of(self, user_id: str) -> list[str]:
+        return await self._repo.conversation_ids_of(str(user_id))
+
+    async def post_message(
+        self,
+        conversation_id: str,
+        sender_id: str,
+        *,
+        content: str,
+        message_type: str = "system",
+        metadata: dict[str, Any] | None = None,
+        file_id: str | None = None,
+    ) -> dict[str, Any]:
+        return await self._service.post_message(
+            conversation_id, sender_id, content=content, message_type=message_type,
+            metadata=metadata, file_id=file_id,
+        )
+
+    async def messages(
+        self, conversation_id: str, *, after_seq: int = 0, limit: int = 100
+    ) -> list[ChatMessage]:
+        limit = max(1, min(int(limit), MAX_MESSAGES))
+        found: list[ChatMessage] = []
+        cursor: str | None = None
+        while len(found) < limit:
+            page = await self._service.store.page(
+                str(conversation_id), before=cursor, limit=min(_PAGE, limit - len(found))
+            )
+            newer = [m for m in page.messages if m.seq > after_seq]
+            found.extend(
+                ChatMessage(
+                    id=m.id, conversation_id=m.conversation_id, seq=m.seq,
+                    sender_id=m.sender_id, message_type=m.message_type,
+                    content=None if m.deleted else m.content, is_encrypted=m.is_encrypted,
+                    metadata=m.metadata, file_id=m.file_id,
+                    created_at=m.created_at.isoformat(),
+                )
+                for m in newer
+            )
+            if page.next_cursor is None or len(newer) < len(page.messages):
+                break
+            cursor = page.next_cursor
+        found.reverse()
+        return found
+
+    async def unread_count(self, conversation_id: str, user_id: str) -> int:
+        await self._service.activity.flush()  # the newest seq is written in batches
+        return await self._repo.unread_count(str(conversation_id), str(user_id))
+
+    async def is_online(self, user_id: str) -> bool:
+        return bool((await self._service.presence_of(str(user_id)))["online"])
