@@ -33,6 +33,7 @@ test: $(VENV)/.installed-test
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check secureconnect plugins tests bench scripts
 	$(BIN)/mypy secureconnect secureconnect_plugins
+	$(BIN)/lint-imports
 
 services:
 	bash scripts/services/install.sh

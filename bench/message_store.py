@@ -37,12 +37,11 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from secureconnect.metrics import Metrics  # noqa: E402
+from secureconnect.testing.helpers import make_settings  # noqa: E402
 from secureconnect_plugins.chat.cassandra_store import CassandraMessageStore  # noqa: E402
 from secureconnect_plugins.chat.models import metadata as chat_metadata  # noqa: E402
 from secureconnect_plugins.chat.store import NewMessage, SqlMessageStore  # noqa: E402
-
-from secureconnect.metrics import Metrics  # noqa: E402
-from secureconnect.testing.helpers import make_settings  # noqa: E402
 
 
 def message(conversation_id: str, i: int) -> NewMessage:

@@ -8,9 +8,13 @@ import tomllib
 from pathlib import Path
 
 from secureconnect import hookspecs
+from secureconnect_plugins.chat import hookspecs as chat_hookspecs
 
 ROOT = Path(__file__).resolve().parents[1]
-HOOKS = sorted(n for n in dir(hookspecs) if n.startswith("sc_"))
+#: the kernel's hooks and those a built-in plugin declares for others (chat's)
+HOOKS = sorted(n for module in (hookspecs, chat_hookspecs) for n in dir(module)
+               if n.startswith("sc_") and n != "sc_"
+               and callable(getattr(module, n)) and n not in ("hookspec",))
 
 
 def _test_names() -> set[str]:

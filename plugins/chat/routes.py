@@ -152,7 +152,7 @@ class ReceiptOut(BaseModel):
 
 
 def _service(request: web.Request) -> ChatService:
-    from secureconnect.app import KERNEL
+    from secureconnect.http.context import KERNEL
 
     service: ChatService = request.app[KERNEL].state[STATE_KEY]
     return service

@@ -78,7 +78,7 @@ class PollOut(BaseModel):
 
 
 def _service(request: web.Request) -> PollService:
-    from secureconnect.app import KERNEL
+    from secureconnect.http.context import KERNEL
 
     service: PollService = request.app[KERNEL].state[STATE_KEY]
     return service

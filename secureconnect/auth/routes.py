@@ -77,7 +77,7 @@ class TokenOut(BaseModel):
 
 
 def _auth(request: web.Request) -> AuthService:
-    from ..app import KERNEL
+    from ..http.context import KERNEL
 
     return request.app[KERNEL].auth
 

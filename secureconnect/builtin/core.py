@@ -51,7 +51,7 @@ routes = RouteTable(tag="kernel")
 
 
 def _kernel(request: web.Request) -> Kernel:
-    from ..app import KERNEL
+    from ..http.context import KERNEL
 
     return request.app[KERNEL]
 
@@ -90,7 +90,7 @@ async def metrics(request: web.Request) -> web.StreamResponse:
 @routes.get("/openapi.json", auth=False, rate_limit="none")
 async def openapi(request: web.Request) -> web.StreamResponse:
     """The REST API description (OpenAPI 3.1), generated from the registered routes."""
-    from ..app import ROUTES
+    from ..http.context import ROUTES
 
     kernel = _kernel(request)
     cached: Any = kernel.state.get("core.openapi")

@@ -40,7 +40,7 @@ routes = RouteTable(tag="realtime")
 
 
 def _kernel(request: web.Request) -> Kernel:
-    from ..app import KERNEL
+    from ..http.context import KERNEL
 
     return request.app[KERNEL]
 
