@@ -10,7 +10,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..errors import ValidationFailed
-from ..http.context import principal
+from ..http.context import kernel_of, principal
 from ..http.handlers import json_response
 from ..routing import RouteTable
 from .directory import UNCHANGED, Directory, Profile, ProfilePage
@@ -63,9 +63,7 @@ class ProfileIn(BaseModel):
 
 
 def _directory(request: web.Request) -> Directory:
-    from ..app import KERNEL
-
-    return Directory(request.app[KERNEL])
+    return Directory(kernel_of(request))
 
 
 def _out(profile: Profile) -> dict[str, Any]:
