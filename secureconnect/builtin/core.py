@@ -43,6 +43,7 @@ def sc_settings_validators() -> list[Validator]:
         Validator("logging.level", is_in=_LOG_LEVELS),
         Validator("logging.format", is_in=("text", "json")),
         Validator("logging.trace_plugins", is_type_of=bool),
+        Validator("logging.access_log", is_type_of=bool),
         Validator("plugins", is_type_of=dict),
     ]
 
