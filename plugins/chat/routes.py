@@ -14,7 +14,7 @@ from secureconnect.routing import RouteTable
 
 from .service import ChatService, Draft
 
-routes = RouteTable(tag="chat")
+routes = RouteTable(tag="chat", extra_responses={403: "not a participant of the conversation"})
 
 STATE_KEY = "chat"
 IDEMPOTENCY_HEADER = "Idempotency-Key"

@@ -31,7 +31,7 @@ from sqlalchemy.exc import IntegrityError
 from secureconnect import Veto, hooks
 from secureconnect.errors import Conflict, Forbidden, NotFound, Problem, Unprocessable
 from secureconnect.ids import new_id_str
-from secureconnect.models import utcnow
+from secureconnect.models import rfc3339, utcnow
 
 from .activity import ActivityRecorder
 from .announcements import Announcements
@@ -239,7 +239,7 @@ def _user(value: Any) -> str:
 
 
 def _iso(value: datetime | None) -> str | None:
-    return None if value is None else value.isoformat()
+    return rfc3339(value)
 
 
 class ChatService:
@@ -903,7 +903,7 @@ class ChatService:
         if count > 0:
             return
         await self.kernel.cache.delete(self._presence_key(user_id))
-        last_seen = utcnow().isoformat()
+        last_seen = str(rfc3339(utcnow()))
         await self.kernel.cache.set(
             f"chat:last_seen:{user_id}", last_seen, ttl=self.settings.last_seen_ttl
         )

@@ -35,6 +35,8 @@ from sqlalchemy import Connection, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from secureconnect.models import rfc3339
+
 from .models import message_counters, messages
 
 if TYPE_CHECKING:
@@ -88,8 +90,8 @@ class StoredMessage:
             "is_encrypted": self.is_encrypted,
             "metadata": self.metadata,
             "file_id": self.file_id,
-            "created_at": self.created_at.isoformat(),
-            "edited_at": None if self.edited_at is None else self.edited_at.isoformat(),
+            "created_at": rfc3339(self.created_at),
+            "edited_at": rfc3339(self.edited_at),
             "deleted": self.deleted,
         }
 
