@@ -71,18 +71,24 @@ def build_openapi(routes: Iterable[Route], *, title: str, version: str) -> dict[
                 "content": {"application/json": {
                     "schema": _schema(route.body, components, "validation")}},
             }
-        ok: dict[str, Any] = {"description": "Success"}
-        if route.response is not None:
-            ok["content"] = {"application/json": {
-                "schema": _schema(route.response, components, "serialization")}}
-        op["responses"][str(route.status)] = ok
-        errors = {400: "Malformed request", 422: "Invalid body"} if route.body else {}
         if route.auth:
-            errors[401] = "Missing, invalid, expired or revoked token"
             op["security"] = [{"bearerAuth": []}]
-        errors.update(route.extra_responses)
-        errors.update({429: "Rate limited", 504: "Request timeout"})
-        for status, text in sorted(errors.items()):
+        success = {status: text for status, text in route.extra_responses.items()
+                   if status < 400}
+        success.setdefault(route.status, _SUCCESS.get(route.status, "Success"))
+        for status, text in sorted(success.items()):
+            ok: dict[str, Any] = {"description": text}
+            if route.response is not None and status not in _NO_CONTENT:
+                ok["content"] = {"application/json": {
+                    "schema": _schema(route.response, components, "serialization")}}
+            elif route.timeout is False and status not in _NO_CONTENT:
+                ok["content"] = {"text/event-stream": {"schema": {"type": "string"}}}
+            elif status not in _NO_CONTENT:
+                # no response model declared: a body of the route's media type
+                schema = {} if route.content_type == "application/json" else {"type": "string"}
+                ok["content"] = {route.content_type: {"schema": schema}}
+            op["responses"][str(status)] = ok
+        for status, text in sorted(_errors(route).items()):
             op["responses"][str(status)] = {"description": text, "content": problem}
         paths.setdefault(path, {})[route.method.lower()] = op
     return {
@@ -95,6 +101,32 @@ def build_openapi(routes: Iterable[Route], *, title: str, version: str) -> dict[
                                                "bearerFormat": "JWT"}},
         },
     }
+
+
+_SUCCESS = {101: "Switching Protocols (the WebSocket is open)", 201: "Created",
+            202: "Accepted", 204: "No Content"}
+_NO_CONTENT = {101, 204, 304}
+
+
+def _errors(route: Route) -> dict[int, str]:
+    """The problem responses a route can give: those of the kernel's wrapper (what
+    the route declares it needs) plus the route's own ``extra_responses``."""
+    errors: dict[int, str] = {}
+    if _PARAM.search(route.path):
+        errors[404] = "No such resource"
+    if route.body is not None:
+        errors.update({400: "Malformed JSON", 413: "Body too large",
+                       415: "Content-Type is not application/json", 422: "Invalid body"})
+    if route.query is not None:
+        errors[422] = "Invalid query parameters"
+    if route.auth:
+        errors[401] = "Missing, invalid, expired or revoked token"
+    if route.rate_limit != "none":
+        errors[429] = "Rate limited"
+    if route.timeout is not False:
+        errors[504] = "Request timeout"
+    errors.update({s: text for s, text in route.extra_responses.items() if s >= 400})
+    return errors
 
 
 def _op_name(path: str) -> str:

@@ -63,7 +63,8 @@ async def live(request: web.Request) -> web.StreamResponse:
     return json_response({"status": "ok"})
 
 
-@routes.get("/health/ready", auth=False, rate_limit="none")
+@routes.get("/health/ready", auth=False, rate_limit="none",
+            extra_responses={503: "a dependency is unavailable"})
 async def ready(request: web.Request) -> web.StreamResponse:
     """Readiness: every registered dependency check, each with its own timeout."""
     ok, checks = await _kernel(request).health.run()
@@ -74,7 +75,8 @@ async def ready(request: web.Request) -> web.StreamResponse:
                   status=503, title="Service Unavailable", failed=failed, checks=checks)
 
 
-@routes.get("/metrics", auth=False, rate_limit="none")
+@routes.get("/metrics", auth=False, rate_limit="none", content_type="text/plain",
+            extra_responses={401: "metrics.token is set and was not sent"})
 async def metrics(request: web.Request) -> web.StreamResponse:
     """Prometheus metrics in text format (optionally behind `metrics.token`)."""
     kernel = _kernel(request)
@@ -103,7 +105,7 @@ async def openapi(request: web.Request) -> web.StreamResponse:
     return web.Response(text=cached, content_type="application/json")
 
 
-@routes.get("/status", auth=False)
+@routes.get("/status", auth=False, content_type="text/html")
 async def status(request: web.Request) -> web.StreamResponse:
     """A human-readable status page: readiness and plugins (names only)."""
     from ..app import render_template

@@ -45,13 +45,25 @@ def _kernel(request: web.Request) -> Kernel:
     return request.app[KERNEL]
 
 
-@routes.get("/v1/ws", timeout=False, auth=False, rate_limit="none")
+# the gateway authenticates itself (a token in the header or ?access_token=), before
+# the upgrade: these are its refusals
+_REFUSALS = {
+    401: "missing, invalid, expired or revoked token",
+    403: "this Origin may not connect",
+    429: "too many open connections for this user",
+    503: "the server is shutting down or at its connection limit (Retry-After)",
+}
+
+
+@routes.get("/v1/ws", timeout=False, auth=False, rate_limit="none", status=101,
+            extra_responses={400: "not a WebSocket upgrade request", **_REFUSALS})
 async def websocket(request: web.Request) -> web.StreamResponse:
     """WebSocket upgrade: every realtime event (see docs/websocket.md)."""
     return await _kernel(request).ws.serve_ws(request)
 
 
-@routes.get("/v1/events", timeout=False, auth=False, rate_limit="none")
+@routes.get("/v1/events", timeout=False, auth=False, rate_limit="none",
+            extra_responses=_REFUSALS)
 async def events(request: web.Request) -> web.StreamResponse:
     """Server-Sent Events fallback: the same events as the WebSocket.
 
