@@ -52,11 +52,18 @@ def build_parser() -> argparse.ArgumentParser:
     serve = command("serve", "run the server")
     serve.add_argument("--host", help="bind address (default: server.host)")
     serve.add_argument("--port", type=int, help="bind port (default: server.port)")
+    serve.add_argument("--plugins-dir", metavar="DIR",
+                       help="also load every single-file plugin (*.py) of DIR (development)")
     check = command("check-config", "validate settings and print them (secrets redacted)")
     check.add_argument("--json", action="store_true", help="print the settings as JSON")
     plugins = command("plugins", "list plugins, versions and hooks")
     plugins.add_argument("--json", action="store_true", help="print the list as JSON")
     command("migrate", "create or upgrade the database schema")
+    new = command("new-plugin", "write a plugin package sc-NAME/ (entry point, a route, a "
+                                "WebSocket handler, a job, settings and passing tests)")
+    new.add_argument("name", help="the plugin's name: lower case, digits and _")
+    new.add_argument("--dir", default=".", metavar="DIR",
+                     help="where to create sc-NAME/ (default: the current directory)")
     init = command("init", "write config/settings.local.toml and config/.secrets.toml "
                            "(generated secrets, mode 0600) for a new deployment")
     init.add_argument("--dir", default=".", metavar="DIR",
@@ -141,6 +148,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         _quiet_outside_serve()
     if args.command == "init":
         return _init(args)
+    if args.command == "new-plugin":
+        return _new_plugin(args)
     settings = load_settings(args.config, env=args.env)
     if args.command == "serve":
         return _serve(settings, args)
@@ -182,12 +191,30 @@ def _init(args: argparse.Namespace) -> int:
     return 0
 
 
+def _new_plugin(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .scaffold import write_plugin
+
+    try:
+        root = write_plugin(args.name, Path(args.dir))
+    except ValueError as exc:
+        raise CliError(str(exc), code=2) from None
+    except FileExistsError as exc:
+        raise CliError(str(exc)) from None
+    print(f"wrote {root}/")
+    print(f"next: pip install -e '{root}[test]' && (cd {root} && pytest)")
+    return 0
+
+
 def _serve(settings: Any, args: argparse.Namespace) -> int:
     from .app import create_app, freeze_after_startup
     from .logs import configure_logging
+    from .plugin_files import load_plugin_files
 
     configure_logging(settings.logging.level, settings.logging.format)
-    app = create_app(settings)
+    extra = load_plugin_files(args.plugins_dir) if args.plugins_dir else []
+    app = create_app(settings, plugins=extra)
     freeze_after_startup(app)
     web.run_app(
         app,
