@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from secureconnect.app import KERNEL
+from secureconnect.plugins import switches_without
 from secureconnect.testing import wait_for
 from secureconnect.testing.accounts import TestUser, register_and_login, unique_email
 from tests.kernel import kitchen_sink
@@ -161,8 +162,7 @@ async def test_directory_routes_are_in_openapi(sc_client):
 
 
 async def test_hook_sc_user_contacts(sc_client):
-    client = await sc_client({"plugins": {"chat": False, "polls": False}},
-                             plugins=[kitchen_sink])
+    client = await sc_client({"plugins": switches_without("chat")}, plugins=[kitchen_sink])
     me = await register_and_login(client)
     zed = await register_and_login(client, display_name="Zed")
     client.app[KERNEL].state["sink.contacts"] = {me.user_id: [zed.user_id, me.user_id]}
@@ -171,8 +171,7 @@ async def test_hook_sc_user_contacts(sc_client):
 
 
 async def test_hook_sc_user_presence(sc_client):
-    client = await sc_client({"plugins": {"chat": False, "polls": False}},
-                             plugins=[kitchen_sink])
+    client = await sc_client({"plugins": switches_without("chat")}, plugins=[kitchen_sink])
     me, other = await register_and_login(client), await register_and_login(client)
     r = await client.get(f"/v1/users/{other.user_id}", headers=me.headers)
     assert (await r.json())["presence"] is None
