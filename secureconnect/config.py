@@ -268,7 +268,7 @@ def _explain(settings: Settings, message: str) -> str:
         name = parsed["name"].lower()
         op = parsed["op"]
         expected = _type_names(parsed["expected"]) if op == "is_type_of" else parsed["expected"]
-        value = settings.get(name)
+        value = redact(settings.get(name), name.rpartition(".")[2])
         rest = f"must be {_OPS.get(op, op)} {expected}"
         value_text = f" but is {value!r}"
     origin = origin_of(settings, name)

@@ -66,6 +66,15 @@ def test_type_error_shows_the_value_and_the_file_it_came_from(tmp_path):
     assert "<class" not in text
 
 
+def test_a_secret_of_the_wrong_type_is_not_printed(tmp_path):
+    f = tmp_path / ".secrets.toml"
+    f.write_text("[default.auth]\nsmtp_password = 123456789\n")
+    with pytest.raises(ConfigError) as exc:
+        create_app(load_settings([f], env="testing"))
+    assert "`auth.smtp_password` must be of type str but is '***'" in str(exc.value)
+    assert "123456789" not in str(exc.value)
+
+
 def test_type_error_from_an_environment_variable_names_it(monkeypatch):
     monkeypatch.setenv("SECURECONNECT_CHAT__MAX_GROUP_MEMBERS", "1.5")
     with pytest.raises(ConfigError) as exc:
