@@ -94,9 +94,7 @@ async def _chat_service(kernel: Kernel) -> AsyncIterator[None]:
         store,
         ConversationRepository(kernel.db, write_lock=write_lock),
     )
-    service.start()
-    await service.membership.start(kernel)
-    await service.announce.start()
+    await service.start()
     kernel.state[STATE_KEY] = service
     kernel.state[STORE_KEY] = store
     kernel.provide(CONVERSATIONS, ChatConversations(service))
@@ -153,28 +151,28 @@ async def sc_authorize_topic(kernel: Kernel, user: Any, topic: str) -> bool | No
     service = _service(kernel)
     if service is None:
         return None
-    return await service.authorize_topic(user, topic)
+    return await service.conversations.authorize_topic(user, topic)
 
 
 @hookimpl
 async def sc_ws_connected(kernel: Kernel, conn: Connection) -> None:
     service = _service(kernel)
     if service is not None:
-        await service.connected(conn)
+        await service.presence.connected(conn)
 
 
 @hookimpl
 async def sc_ws_disconnected(kernel: Kernel, conn: Connection) -> None:
     service = _service(kernel)
     if service is not None:
-        await service.disconnected(conn)
+        await service.presence.disconnected(conn)
 
 
 @hookimpl
 async def sc_user_deleted(kernel: Kernel, user: dict[str, Any]) -> None:
     service = _service(kernel)
     if service is not None and user.get("id") is not None:
-        await service.leave_all(str(user["id"]))
+        await service.conversations.leave_all(str(user["id"]))
 
 
 #: the most contacts chat reports for the user directory's name search
@@ -202,4 +200,4 @@ async def sc_user_contacts(kernel: Kernel, user_id: str) -> list[str] | None:
 @hookimpl
 async def sc_user_presence(kernel: Kernel, user_id: str) -> dict[str, Any] | None:
     service = _service(kernel)
-    return None if service is None else await service.presence_of(user_id)
+    return None if service is None else await service.presence.presence_of(user_id)

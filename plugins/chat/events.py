@@ -9,7 +9,9 @@ from pydantic import UUID4, BaseModel, ConfigDict, Field, StrictBool, StrictStr
 from secureconnect.http.handlers import parse_model
 from secureconnect.ws.gateway import Deferred
 
-from .service import ChatService, Draft, Ticket
+from .message_service import Draft
+from .sendline import Ticket
+from .service import ChatService
 
 if TYPE_CHECKING:
     from secureconnect.kernel import Kernel
@@ -50,7 +52,7 @@ def handlers(kernel: Kernel) -> dict[str, WsHandler]:
         # read meanwhile and one client's sends still get their seqs in order.
         body = parse_model(WsSendIn, data)
         chat = service()
-        ticket = chat.reserve(body.conversation_id)
+        ticket = chat.messages.reserve(body.conversation_id)
         return Deferred(_send(chat, str(conn.user_id), body, ticket))
 
     async def _send(chat: ChatService, user_id: str, body: WsSendIn, ticket: Ticket) -> Any:
@@ -59,7 +61,7 @@ def handlers(kernel: Kernel) -> dict[str, WsHandler]:
         except BaseException:
             ticket.close()
             raise
-        message, _ = await chat.send_message(
+        message, _ = await chat.messages.send_message(
             user_id,
             body.conversation_id,
             Draft(
@@ -76,6 +78,6 @@ def handlers(kernel: Kernel) -> dict[str, WsHandler]:
 
     async def typing(conn: Connection, data: dict[str, Any]) -> Any:
         body = parse_model(WsTypingIn, data)
-        return await service().typing(str(conn.user_id), body.conversation_id, body.state)
+        return await service().presence.typing(str(conn.user_id), body.conversation_id, body.state)
 
     return {"chat.send": send, "chat.typing": typing}

@@ -28,16 +28,17 @@ class ChatConversations:
 
     def __init__(self, service: ChatService) -> None:
         self._service = service
+        self._members = service.conversations
         self._repo = service.repo
 
     def topic(self, conversation_id: str) -> str:
-        return self._service.topic(conversation_id)
+        return self._members.topic(conversation_id)
 
     async def is_participant(self, conversation_id: str, user_id: str) -> bool:
-        return await self._service.is_participant(conversation_id, user_id)
+        return await self._members.is_participant(conversation_id, user_id)
 
     async def require_participant(self, conversation_id: str, user_id: str) -> Role:
-        return cast(Role, await self._service.require_participant(conversation_id, user_id))
+        return cast(Role, await self._members.require_participant(conversation_id, user_id))
 
     async def can_moderate(self, user_id: str, conversation_id: str) -> bool:
         return await self._repo.role_of(str(conversation_id), str(user_id)) in MODERATOR_ROLES
@@ -102,4 +103,4 @@ class ChatConversations:
         return await self._repo.unread_count(str(conversation_id), str(user_id))
 
     async def is_online(self, user_id: str) -> bool:
-        return bool((await self._service.presence_of(str(user_id)))["online"])
+        return bool((await self._service.presence.presence_of(str(user_id)))["online"])

@@ -12,7 +12,9 @@ from secureconnect.http.context import principal
 from secureconnect.http.handlers import json_response
 from secureconnect.routing import RouteTable
 
-from .service import ChatService, Draft
+from .conversation_service import ConversationService
+from .message_service import Draft, MessageService
+from .service import ChatService
 
 routes = RouteTable(tag="chat", extra_responses={403: "not a participant of the conversation"})
 
@@ -158,6 +160,14 @@ def _service(request: web.Request) -> ChatService:
     return service
 
 
+def _conversations(request: web.Request) -> ConversationService:
+    return _service(request).conversations
+
+
+def _messages(request: web.Request) -> MessageService:
+    return _service(request).messages
+
+
 def _me(request: web.Request) -> str:
     return str(principal(request).user_id)
 
@@ -190,7 +200,7 @@ async def create_conversation(
     request: web.Request, body: CreateConversationIn
 ) -> web.StreamResponse:
     """Create a direct or group conversation."""
-    view, created = await _service(request).create_conversation(
+    view, created = await _conversations(request).create_conversation(
         _me(request),
         type_=body.type,
         participant_ids=body.participant_ids,
@@ -203,14 +213,15 @@ async def create_conversation(
 @routes.get("/v1/conversations", query=ListQuery, response=ConversationListOut)
 async def list_conversations(request: web.Request, query: ListQuery) -> web.StreamResponse:
     """My conversations, newest activity first, with unread counts."""
-    found = await _service(request).list_conversations(_me(request), limit=query.limit)
+    found = await _conversations(request).list_conversations(_me(request), limit=query.limit)
     return json_response({"conversations": found})
 
 
 @routes.get("/v1/conversations/{conversation_id}", response=ConversationOut)
 async def get_conversation(request: web.Request) -> web.StreamResponse:
     """One conversation with its participants (and their presence)."""
-    return json_response(await _service(request).get_conversation(_me(request), _cid(request)))
+    view = await _conversations(request).get_conversation(_me(request), _cid(request))
+    return json_response(view)
 
 
 @routes.patch(
@@ -222,7 +233,7 @@ async def update_conversation(
     """Change a group's settings (owner and admins)."""
     fields = body.model_dump(exclude_unset=True)
     return json_response(
-        await _service(request).update_conversation(_me(request), _cid(request), fields)
+        await _conversations(request).update_conversation(_me(request), _cid(request), fields)
     )
 
 
@@ -234,7 +245,7 @@ async def update_conversation(
 )
 async def add_participant(request: web.Request, body: AddParticipantIn) -> web.StreamResponse:
     """Add someone to a group (owner and admins)."""
-    participant, added = await _service(request).add_participant(
+    participant, added = await _conversations(request).add_participant(
         _me(request), _cid(request), body.user_id, body.role
     )
     return json_response(participant, status=201 if added else 200)
@@ -244,7 +255,7 @@ async def add_participant(request: web.Request, body: AddParticipantIn) -> web.S
 async def set_role(request: web.Request, body: SetRoleIn) -> web.StreamResponse:
     """Make a participant admin or member (owner only)."""
     return json_response(
-        await _service(request).set_role(
+        await _conversations(request).set_role(
             _me(request), _cid(request), request.match_info["user_id"], body.role
         )
     )
@@ -253,7 +264,7 @@ async def set_role(request: web.Request, body: SetRoleIn) -> web.StreamResponse:
 @routes.delete("/v1/conversations/{conversation_id}/participants/{user_id}", status=204)
 async def remove_participant(request: web.Request) -> web.StreamResponse:
     """Remove a participant (admins) or leave (yourself)."""
-    await _service(request).remove_participant(
+    await _conversations(request).remove_participant(
         _me(request), _cid(request), request.match_info["user_id"]
     )
     return web.Response(status=204)
@@ -272,7 +283,7 @@ async def remove_participant(request: web.Request) -> web.StreamResponse:
 )
 async def send_message(request: web.Request, body: SendMessageIn) -> web.StreamResponse:
     """Send a message (optional `Idempotency-Key` header)."""
-    message, created = await _service(request).send_message(
+    message, created = await _messages(request).send_message(
         _me(request),
         _cid(request),
         Draft(
@@ -291,7 +302,7 @@ async def send_message(request: web.Request, body: SendMessageIn) -> web.StreamR
 async def history(request: web.Request, query: HistoryQuery) -> web.StreamResponse:
     """Messages newest first; `next_cursor` pages to older ones."""
     return json_response(
-        await _service(request).history(
+        await _messages(request).history(
             _me(request), _cid(request), before=query.before, limit=query.limit
         )
     )
@@ -305,7 +316,7 @@ async def history(request: web.Request, query: HistoryQuery) -> web.StreamRespon
 async def edit_message(request: web.Request, body: EditMessageIn) -> web.StreamResponse:
     """Edit your own message."""
     return json_response(
-        await _service(request).edit_message(
+        await _messages(request).edit_message(
             _me(request),
             _cid(request),
             request.match_info["message_id"],
@@ -319,7 +330,7 @@ async def edit_message(request: web.Request, body: EditMessageIn) -> web.StreamR
 async def delete_message(request: web.Request) -> web.StreamResponse:
     """Delete your own message (a tombstone stays in the timeline)."""
     return json_response(
-        await _service(request).delete_message(
+        await _messages(request).delete_message(
             _me(request), _cid(request), request.match_info["message_id"]
         )
     )
@@ -329,5 +340,5 @@ async def delete_message(request: web.Request) -> web.StreamResponse:
 async def mark_read(request: web.Request, body: ReadIn) -> web.StreamResponse:
     """Read receipt: everything up to this message is read."""
     return json_response(
-        await _service(request).mark_read(_me(request), _cid(request), body.message_id)
+        await _messages(request).mark_read(_me(request), _cid(request), body.message_id)
     )

@@ -17,6 +17,11 @@ service. The contract, for every implementation:
   history). A cursor the store cannot read raises :class:`InvalidCursor`.
 * Read receipts need only ``get`` (the receipt stores the message's ``seq`` with the
   participant, which is relational data the conversation repository owns).
+
+Why one file of ~530 lines: the contract, its value types and the SQL engine's group
+commit are read together when either changes (the Cassandra engine imports the value
+types from here); splitting the contract from its reference implementation would make
+the invariants above harder to check against the code that keeps them.
 """
 
 from __future__ import annotations

@@ -18,10 +18,11 @@ from secureconnect import Job, Kernel, Route, hookimpl
 from secureconnect.errors import ServiceUnavailable
 from secureconnect.migrations import MigrationSource
 
+from .domain import PollSettings
 from .jobs import expire_job
 from .models import metadata
 from .routes import STATE_KEY, routes
-from .service import PollService, PollSettings
+from .service import PollService
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,8 @@ from secureconnect.http.context import principal
 from secureconnect.http.handlers import json_response
 from secureconnect.routing import RouteTable
 
-from .service import PollDraft, PollNotFound, PollService
+from .domain import PollDraft, PollNotFound
+from .service import PollService
 
 routes = RouteTable(tag="polls")
 

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from plugins.chat.membership import MembershipCache
 from secureconnect.testing import wait_for
+from secureconnect_plugins.chat.membership import MembershipCache
 
 from .helpers import create_group, send, users
 

@@ -269,7 +269,7 @@ async def test_thousand_clients_connect_and_disconnect_without_leaks(chat_client
     )
     assert metric(client, "chat_presence_online_connections") == 0
     for user in (a, b):
-        presence = await kernel.state["chat"].presence_of(user.user_id)
+        presence = await kernel.state["chat"].presence.presence_of(user.user_id)
         assert presence["online"] is False
     # the service still works
     ws = await client.ws_connect("/v1/ws", headers={"Authorization": f"Bearer {b.access_token}"})

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
-from secureconnect_plugins.chat.service import OrderedLines
+from secureconnect_plugins.chat.sendline import OrderedLines
 
 
 async def _started(coro: object) -> asyncio.Task[None]:

@@ -16,15 +16,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from secureconnect_plugins.chat.api import CONVERSATIONS
-from secureconnect_plugins.polls.models import metadata, polls
-from secureconnect_plugins.polls.service import (
-    PollClosed,
-    PollDraft,
-    PollInvalid,
-    PollService,
-    PollSettings,
-)
 from sqlalchemy import func, select
 
 from secureconnect.errors import Forbidden
@@ -32,6 +23,10 @@ from secureconnect.kernel import Kernel
 from secureconnect.plugins import build_plugin_manager
 from secureconnect.store.sql import Database
 from secureconnect.testing import make_settings, wait_for
+from secureconnect_plugins.chat.api import CONVERSATIONS
+from secureconnect_plugins.polls.domain import PollClosed, PollDraft, PollInvalid, PollSettings
+from secureconnect_plugins.polls.models import metadata, polls
+from secureconnect_plugins.polls.service import PollService
 
 SETTINGS = PollSettings(
     max_options=10,
