@@ -153,6 +153,12 @@ def _dispatch(args: argparse.Namespace) -> int:
     settings = load_settings(args.config, env=args.env)
     if args.command == "serve":
         return _serve(settings, args)
+    # a third-party plugin that fails to import must not hide the others from the
+    # commands that inspect an installation: set it aside (and what requires it)
+    broken = set_aside_broken_plugins(settings)
+    for name, error in broken.items():
+        print(f"secureconnect: plugin {name!r} {error}; fix or uninstall it, or switch it "
+              f"off with `{name} = false` under [default.plugins]", file=sys.stderr)
     app = create_app(settings)
     if args.command == "check-config":
         data = redact(as_plain_dict(settings))
@@ -164,9 +170,11 @@ def _dispatch(args: argparse.Namespace) -> int:
                 print(f"[{table}]")
                 for key, value in (values.items() if isinstance(values, dict) else ()):
                     print(f"  {key} = {json.dumps(value, default=str)}")
-        return 0
+        return 1 if broken else 0
     if args.command == "plugins":
-        return _plugins(app, settings, as_json=args.json)
+        return _plugins(app, settings, as_json=args.json, broken=broken)
+    if broken:
+        raise CliError(f"plugin(s) {', '.join(sorted(broken))} cannot be loaded (see above)")
     if args.command == "migrate":
         return asyncio.run(_migrate(app))
     if args.command == "jobs":
@@ -174,6 +182,35 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "create-user":
         return asyncio.run(_create_user(app, args))
     raise AssertionError(args.command)
+
+
+def set_aside_broken_plugins(settings: Any) -> dict[str, str]:
+    """Load every enabled installed plugin; switch off (in ``settings``) each one that
+    fails to import and every plugin that requires it. Returns name → what failed."""
+    from .config import override
+    from .plugins import entry_points, plugin_switches, requirements
+
+    switches = plugin_switches(settings)
+    broken: dict[str, str] = {}
+    loaded: dict[str, object] = {}
+    for name, ep in sorted(entry_points().items()):
+        if switches.get(name) is False:
+            continue
+        try:
+            loaded[name] = ep.load()
+        except Exception as exc:
+            broken[name] = f"failed to import: {type(exc).__name__}: {exc}"
+    grew = True
+    while grew:
+        grew = False
+        for name, plugin in loaded.items():
+            needs = [r for r in requirements(plugin) if r in broken]
+            if name not in broken and needs:
+                broken[name] = f"requires plugin {needs[0]!r}, which failed to import"
+                grew = True
+    for name in broken:
+        override(settings, f"plugins.{name}", False, "a plugin that failed to import")
+    return broken
 
 
 def _init(args: argparse.Namespace) -> int:
@@ -212,6 +249,11 @@ def _serve(settings: Any, args: argparse.Namespace) -> int:
     from .logs import configure_logging
     from .plugin_files import load_plugin_files
 
+    broken = set_aside_broken_plugins(settings)
+    if broken:
+        name, error = next(iter(broken.items()))
+        raise ConfigError(f"plugin {name!r} {error}; fix or uninstall it, or switch it off "
+                          f"with `{name} = false` under [default.plugins]")
     configure_logging(settings.logging.level, settings.logging.format)
     extra = load_plugin_files(args.plugins_dir) if args.plugins_dir else []
     app = create_app(settings, plugins=extra)
@@ -228,17 +270,22 @@ def _serve(settings: Any, args: argparse.Namespace) -> int:
     return 0
 
 
-def _plugins(app: web.Application, settings: Any, *, as_json: bool) -> int:
+def _plugins(app: web.Application, settings: Any, *, as_json: bool,
+             broken: dict[str, str] | None = None) -> int:
     from .app import KERNEL
     from .plugins import describe_plugins
 
+    broken = broken or {}
     infos = describe_plugins(app[KERNEL].pm, settings)
     if as_json:
-        print(json.dumps([i.as_dict() for i in infos], indent=2))
+        rows = [{**i.as_dict(), **({"error": broken[i.name]} if i.name in broken else {})}
+                for i in infos]
+        print(json.dumps(rows, indent=2))
         return 0
     print(f"{'name':<12} {'version':<9} {'enabled':<8} {'essential':<9} hooks")
     for i in infos:
-        print(f"{i.name:<12} {i.version:<9} {('yes' if i.enabled else 'no'):<8} "
+        enabled = "BROKEN" if i.name in broken else "yes" if i.enabled else "no"
+        print(f"{i.name:<12} {i.version:<9} {enabled:<8} "
               f"{('yes' if i.essential else 'no'):<9} {', '.join(i.hooks) or '-'}")
     return 0
 
