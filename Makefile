@@ -20,7 +20,7 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	touch $@
 
 $(VENV)/.installed-test: pyproject.toml tests/fixtures/sc-example-plugin/pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install -q -e ".[test,dev,postgres,redis,cassandra,s3]"
+	$(BIN)/python -m pip install -q -e ".[test,dev,postgres,redis,cassandra,s3,webrtc]"
 	$(BIN)/python -m pip install -q -e tests/fixtures/sc-example-plugin
 	touch $@ $(VENV)/.installed
 
