@@ -1,4 +1,5 @@
-"""Private, throwaway servers for integration tests: Redis and PostgreSQL.
+"""Private, throwaway servers for integration tests: Redis, PostgreSQL, Cassandra and
+moto (an S3-compatible server).
 
 Each instance binds 127.0.0.1 on a free port with its data in a temporary directory,
 so tests can run in parallel and may stop and restart "their" server at will
@@ -18,6 +19,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -147,6 +149,44 @@ class RedisServer(_Server):
             with socket.create_connection(("127.0.0.1", self.port), timeout=0.3) as s:
                 s.sendall(b"PING\r\n")
                 return s.recv(16).startswith(b"+PONG")
+        except OSError:
+            return False
+
+
+def _moto_command() -> list[str] | None:
+    found = shutil.which("moto_server")
+    if found is None:
+        # installed in the running interpreter's environment but not on PATH
+        candidate = Path(sys.executable).with_name("moto_server")
+        found = str(candidate) if candidate.exists() else None
+    return None if found is None else [found]
+
+
+class MotoServer(_Server):
+    """moto_server: an in-memory S3 API (``pip install moto[server]``, the test extra).
+    A restart loses every bucket and object, like a real outage that loses data."""
+
+    name = "moto"
+
+    @classmethod
+    def available(cls) -> bool:
+        return _moto_command() is not None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def _command(self) -> list[str]:
+        command = _moto_command()
+        if command is None:
+            raise ServiceError("moto_server is not installed (pip install 'moto[server]')")
+        return [*command, "-H", "127.0.0.1", "-p", str(self.port)]
+
+    def _ready(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.3) as s:
+                s.sendall(b"GET /moto-api/ HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+                return s.recv(16).startswith(b"HTTP/")
         except OSError:
             return False
 
