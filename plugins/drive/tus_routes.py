@@ -66,7 +66,7 @@ def _headers(state: UploadState | None = None) -> dict[str, str]:
     return out
 
 
-@routes.route("OPTIONS", "/v1/drive/uploads", auth=False)
+@routes.route("OPTIONS", "/v1/drive/uploads", auth=False, status=204)
 async def tus_options(request: web.Request) -> web.StreamResponse:
     """tus discovery: version, extensions, maximum size, checksum algorithms."""
     rt = runtime(request)
@@ -94,7 +94,8 @@ async def tus_create(request: web.Request) -> web.StreamResponse:
     return web.Response(status=201, headers=headers)
 
 
-@routes.route("HEAD", "/v1/drive/uploads/{upload_id}")
+@routes.route("HEAD", "/v1/drive/uploads/{upload_id}",
+              extra_responses={412: "Tus-Resumable missing"})
 async def tus_head(request: web.Request) -> web.StreamResponse:
     """tus core: the server's offset (resume from here)."""
     _check_version(request)
@@ -102,9 +103,10 @@ async def tus_head(request: web.Request) -> web.StreamResponse:
     return web.Response(status=200, headers=_headers(state))
 
 
-@routes.patch("/v1/drive/uploads/{upload_id}", timeout=NO_TIMEOUT,
-              extra_responses={409: "offset mismatch", 415: "wrong content type",
-                               423: "locked by another PATCH", 460: "checksum mismatch"})
+@routes.patch("/v1/drive/uploads/{upload_id}", timeout=NO_TIMEOUT, status=204,
+              extra_responses={409: "offset mismatch", 412: "Tus-Resumable missing",
+                               415: "wrong content type", 423: "locked by another PATCH",
+                               460: "checksum mismatch"})
 async def tus_patch(request: web.Request) -> web.StreamResponse:
     """tus core: append bytes at `Upload-Offset` → 204 with the new offset."""
     _check_version(request)
@@ -119,7 +121,8 @@ async def tus_patch(request: web.Request) -> web.StreamResponse:
     return web.Response(status=204, headers=_headers(state))
 
 
-@routes.delete("/v1/drive/uploads/{upload_id}", status=204)
+@routes.delete("/v1/drive/uploads/{upload_id}", status=204,
+               extra_responses={412: "Tus-Resumable missing"})
 async def tus_delete(request: web.Request) -> web.StreamResponse:
     """tus termination: discard the upload and release its quota."""
     _check_version(request)

@@ -7,6 +7,7 @@ import asyncio
 import inspect
 
 import pytest
+
 from secureconnect_plugins.chat.api import CONVERSATIONS
 
 from .helpers import all_messages, create_group, send, users
