@@ -161,6 +161,7 @@ def _dispatch(args: argparse.Namespace) -> int:
               f"off with `{name} = false` under [default.plugins]", file=sys.stderr)
     app = create_app(settings)
     if args.command == "check-config":
+        check_backend_modules(settings)
         data = redact(as_plain_dict(settings))
         if args.json:
             print(json.dumps(data, indent=2, default=str))
@@ -182,6 +183,43 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "create-user":
         return asyncio.run(_create_user(app, args))
     raise AssertionError(args.command)
+
+
+def backend_modules(settings: Any) -> list[tuple[str, str]]:
+    """(module, setting) for each back end the settings choose that needs an extra: a
+    PostgreSQL URL, a Redis URL, Cassandra messages, the drive's S3 store."""
+    from .plugins import plugin_switches
+
+    switches = plugin_switches(settings)
+
+    def on(plugin: str) -> bool:
+        table = settings.get(plugin) or {}
+        return switches.get(plugin) is not False and table.get("enabled", True) is not False
+
+    found = []
+    if str(settings.get("database.url") or "").startswith(("postgresql", "postgres")):
+        found.append(("asyncpg", "database.url"))
+    if settings.get("redis.url"):
+        found.append(("redis", "redis.url"))
+    if on("chat") and str(settings.get("chat.message_store") or "") == "cassandra":
+        found.append(("cassandra", "chat.message_store"))
+    if on("drive") and str(settings.get("drive.backend") or "") == "s3":
+        found.append(("aiobotocore", "drive.backend"))
+    return found
+
+
+def check_backend_modules(settings: Any) -> None:
+    """``check-config`` refuses settings whose back end cannot be imported, as ``serve``
+    would at start-up (the message names the pip command)."""
+    import importlib
+
+    for module, setting in backend_modules(settings):
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            extra = EXTRAS.get(module)
+            raise CliError(f"setting `{setting}` needs the {module!r} module; install it "
+                           f"with pip install 'secureconnect[{extra}]'") from exc
 
 
 def set_aside_broken_plugins(settings: Any) -> dict[str, str]:

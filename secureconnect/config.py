@@ -40,9 +40,9 @@ ENVIRONMENTS = ("development", "testing", "production")
 # Process-level switches that are not settings keys.
 _CONTROL_VARS = {"ENV", "SETTINGS_FILES", "LOAD_DOTENV"}
 # a secret's name ends in one of these words (`jwt_secret`, `smtp_password`,
-# `metrics.token`, `vapid_private_key`), so `access_token_ttl` is shown
+# `metrics.token`, `vapid_private_key`, `s3_access_key_id`), so `access_token_ttl` is shown
 _SECRET_KEY = re.compile(
-    r"(^|_)(secrets?|passwords?|passwd|tokens?|keys?|dsn|credentials?)$", re.I
+    r"(^|_)(secrets?|passwords?|passwd|tokens?|keys?|dsn|credentials?|access_key_id)$", re.I
 )
 _ORIGINS: weakref.WeakKeyDictionary[Any, dict[str, str]] = weakref.WeakKeyDictionary()
 
@@ -156,7 +156,9 @@ def check_top_level(path: Path, data: Mapping[str, Any], shipped: Mapping[str, A
             continue
         value = data[key]
         inner = next(iter(value), None) if isinstance(value, Mapping) else None
-        close_env = difflib.get_close_matches(name, envs, n=1, cutoff=0.6)
+        # `[prod.x]`, `[dev.x]` are abbreviations; `[develop.x]` a near miss
+        close_env = [e for e in envs if len(name) >= 3 and e.startswith(name)] or (
+            difflib.get_close_matches(name, envs, n=1, cutoff=0.6))
         if close_env and name not in tables:
             hint = f"[{close_env[0]}.{inner}]" if inner else f"[{close_env[0]}]"
         elif isinstance(value, Mapping):

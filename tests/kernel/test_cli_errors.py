@@ -77,6 +77,20 @@ def test_missing_extra_names_the_pip_command():
     assert "pip install 'secureconnect[redis]'" in line
 
 
+def test_drive_on_s3_without_the_extra_is_refused_by_check_config_and_serve():
+    """`check-config` does not call settings valid that `serve` cannot start with."""
+    env = {"SECURECONNECT_DRIVE__BACKEND": "s3", "SECURECONNECT_DRIVE__S3_BUCKET": "files",
+           "PYTHONPATH": str(ROOT / "tests" / "fixtures" / "no_s3")}
+    line = one_line_error(cli("check-config", env=env), 1)
+    assert line.endswith("pip install 'secureconnect[s3]'") and "drive.backend" in line
+    served = cli("serve", "--port", "0", env=env)  # logs its start-up, then one line
+    assert served.returncode == 1 and "Traceback" not in served.stderr
+    assert served.stderr.strip().splitlines()[-1].endswith("pip install 'secureconnect[s3]'")
+    # with the drive switched off the module is not needed
+    r = cli("check-config", env={**env, "SECURECONNECT_PLUGINS__DRIVE": "false"})
+    assert r.returncode == 0, r.stderr
+
+
 def test_debug_shows_the_traceback(db_env):
     r = cli("create-user", "not-an-email", "--password-stdin", "--debug", env=db_env,
             stdin="correct horse battery\n")

@@ -31,6 +31,11 @@ def cli(*args: str, files: list[Path] = (), env: dict[str, str] | None = None,
     ("[chat]\nmax_group_members = 10\n", "did you mean `[default.chat]`?"),
     ("[develop.chat]\nmax_group_members = 10\n", "did you mean `[development.chat]`?"),
     ("[prodction.http]\nrequest_timeout = 5\n", "did you mean `[production.http]`?"),
+    ("[video]\nturn_urls = []\n", "did you mean `[default.video]`?"),
+    ('[drive]\nbackend = "s3"\n', "did you mean `[default.drive]`?"),
+    ("[production.drive]\nmax_file_size = 1\n[prod.video]\nring_timeout = 5\n",
+     "did you mean `[production.video]`?"),
+    ("[dev.drive]\nmax_file_size = 1\n", "did you mean `[development.drive]`?"),
 ])
 def test_top_level_table_that_is_no_environment_stops_start_up(tmp_path, text, hint):
     f = tmp_path / "local.toml"
@@ -97,6 +102,42 @@ def test_redaction_hides_only_secrets():
     assert red["push"] == {"vapid_private_key": "***", "sentry_dsn": "***"}
     assert red["metrics"]["token"] == "***"
     assert red["redis"]["url"] == "redis://:***@cache:6379/0"
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ('[default.drive]\nmax_file_size = "5GiB"\n',
+     "`drive.max_file_size` must be of type int but is '5GiB'"),
+    ('[default.video]\nring_timeout = "soon"\n',
+     "`video.ring_timeout` must be of type int or float but is 'soon'"),
+    ("[default.drive]\nmax_file_sise = 10\n", "drive.max_file_size"),
+    ("[default.video]\nturn_secrett = 'x'\n", "video.turn_secret"),
+])
+def test_plugin_settings_mistakes_name_the_key_value_and_file(tmp_path, text, message):
+    f = tmp_path / "plugins.toml"
+    f.write_text(text)
+    r = cli("check-config", files=[f])
+    assert r.returncode == 2, r.stdout
+    assert message in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr and "settings are valid" not in r.stdout
+    if "type" in message:
+        assert f"(from {f})" in r.stderr
+
+
+def test_check_config_redacts_the_plugins_secrets(tmp_path):
+    f = tmp_path / ".secrets.toml"
+    f.write_text('[default.video]\nturn_secret = "turn-shared-secret"\n'
+                 '[default.drive]\nurl_secret = "u" \n'
+                 's3_access_key_id = "AKIAEXAMPLE"\ns3_secret_access_key = "wJalr"\n')
+    r = cli("check-config", "--json", files=[f])
+    assert r.returncode == 0, r.stderr
+    data = json.loads(r.stdout)
+    assert data["video"]["turn_secret"] == "***"
+    drive = data["drive"]
+    assert drive["url_secret"] == drive["s3_access_key_id"] == "***"
+    assert drive["s3_secret_access_key"] == "***"
+    assert drive["max_file_size"] == 5368709120 and drive["url_ttl"] == 900
+    for leaked in ("turn-shared-secret", "AKIAEXAMPLE", "wJalr"):
+        assert leaked not in r.stdout + r.stderr
 
 
 def test_check_config_shows_non_secrets():
