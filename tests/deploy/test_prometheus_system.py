@@ -1,6 +1,7 @@
 """System test: Debian's Prometheus scrapes a served SecureConnect on loopback with the
 shipped alert rules; the breaker-open alert fires when a dependency stops and clears
-when it returns.
+when it returns. The app's `job` label reaches Prometheus as `exported_job` (the rules
+rely on it).
 
 The dependency is a plain HTTP server (``python -m http.server``) that a single-file
 plugin (``--plugins-dir``) calls through ``kernel.breaker("upstream")``. The rules are
@@ -18,6 +19,7 @@ import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -108,7 +110,8 @@ def test_breaker_open_alert_fires_and_clears(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("SECURECONNECT_")}
     env.update({"SECURECONNECT_ENV": "testing",
                 "SECURECONNECT_RESILIENCE__FAILURE_THRESHOLD": "2",
-                "SECURECONNECT_RESILIENCE__RESET_TIMEOUT": "1"})
+                "SECURECONNECT_RESILIENCE__RESET_TIMEOUT": "1",
+                "SECURECONNECT_JOBS__ENABLED": "true"})  # the reaper runs at start
     rules = yaml.safe_load((ROOT / "deploy" / "prometheus" / "alerts.yml").read_text())
     for group in rules["groups"]:
         for rule in group["rules"]:
@@ -142,6 +145,16 @@ def test_breaker_open_alert_fires_and_clears(tmp_path):
                    f"--storage.tsdb.path={tmp_path / 'tsdb'}",
                    f"--web.listen-address=127.0.0.1:{prom_port}"], cwd=tmp_path):
         _wait(lambda: _get(f"{app}/health/ready")[0] == 200, 60, "the app")
+
+        def job_series() -> list[dict[str, str]]:
+            query = urllib.parse.quote('job_runs_total{exported_job="video.reap"}')
+            status, body = _get(f"{prom}/api/v1/query?query={query}")
+            return [r["metric"] for r in json.loads(body)["data"]["result"]] \
+                if status == 200 else []
+
+        # video.reap runs at start; scraped, its job label is renamed, the target's kept
+        series = _wait(job_series, 60, "the reaper's job_runs_total in Prometheus")
+        assert series[0]["job"] == "secureconnect", series
         with upstream():
             _wait(lambda: _get(f"{app}/v1/upstream/call")[0] == 200, 30, "upstream calls")
         # the dependency is gone: calls fail, the breaker opens, the alert fires
