@@ -184,6 +184,8 @@ def security_headers(kernel: Kernel) -> Any:
 
     async def on_prepare(request: web.Request, response: web.StreamResponse) -> None:
         h = response.headers
+        # aiohttp has set "Python/3.x aiohttp/3.y" by now: no versions for scanners
+        h["Server"] = "SecureConnect"
         rid = request.get(REQUEST_ID)
         if rid:
             h.setdefault("X-Request-ID", rid)

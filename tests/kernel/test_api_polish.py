@@ -190,3 +190,17 @@ async def test_websocket_upgrade_refusals_are_documented_and_real(sc_client):
     assert r.status == 401 and "401" in ws_doc
     r = await client.get("/v1/ws", headers={"Origin": "https://evil.example"})
     assert str(r.status) in ws_doc
+
+
+async def test_server_header_names_no_version(sc_client):
+    client = await sc_client()
+    user = await register_and_login(client)
+    answers = [await client.get("/health/live"), await client.get("/v1/no-such-route"),
+               await client.get("/v1/users/me"), await client.get("/openapi.json")]
+    for r in answers:
+        assert r.headers.getall("Server") == ["SecureConnect"], (r.url, r.headers)
+    ws = await client.ws_connect("/v1/ws", headers=user.headers)
+    try:
+        assert ws._response.headers.getall("Server") == ["SecureConnect"]
+    finally:
+        await ws.close()
