@@ -8,6 +8,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from pydantic import BaseModel
+from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from .routing import Route
 
@@ -15,15 +16,28 @@ _PARAM = re.compile(r"{([^}:]+)(?::[^}]*)?}")
 _REF = "#/components/schemas/{model}"
 
 
-def _schema(model: type[BaseModel], components: dict[str, Any], mode: str) -> dict[str, Any]:
-    schema = model.model_json_schema(ref_template=_REF, mode=mode)  # type: ignore[arg-type]
-    for name, sub in schema.pop("$defs", {}).items():
-        components.setdefault(name, sub)
-    components.setdefault(model.__name__, schema)
-    return {"$ref": _REF.format(model=model.__name__)}
+def _model_schemas(
+    routes: list[Route], components: dict[str, Any]
+) -> dict[tuple[type[BaseModel], JsonSchemaMode], dict[str, Any]]:
+    """One pass over every body and response model: pydantic names the components and
+    keeps two models of the same class name apart (chat's and video's ``ParticipantOut``
+    each get their own schema instead of one hiding the other)."""
+    pairs: dict[tuple[type[BaseModel], JsonSchemaMode], None] = {}
+    for route in routes:
+        if route.body is not None:
+            pairs[(route.body, "validation")] = None
+        if route.response is not None:
+            pairs[(route.response, "serialization")] = None
+    if not pairs:
+        return {}
+    refs, defs = models_json_schema(list(pairs), ref_template=_REF)
+    for name, schema in defs.get("$defs", {}).items():
+        components.setdefault(name, schema)
+    return {(model, mode): refs[(model, mode)] for model, mode in pairs}
 
 
 def build_openapi(routes: Iterable[Route], *, title: str, version: str) -> dict[str, Any]:
+    routes = list(routes)
     paths: dict[str, dict[str, Any]] = {}
     components: dict[str, Any] = {
         "Problem": {
@@ -44,6 +58,7 @@ def build_openapi(routes: Iterable[Route], *, title: str, version: str) -> dict[
     problem = {
         "application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}
     }
+    schemas = _model_schemas(routes, components)
     for route in routes:
         path = _PARAM.sub(r"{\1}", route.path)
         op: dict[str, Any] = {
@@ -69,7 +84,7 @@ def build_openapi(routes: Iterable[Route], *, title: str, version: str) -> dict[
             op["requestBody"] = {
                 "required": True,
                 "content": {"application/json": {
-                    "schema": _schema(route.body, components, "validation")}},
+                    "schema": schemas[(route.body, "validation")]}},
             }
         if route.auth:
             op["security"] = [{"bearerAuth": []}]
@@ -80,7 +95,7 @@ def build_openapi(routes: Iterable[Route], *, title: str, version: str) -> dict[
             ok: dict[str, Any] = {"description": text}
             if route.response is not None and status not in _NO_CONTENT:
                 ok["content"] = {"application/json": {
-                    "schema": _schema(route.response, components, "serialization")}}
+                    "schema": schemas[(route.response, "serialization")]}}
             elif route.timeout is False and status not in _NO_CONTENT:
                 ok["content"] = {"text/event-stream": {"schema": {"type": "string"}}}
             elif status not in _NO_CONTENT:

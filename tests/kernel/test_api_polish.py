@@ -105,6 +105,20 @@ async def test_documented_success_schemas_match_real_answers(sc_client):
     await call("GET", "/v1/conversations/{conversation_id}/messages",
                f"/v1/conversations/{cid}/messages", bob)
     await call("GET", "/v1/users", "/v1/users?q=a", alice)
+    # video: a call and the ICE servers
+    call_out = await call("POST", "/v1/conversations/{conversation_id}/calls",
+                          f"/v1/conversations/{cid}/calls", alice, json={"type": "audio"})
+    await call("GET", "/v1/calls/{call_id}", f"/v1/calls/{call_out['id']}", bob)
+    await call("GET", "/v1/conversations/{conversation_id}/calls/active",
+               f"/v1/conversations/{cid}/calls/active", bob)
+    await call("GET", "/v1/calls/ice-servers", "/v1/calls/ice-servers", alice)
+    # drive: a reservation, the files list and the quota
+    reserved = await call("POST", "/v1/drive/files", "/v1/drive/files", alice,
+                          json={"name": "a.txt", "size": 3, "content_type": "text/plain"})
+    await call("GET", "/v1/drive/files", "/v1/drive/files", alice)
+    await call("GET", "/v1/drive/files/{file_id}",
+               f"/v1/drive/files/{reserved['file']['id']}", alice)
+    await call("GET", "/v1/drive/quota", "/v1/drive/quota", alice)
 
 
 def _timestamps(value: Any, key: str = "") -> list[tuple[str, str]]:
