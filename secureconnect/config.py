@@ -240,7 +240,9 @@ def validate_settings(
     if problems:
         raise ConfigError(
             "invalid settings:\n  - " + "\n  - ".join(problems) + "\n"
-            "Edit config/settings.toml (or your override file / SECURECONNECT_* variables)."
+            "Fix it in your settings (config/settings.local.toml, config/.secrets.toml, a "
+            "file in SECURECONNECT_SETTINGS_FILES) or the SECURECONNECT_* variables; "
+            "`secureconnect check-config` shows the result."
         )
 
 
