@@ -12,7 +12,7 @@ import getpass
 import json
 import logging
 import sys
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -130,7 +130,24 @@ def describe_error(exc: BaseException) -> tuple[str, int]:
     return f"{type(exc).__name__}: {text} (run with --debug for the traceback)", 1
 
 
-def _quiet_outside_serve() -> None:
+def run_admin_command(prog: str, command: Callable[[], int], *, debug: bool = False) -> int:
+    """Run a plugin's own admin command with this CLI's manners: warnings one line each
+    (none of the serve-only ones), an ordinary error one line on stderr with exit code
+    1 (2 for settings), the traceback only with ``debug``."""
+    quiet_outside_serve()
+    try:
+        return int(command())
+    except Exception as exc:
+        if debug:
+            raise
+        message, code = describe_error(exc)
+        print(f"{prog}: {message}", file=sys.stderr)
+        return code
+    except KeyboardInterrupt:
+        return 130
+
+
+def quiet_outside_serve() -> None:
     """Commands other than ``serve`` log warnings as one line each, without the
     warnings that only matter to a serving process (the ephemeral JWT secret)."""
     handler = logging.StreamHandler(sys.stderr)
@@ -145,7 +162,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     from .app import create_app
 
     if args.command != "serve":
-        _quiet_outside_serve()
+        quiet_outside_serve()
     if args.command == "init":
         return _init(args)
     if args.command == "new-plugin":

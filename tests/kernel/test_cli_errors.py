@@ -91,6 +91,26 @@ def test_drive_on_s3_without_the_extra_is_refused_by_check_config_and_serve():
     assert r.returncode == 0, r.stderr
 
 
+def test_plugin_admin_commands_keep_the_same_manners(db_env):
+    """The drive's quota command (run_admin_command): no serve-only warning, one line
+    per failure, the traceback with --debug."""
+    user = "3f1c1f0e-8a2b-4c1d-9e0f-123456789abc"
+
+    def drive(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+        full = {**os.environ, "SECURECONNECT_ENV": "development", **env}
+        return subprocess.run([sys.executable, "-m", "secureconnect_plugins.drive.cli",
+                               *args, "quota", user], capture_output=True, text=True,
+                              timeout=60, env=full, cwd=ROOT, stdin=subprocess.DEVNULL)
+
+    ok = drive(env=db_env)
+    assert ok.returncode == 0, ok.stderr
+    assert '"limit": 10737418240' in ok.stdout and "ephemeral" not in ok.stderr
+    down = {"SECURECONNECT_DATABASE__URL": "postgresql+asyncpg://sc@127.0.0.1:1/sc"}
+    line = one_line_error(drive(env=down), 1)
+    assert line.startswith("drive: ") and "127.0.0.1" in line
+    assert "Traceback" in drive("--debug", env=down).stderr
+
+
 def test_debug_shows_the_traceback(db_env):
     r = cli("create-user", "not-an-email", "--password-stdin", "--debug", env=db_env,
             stdin="correct horse battery\n")

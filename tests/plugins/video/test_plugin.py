@@ -62,7 +62,7 @@ def test_bad_settings_stop_start_up(sc_app: Any, key: str, value: Any) -> None:
 
 
 def test_chat_disabled_while_video_enabled_stops_start_up(sc_app: Any) -> None:
-    others = {"chat": False, "polls": False, "example_roster": False}
+    others = {"chat": False, "polls": False, "example_roster": False, "drive": False}
     with pytest.raises(ConfigError, match=r"'video' requires plugin 'chat'"):
         sc_app({"plugins": others})
     sc_app({"plugins": {**others, "video": False}})
