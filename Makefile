@@ -5,7 +5,8 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   ?= .venv
 HOST   ?= 127.0.0.1
 PORT   ?= 8080
-PYTEST_ARGS ?=
+# two pytest-xdist workers: one per core on the CI machine
+PYTEST_ARGS ?= -n 2 --durations=10
 
 BIN := $(VENV)/bin
 
@@ -18,11 +19,11 @@ $(BIN)/python:
 # -qq: setuptools' notice that an editable install maps plugins/ through a meta path
 # finder is information, not a problem (errors still show)
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install -qq -e .
+	$(BIN)/python -m pip install -qq -e ".[ai]"
 	touch $@
 
 $(VENV)/.installed-test: pyproject.toml tests/fixtures/sc-example-plugin/pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install -qq -e ".[test,dev,postgres,redis,cassandra,s3,webrtc]"
+	$(BIN)/python -m pip install -qq -e ".[test,dev,postgres,redis,cassandra,s3,webrtc,ai]"
 	$(BIN)/python -m pip install -qq -e tests/fixtures/sc-example-plugin
 	touch $@ $(VENV)/.installed
 

@@ -23,6 +23,10 @@ Audience: lifecycle events (``call.joined``, ``call.left``, ``call.ended``) reac
 participant of the call (each conversation member invited when it started, plus
 anyone who joined later) who has not been removed from the conversation;
 ``call.ringing`` reaches the callees; ``call.state`` reaches the joined participants.
+
+Why one file of ~580 lines: it is the state machine and nothing else (views, presence
+SQL, the reaper's query, signaling and TURN live beside it); every transition above is
+a method here, so the rules can be checked against the code in one read.
 """
 
 from __future__ import annotations

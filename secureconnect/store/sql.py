@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -61,6 +62,11 @@ class Database:
         self._engine: AsyncEngine | None = None
         self._sessions: async_sessionmaker[AsyncSession] | None = None
         self._writer: _WriterThread | None = None
+        # an in-memory SQLite database is one connection (StaticPool) that every
+        # transaction would share; they take turns instead (tests and trials only)
+        self._memory_turns: _Turns | None = (
+            _Turns() if self.is_sqlite and ":memory:" in self.url else None
+        )
         self.acquire_timeouts = metrics.counter(
             "db_connection_acquire_timeout_total", "Connection acquisitions that timed out")
         self.acquire_duration = metrics.histogram(
@@ -146,7 +152,7 @@ class Database:
     @asynccontextmanager
     async def connect(self) -> AsyncIterator[AsyncConnection]:
         """A pooled connection inside a transaction (committed on success)."""
-        async with self._guard():
+        async with self._guard(), self._turn():
             start = time.perf_counter()
             async with self.engine.begin() as conn:
                 self.acquire_duration.observe(time.perf_counter() - start)
@@ -173,8 +179,11 @@ class Database:
         """An ORM session in a transaction: committed on success, rolled back on error."""
         if self._sessions is None:
             raise RuntimeError("the database is not open")
-        async with self._guard(), self._sessions() as session, session.begin():
+        async with self._guard(), self._turn(), self._sessions() as session, session.begin():
             yield session
+
+    def _turn(self) -> contextlib.AbstractAsyncContextManager[None]:
+        return self._memory_turns.turn() if self._memory_turns else contextlib.nullcontext()
 
     @asynccontextmanager
     async def _guard(self) -> AsyncIterator[None]:
@@ -202,6 +211,28 @@ class Database:
     async def ping(self) -> None:
         async with asyncio.timeout(self.acquire_timeout), self.connect() as conn:
             await conn.execute(text("SELECT 1"))
+
+
+class _Turns:
+    """One transaction at a time on a shared connection; a task already holding its turn
+    (a nested ``connect``) goes on, as it would on the same connection anyway."""
+
+    def __init__(self) -> None:
+        self._lock = asyncio.Lock()
+        self._holder: asyncio.Task[Any] | None = None
+
+    @asynccontextmanager
+    async def turn(self) -> AsyncIterator[None]:
+        task = asyncio.current_task()
+        if task is not None and task is self._holder:
+            yield
+            return
+        async with self._lock:
+            self._holder = task
+            try:
+                yield
+            finally:
+                self._holder = None
 
 
 class _WriterThread:

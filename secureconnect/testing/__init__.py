@@ -7,6 +7,6 @@ fixtures; :class:`WsTester` waits for WebSocket events matching a predicate.
 
 from __future__ import annotations
 
-from .helpers import WsTester, make_settings, wait_for
+from .helpers import WsTester, make_settings, merge_settings, wait_for
 
-__all__ = ["WsTester", "make_settings", "wait_for"]
+__all__ = ["WsTester", "make_settings", "merge_settings", "wait_for"]

@@ -9,6 +9,7 @@ Everything goes through the public endpoints (``POST /v1/auth/register`` then
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import os
 from dataclasses import dataclass, field
@@ -132,3 +133,12 @@ __all__ = [
     "register_and_login",
     "unique_email",
 ]
+
+
+async def register_many(client: Any, n: int, *, batch: int = 10) -> list[TestUser]:
+    """``n`` fresh logged-in accounts, registered ``batch`` at a time."""
+    out: list[TestUser] = []
+    while len(out) < n:
+        size = min(batch, n - len(out))
+        out += await asyncio.gather(*(register_and_login(client) for _ in range(size)))
+    return out

@@ -15,6 +15,18 @@ from ..config import load_settings, override
 Predicate = Callable[[dict[str, Any]], bool]
 
 
+def merge_settings(base: Mapping[str, Any], extra: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``base`` with ``extra`` laid over it, tables merged key by key (a test's settings
+    overrides on top of a plugin's defaults)."""
+    out = dict(base)
+    for key, value in (extra or {}).items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = merge_settings(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
 def make_settings(overrides: Mapping[str, Any] | None = None, *, data_dir: str | None = None
                   ) -> Any:
     """Settings of the ``testing`` environment (in-memory SQLite, no jobs) plus overrides."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import statistics
 import time
 from collections.abc import Iterator
 
@@ -37,6 +38,7 @@ async def test_parallel_logins_do_not_stall_liveness(sc_client):
         r = await client.post("/v1/auth/login", json={"email": user["email"], "password": password})
         return r.status
 
+    began = time.perf_counter()
     logins = [asyncio.create_task(login()) for _ in range(10)]
     latencies: list[float] = []
     while not all(t.done() for t in logins):
@@ -45,8 +47,14 @@ async def test_parallel_logins_do_not_stall_liveness(sc_client):
         latencies.append(time.perf_counter() - start)
         assert r.status == 200
     assert [await t for t in logins] == [200] * 10
-    assert len(latencies) >= 3, "the logins finished before liveness could be probed"
-    assert max(latencies) < 0.05, f"liveness took {max(latencies) * 1000:.1f} ms"
+    # one worker hashes the ten logins one after another: with hashing on the loop
+    # nearly every probe would wait for a whole hash. Judged against the hash time of
+    # this run (a loaded machine slows both alike) and on the 90th percentile, as a
+    # scheduler on a busy machine can stall any thread once in a while
+    per_hash = (time.perf_counter() - began) / 10
+    assert len(latencies) >= 10, "the logins finished before liveness could be probed"
+    p90 = statistics.quantiles(latencies, n=10)[-1]
+    assert p90 < per_hash / 4, f"liveness p90 {p90 * 1e3:.1f} ms; one hash {per_hash * 1e3:.1f} ms"
 
 
 async def test_hash_queue_is_bounded(sc_client):

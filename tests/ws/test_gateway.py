@@ -532,3 +532,18 @@ async def test_deadlines_tell_their_own_cancellation_from_anyone_elses():
     assert outcome == {"stopped": False, "late": True}
     assert not late.cancelled() and late.cancelling() == 0
     deadlines.close()
+
+
+def test_public_names_stay_importable_from_the_gateway_module_and_the_package():
+    import secureconnect.ws as package
+    import secureconnect.ws.gateway as gateway
+
+    names = {
+        "Gateway", "GatewayConfig", "Connection", "WsConnection", "SseConnection",
+        "WsHandler", "Deferred", "Deadlines", "encode", "text_frame", "CONTROL_TOPIC",
+        "USER_TOPIC_PREFIX", "CLOSE_NORMAL", "CLOSE_GOING_AWAY", "CLOSE_POLICY",
+        "CLOSE_TOO_BIG", "CLOSE_INTERNAL", "CLOSE_TRY_AGAIN_LATER",
+    }
+    assert names <= set(gateway.__all__) == set(package.__all__)
+    for name in names:
+        assert getattr(package, name) is getattr(gateway, name), name

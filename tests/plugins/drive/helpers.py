@@ -13,18 +13,13 @@ from typing import Any
 import aiohttp
 
 from secureconnect.testing.accounts import TestUser, register_and_login
+from secureconnect.testing.helpers import merge_settings
 
 SQLITE_FILE = "sqlite+aiosqlite:///{data_dir}/drive-test.db"
 
 
-def merge(base: dict[str, Any], extra: Mapping[str, Any] | None) -> dict[str, Any]:
-    out = dict(base)
-    for key, value in (extra or {}).items():
-        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
-            out[key] = merge(dict(out[key]), value)
-        else:
-            out[key] = value
-    return out
+#: shared helpers of secureconnect.testing, under the names these tests use
+merge = merge_settings
 
 
 def sha(data: bytes) -> str:

@@ -2,24 +2,19 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from secureconnect.testing.accounts import TestUser, register_and_login
+from secureconnect.testing.accounts import TestUser, register_many
+from secureconnect.testing.helpers import merge_settings
 
 SQLITE_FILE = "sqlite+aiosqlite:///{data_dir}/polls-test.db"
 
 
-def merge(base: dict[str, Any], extra: Mapping[str, Any] | None) -> dict[str, Any]:
-    out = dict(base)
-    for key, value in (extra or {}).items():
-        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
-            out[key] = merge(dict(out[key]), value)
-        else:
-            out[key] = value
-    return out
+#: shared helpers of secureconnect.testing, under the names these tests use
+merge = merge_settings
+users = register_many
 
 
 @dataclass
@@ -34,15 +29,6 @@ class Team:
     @property
     def everyone(self) -> list[TestUser]:
         return [self.owner, *self.members]
-
-
-async def users(client: Any, n: int) -> list[TestUser]:
-    # small batches: registration hashes passwords on a thread pool
-    out: list[TestUser] = []
-    while len(out) < n:
-        batch = min(10, n - len(out))
-        out += await asyncio.gather(*(register_and_login(client) for _ in range(batch)))
-    return out
 
 
 async def make_team(client: Any, n_members: int = 2, name: str = "team") -> Team:

@@ -2,34 +2,20 @@
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Mapping
 from typing import Any
 
 from secureconnect.testing import WsTester
-from secureconnect.testing.accounts import TestUser, register_and_login
+from secureconnect.testing.accounts import TestUser, register_many
+from secureconnect.testing.helpers import merge_settings
 
 SQLITE_FILE = "sqlite+aiosqlite:///{data_dir}/video-test.db"
+
+
+#: shared helpers of secureconnect.testing, under the names these tests use
+merge = merge_settings
+users = register_many
 #: fast timers for tests (grace and heartbeat in seconds)
 FAST = {"video": {"ring_timeout": 1.5, "reconnect_grace": 1.0, "heartbeat_interval": 0.2}}
-
-
-def merge(base: dict[str, Any], extra: Mapping[str, Any] | None) -> dict[str, Any]:
-    out = dict(base)
-    for key, value in (extra or {}).items():
-        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
-            out[key] = merge(dict(out[key]), value)
-        else:
-            out[key] = value
-    return out
-
-
-async def users(client: Any, n: int) -> list[TestUser]:
-    out: list[TestUser] = []
-    while len(out) < n:
-        batch = min(10, n - len(out))
-        out += await asyncio.gather(*(register_and_login(client) for _ in range(batch)))
-    return out
 
 
 async def conversation(client: Any, owner: TestUser, others: list[TestUser],

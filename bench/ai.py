@@ -1,0 +1,271 @@
+"""AI plugin benchmark (not a test): the local provider's latency, and whether chat
+stays fast while summaries run.
+
+Starts the real app (auth, chat, ai with the local ``wordllama`` provider, model loaded
+at start-up) in a child process on a file SQLite database, then from this process:
+
+1. seeds three conversations of 50, 500 and 2,000 text messages (over REST);
+2. times ``POST /v1/ai/conversations/{id}/summary`` for each (``--reps`` times; p50 and
+   the slowest) and ``POST .../smart-replies`` (``--replies`` requests; p50/p99);
+3. times chat sends (``POST /v1/conversations/{id}/messages``, ``--sends`` per round,
+   ``--concurrency`` in flight) with no AI work, then while ``--summarizers`` clients
+   summarise the 2,000-message conversation in a loop; the rounds alternate
+   (idle, busy, idle, busy, …) and the ratio of send p99 busy/idle is reported for
+   each adjacent pair and as their median. The model computes in a worker process
+   (``ai.local_executor = "process"``), so the target is a ratio near 1 (within the
+   machine's noise).
+
+    .venv/bin/python bench/ai.py                  # about a minute
+    .venv/bin/python bench/ai.py --rounds 4 --sends 400
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import multiprocessing
+import socket
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+TOPICS = ["the release", "the login bug", "the database backup", "the budget review",
+          "the hiring plan", "the office move", "the customer demo", "the security audit",
+          "the mobile app", "the quarterly report"]
+VERBS = ["we should finish", "I can take", "who is looking at", "let's postpone",
+         "I have a question about", "good progress on", "we need more time for",
+         "can someone review"]
+
+
+def text_of(i: int) -> str:
+    return (f"{VERBS[i % len(VERBS)]} {TOPICS[(i * 7) % len(TOPICS)]} "
+            f"before {['Monday', 'Wednesday', 'Friday'][i % 3]} ({i})")
+
+
+# -- the server (child process) ------------------------------------------------------
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def serve(port: int, data_dir: str) -> None:
+    import logging
+
+    from secureconnect.app import create_app, freeze_after_startup
+    from secureconnect.testing.helpers import make_settings
+
+    logging.basicConfig(level=logging.WARNING)
+    shipped = {"chat", "ai"}
+    others = {ep.name: False for ep in entry_points(group="secureconnect")
+              if ep.name not in shipped}
+    settings = make_settings(
+        {
+            "plugins": others,
+            "database": {"url": f"sqlite+aiosqlite:///{data_dir}/bench.db"},
+            "rate_limits": {"enabled": False},
+            "ai": {"provider": "local", "local_preload": True, "daily_requests": 10_000_000,
+                   "daily_tokens": 10_000_000_000, "max_concurrent": 4},
+            "logging": {"level": "WARNING"},
+        },
+        data_dir=data_dir,
+    )
+    app = create_app(settings)
+    freeze_after_startup(app)
+    web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None)
+
+
+@contextlib.asynccontextmanager
+async def server() -> AsyncIterator[str]:
+    port = _free_port()
+    data_dir = tempfile.mkdtemp(prefix="sc-bench-ai-")
+    # not daemonic: the server starts the model's worker processes itself
+    proc = multiprocessing.get_context("spawn").Process(target=serve, args=(port, data_dir))
+    proc.start()
+    base = f"http://127.0.0.1:{port}"
+    try:
+        async with aiohttp.ClientSession() as s:
+            for _ in range(300):
+                with contextlib.suppress(aiohttp.ClientError):
+                    async with s.get(base + "/health/live") as r:
+                        if r.status == 200:
+                            break
+                await asyncio.sleep(0.1)
+            else:
+                raise RuntimeError("the server did not come up")
+        yield base
+    finally:
+        proc.terminate()
+        proc.join(10)
+
+
+# -- the client ---------------------------------------------------------------------
+class Client:
+    def __init__(self, session: aiohttp.ClientSession, base: str) -> None:
+        self.s = session
+        self.base = base
+
+    async def call(self, method: str, path: str, token: str | None = None,
+                   json: Any = None, expect: int = 200) -> Any:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        async with self.s.request(method, self.base + path, json=json, headers=headers) as r:
+            body = await r.json()
+            if r.status != expect:
+                raise RuntimeError(f"{method} {path}: {r.status} {body}")
+            return body
+
+    async def account(self, name: str) -> tuple[str, str]:
+        email = f"{name}-{time.time_ns()}@example.com"
+        password = "correct horse battery staple"
+        user = await self.call("POST", "/v1/auth/register", json={
+            "email": email, "password": password, "display_name": name}, expect=201)
+        tokens = await self.call("POST", "/v1/auth/login",
+                                 json={"email": email, "password": password})
+        return str(user["id"]), str(tokens["access_token"])
+
+
+async def bounded(n: int, concurrency: int, job: Callable[[int], Awaitable[None]]) -> None:
+    queue = iter(range(n))
+
+    async def worker() -> None:
+        for i in queue:
+            await job(i)
+
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def ms(v: float) -> str:
+    return f"{v * 1000:7.1f} ms"
+
+
+async def run(args: argparse.Namespace) -> None:
+    async with server() as base, aiohttp.ClientSession() as session:
+        c = Client(session, base)
+        (_, a_tok), (bob, b_tok) = await c.account("alice"), await c.account("bob")
+        await c.call("PUT", "/v1/ai/settings", a_tok, json={"enabled": True})
+        rooms: dict[int, str] = {}
+        for size in (50, 500, 2000):
+            conv = await c.call("POST", "/v1/conversations", a_tok, json={
+                "type": "group", "name": f"size {size}", "participant_ids": [bob]},
+                expect=201)
+            rooms[size] = conv["id"]
+
+            async def send(i: int, conv_id: str = conv["id"]) -> None:
+                token = b_tok if i % 2 else a_tok
+                await c.call("POST", f"/v1/conversations/{conv_id}/messages", token,
+                             json={"content": text_of(i), "message_type": "text"},
+                             expect=201)
+
+            await bounded(size, 8, send)
+        print(f"seeded conversations of {', '.join(map(str, rooms))} messages")
+
+        print("\nlocal summary latency (model loaded at start-up)")
+        for size, conv_id in rooms.items():
+            times = []
+            for _ in range(args.reps):
+                t0 = time.perf_counter()
+                out = await c.call("POST", f"/v1/ai/conversations/{conv_id}/summary", a_tok,
+                                   json={"limit": size})
+                times.append(time.perf_counter() - t0)
+            print(f"  {size:5d} messages: p50 {ms(statistics.median(times))}  "
+                  f"max {ms(max(times))}  ({out['chunks']} chunks, "
+                  f"{len(out['citations'])} cited, n={args.reps})")
+
+        reply_times = []
+        for i in range(args.replies):
+            await c.call("POST", f"/v1/conversations/{rooms[50]}/messages", b_tok,
+                         json={"content": text_of(i) + "?", "message_type": "text"},
+                         expect=201)
+            t0 = time.perf_counter()
+            await c.call("POST", f"/v1/ai/conversations/{rooms[50]}/smart-replies", a_tok,
+                         json={"count": 3})
+            reply_times.append(time.perf_counter() - t0)
+        print(f"\nsmart replies: p50 {ms(pct(reply_times, 0.5))}  "
+              f"p99 {ms(pct(reply_times, 0.99))}  (n={len(reply_times)})")
+
+        async def send_round(until: Callable[[], bool] = lambda: True) -> list[float]:
+            """``--sends`` sends, and more (in batches of 50) until ``until()`` holds."""
+            latencies: list[float] = []
+
+            async def one(i: int) -> None:
+                t0 = time.perf_counter()
+                await c.call("POST", f"/v1/conversations/{rooms[50]}/messages", a_tok,
+                             json={"content": f"ping {i}", "message_type": "text"},
+                             expect=201)
+                latencies.append(time.perf_counter() - t0)
+
+            await bounded(args.sends, args.concurrency, one)
+            while not until():
+                await bounded(50, args.concurrency, one)
+            return latencies
+
+        async def summarise_forever(counter: list[int]) -> None:
+            while True:
+                try:
+                    await c.call("POST", f"/v1/ai/conversations/{rooms[2000]}/summary",
+                                 a_tok, json={"limit": 2000})
+                except RuntimeError as exc:  # a failed summary is a finding, not noise
+                    counter[1] += 1
+                    print(f"  summary failed: {exc}")
+                    await asyncio.sleep(0.5)
+                else:
+                    counter[0] += 1
+
+        print(f"\nchat send latency, {args.sends} sends x {args.concurrency} in flight "
+              f"per round; busy = {args.summarizers} clients summarising 2,000 messages")
+        ratios = []
+        idle_all: list[float] = []
+        busy_all: list[float] = []
+        for r in range(args.rounds):
+            idle = await send_round()
+            counter = [0, 0]  # summaries done, failed
+            loops = [asyncio.create_task(summarise_forever(counter))
+                     for _ in range(args.summarizers)]
+            await asyncio.sleep(0.2)  # the summaries are under way
+            # the busy round lasts until every summariser finished (or failed) a summary
+            busy = await send_round(lambda c=counter: sum(c) >= args.summarizers)
+            for task in loops:
+                task.cancel()
+            await asyncio.gather(*loops, return_exceptions=True)
+            idle_all += idle
+            busy_all += busy
+            ratio = pct(busy, 0.99) / pct(idle, 0.99)
+            ratios.append(ratio)
+            print(f"  round {r + 1}: idle p50 {ms(pct(idle, 0.5))} p99 {ms(pct(idle, 0.99))}"
+                  f" | busy p50 {ms(pct(busy, 0.5))} p99 {ms(pct(busy, 0.99))}"
+                  f" ({counter[0]} summaries done, {counter[1]} failed) | p99 ratio {ratio:.2f}")
+        print(f"  all rounds: idle p99 {ms(pct(idle_all, 0.99))}, busy p99 "
+              f"{ms(pct(busy_all, 0.99))}; median p99 ratio busy/idle "
+              f"{statistics.median(ratios):.2f}")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--reps", type=int, default=5, help="summaries per conversation size")
+    p.add_argument("--replies", type=int, default=100, help="smart-reply requests")
+    p.add_argument("--rounds", type=int, default=4, help="idle/busy send round pairs")
+    p.add_argument("--sends", type=int, default=600, help="chat sends per round")
+    p.add_argument("--concurrency", type=int, default=4, help="chat sends in flight")
+    p.add_argument("--summarizers", type=int, default=2, help="clients summarising when busy")
+    asyncio.run(run(p.parse_args()))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,151 @@
+"""Long conversations: a character budget per provider request, map-reduce beyond it.
+
+``split`` cuts the readable lines into consecutive chunks whose cost (text + framing)
+fits ``budget``; every line lands in exactly one chunk, so nothing is dropped. The map
+step summarises each chunk; the reduce step merges the partial summaries in groups that
+fit the budget (at least two per merged group, so every round lowers their number and
+the rounds end; a partial longer than half the budget is cut to it and counted) until
+one summary is left. A 2,000-message conversation therefore
+costs a bounded number of bounded requests and never overflows a context window.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from dataclasses import dataclass, replace
+from functools import partial
+from json.encoder import encode_basestring
+from typing import Any
+
+from .providers.base import Line, Provider, Summary
+
+#: a list separator (", ") per item of the JSON array a provider receives
+SEPARATOR = 2
+
+#: ``run(stage, message_count, call)`` — the service's metered, audited provider call
+Runner = Callable[[str, int, Callable[[], Awaitable[Summary]]], Awaitable[Summary]]
+
+
+#: ``{"seq": `` … ``, "speaker": `` … ``, "text": `` … ``}`` as json.dumps writes them
+_ITEM_FRAME = len('{"seq": , "speaker": , "text": }')
+
+
+def line_cost(line: Line) -> int:
+    """Exactly what the line adds to the JSON data of a request (escapes included),
+    without building the JSON: this runs on the event loop for every message."""
+    return (_ITEM_FRAME + len(str(line.seq)) + len(encode_basestring(line.speaker))
+            + len(encode_basestring(line.text)) + SEPARATOR)
+
+
+def part_cost(part: Summary) -> int:
+    return len(encode_basestring(part.text)) + SEPARATOR
+
+
+def split(lines: Sequence[Line], budget: int) -> list[list[Line]]:
+    """Consecutive chunks of ``lines``, each within ``budget`` (a line alone may reach
+    it: the service cuts single messages to ``max_message_chars`` < budget first)."""
+    chunks: list[list[Line]] = []
+    current: list[Line] = []
+    used = 0
+    for line in lines:
+        cost = line_cost(line)
+        if current and used + cost > budget:
+            chunks.append(current)
+            current, used = [], 0
+        current.append(line)
+        used += cost
+    if current:
+        chunks.append(current)
+    return chunks
+
+
+def group(parts: Sequence[Summary], budget: int) -> list[list[Summary]]:
+    groups: list[list[Summary]] = []
+    current: list[Summary] = []
+    used = 0
+    for part in parts:
+        cost = part_cost(part)
+        if len(current) >= 2 and used + cost > budget:
+            groups.append(current)
+            current, used = [], 0
+        current.append(part)
+        used += cost
+    if current:
+        groups.append(current)  # a last single part waits for the next round
+    return groups
+
+
+@dataclass(frozen=True)
+class Outcome:
+    summary: Summary
+    chunks: int
+    merges: int
+    #: partial summaries cut to fit a merge request
+    clipped: int
+
+
+async def summarize_all(
+    provider: Provider, lines: Sequence[Line], *, budget: int, language: str | None,
+    run: Runner, concurrency: int = 1,
+) -> Outcome:
+    """Summarise ``lines`` within ``budget`` per request; at most ``concurrency`` map or
+    merge requests of this summary run at once (results keep conversation order; the
+    first failure cancels the rest and is raised as itself)."""
+    chunks = split(lines, budget)
+    if len(chunks) == 1:
+        only = chunks[0]
+        summary = await run("single", len(only),
+                            partial(provider.summarize, only, language=language))
+        return Outcome(summary, 1, 0, 0)
+    slots = asyncio.Semaphore(max(1, concurrency))
+
+    async def bounded(stage: str, n: int, call: Callable[[], Awaitable[Summary]]) -> Summary:
+        async with slots:
+            return await run(stage, n, call)
+
+    parts = await _all([bounded("map", len(chunk),
+                                partial(provider.summarize, chunk, language=language))
+                        for chunk in chunks])
+    # Two partial summaries must fit one merge request: a provider that answered
+    # longer than half the budget has its partial cut (counted, never silent).
+    cap = max(1, budget // 2 - 2 * SEPARATOR)
+    clipped = 0
+    merges = 0
+    while len(parts) > 1:
+        for i, part in enumerate(parts):
+            if part_cost(part) > cap:
+                parts[i] = _clip(part, cap)
+                clipped += 1
+        batches = group(parts, budget)
+        pending = [batch for batch in batches if len(batch) > 1]
+        merged = iter(await _all([bounded("reduce", len(batch),
+                                          partial(provider.merge, batch, language=language))
+                                  for batch in pending]))
+        merges += len(pending)
+        parts = [next(merged) if len(batch) > 1 else batch[0] for batch in batches]
+    return Outcome(parts[0], len(chunks), merges, clipped)
+
+
+async def _all(calls: list[Coroutine[Any, Any, Summary]]) -> list[Summary]:
+    """Run ``calls`` together; results in their order. The first failure cancels the
+    rest and is raised as itself (a provider's 503/504 problem), not as an exception
+    group, which the HTTP layer would not recognise."""
+    try:
+        async with asyncio.TaskGroup() as tg:
+            tasks = [tg.create_task(call) for call in calls]
+    except BaseExceptionGroup as failed:
+        raise _first(failed) from None
+    return [task.result() for task in tasks]
+
+
+def _first(failed: BaseExceptionGroup[BaseException]) -> BaseException:
+    found = failed.exceptions[0]
+    return _first(found) if isinstance(found, BaseExceptionGroup) else found
+
+
+def _clip(part: Summary, cap: int) -> Summary:
+    text = part.text
+    while text and part_cost(Summary(text)) > cap:
+        text = text[: max(0, len(text) - max(1, (part_cost(Summary(text)) - cap)))]
+    return replace(part, text=text)

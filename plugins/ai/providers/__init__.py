@@ -1,0 +1,1 @@
+"""Summary and smart-reply providers behind one interface (:mod:`.base`)."""

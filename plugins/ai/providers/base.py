@@ -1,0 +1,100 @@
+"""The provider interface: what the AI service asks of a model, local or remote.
+
+Contract
+--------
+* A provider only ever receives :class:`Line` objects: readable (never encrypted)
+  message text the service has already filtered, with the message's ``seq`` and an
+  opaque speaker label (``P1``, ``P2``, …) instead of a user id.
+* One call works on at most the character budget the service chose; splitting long
+  conversations into chunks and merging the partial summaries (map-reduce) is the
+  service's job (:mod:`..chunking`), not the provider's.
+* Every call answers its token use (estimated where the provider does not report it)
+  so quotas and the audit can count it.
+* Failures are :class:`ProviderTimeout` (→ 504 ``ai_timeout``) or
+  :class:`ProviderUnavailable` (→ 503 ``ai_unavailable``); nothing else escapes.
+* Providers never log message text.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from secureconnect.errors import GatewayTimeout, ServiceUnavailable
+
+
+class ProviderTimeout(GatewayTimeout):
+    """The provider did not answer within its deadline."""
+
+    code = "ai_timeout"
+
+
+class ProviderUnavailable(ServiceUnavailable):
+    """The provider failed, is not installed, or its breaker is open."""
+
+    code = "ai_unavailable"
+
+
+@dataclass(frozen=True)
+class Line:
+    """One readable message as a provider sees it."""
+
+    seq: int
+    speaker: str
+    text: str
+
+
+@dataclass(frozen=True)
+class Usage:
+    input_tokens: int = 0
+    output_tokens: int = 0
+    #: calls made to an external service (for the audit); 0 for local work
+    external_calls: int = 0
+
+
+@dataclass(frozen=True)
+class Summary:
+    """A (partial) summary: its text and the seqs of the messages it cites."""
+
+    text: str
+    cited: tuple[int, ...] = ()
+    #: lines the summary was built from that a later merge may pick again (local only)
+    picked: tuple[Line, ...] = field(default=(), repr=False)
+    usage: Usage = Usage()
+
+
+@dataclass(frozen=True)
+class Replies:
+    replies: tuple[str, ...]
+    usage: Usage = Usage()
+
+
+def estimate_tokens(text: str) -> int:
+    """A provider-neutral estimate (~4 characters a token), never below 1 for text."""
+    return (len(text) + 3) // 4
+
+
+class Provider(Protocol):
+    name: str
+    model: str
+
+    async def start(self) -> None:
+        """Get ready (load weights, …); called once, may be called again harmlessly."""
+        ...
+
+    async def summarize(self, lines: Sequence[Line], *, language: str | None) -> Summary:
+        """Summarise one chunk of the conversation (within the budget)."""
+        ...
+
+    async def merge(self, parts: Sequence[Summary], *, language: str | None) -> Summary:
+        """Merge partial summaries of consecutive chunks into one (within the budget)."""
+        ...
+
+    async def smart_replies(
+        self, context: Sequence[Line], last: Line, *, count: int, language: str | None
+    ) -> Replies:
+        """Up to ``count`` short replies to ``last``, given the recent ``context``."""
+        ...
+
+    async def close(self) -> None: ...

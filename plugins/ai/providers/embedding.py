@@ -1,0 +1,158 @@
+"""The wordllama model and the computations on it: pure, synchronous, CPU-bound.
+
+:class:`EmbeddingModel` is used on worker threads or in a worker process (see
+:mod:`.local`), never on the event loop.
+
+* Loaded from the weights shipped inside the wheel: ``WordLlama.load(cache_dir=<package
+  dir>, disable_download=True)`` — its default path would try a hub download.
+* ``pick``: extractive summary points. Each message is embedded; messages most similar
+  to the rest of the chunk (central) are picked with maximal marginal relevance (so a
+  point is not picked twice); short chit-chat weighs less.
+* ``replies``: the intents of :mod:`.reply_set` ranked by the similarity of their
+  example messages to the last incoming message; replies of the best intents first.
+* Deterministic: the same input gives the same output (ties broken by position).
+
+The worker-process entry points (``worker_*``) keep the process's one model in a module
+variable: a worker process serves exactly one app, and the variable is the pool
+initializer's documented way to hand state to later calls.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .base import Line, ProviderUnavailable
+from .reply_set import INTENTS
+
+#: weight of centrality against redundancy when picking (maximal marginal relevance)
+MMR_LAMBDA = 0.7
+#: words from which a message counts fully (shorter ones are down-weighted)
+FULL_WEIGHT_WORDS = 8
+#: messages shorter than this are summary points only when little else was said
+MIN_WORDS = 3
+
+
+class EmbeddingModel:
+    def __init__(self, model: Any) -> None:
+        self._model = model
+        examples: list[str] = []
+        owners: list[int] = []
+        for i, intent in enumerate(INTENTS):
+            examples += intent.examples
+            owners += [i] * len(intent.examples)
+        self._examples = self._embed(examples)
+        self._example_intent = owners
+
+    @classmethod
+    def load(cls) -> EmbeddingModel:
+        try:
+            import wordllama
+            from wordllama import WordLlama
+        except ImportError:
+            raise ProviderUnavailable(
+                "the local AI provider needs the `wordllama` package; "
+                "pip install 'secureconnect[ai]' (or set ai.provider = \"openai\")"
+            ) from None
+        try:
+            model = WordLlama.load(cache_dir=Path(wordllama.__file__).parent,
+                                   disable_download=True)
+        except Exception as exc:  # weights missing or unreadable: degrade, say why
+            raise ProviderUnavailable(
+                f"the local AI model could not be loaded ({type(exc).__name__}); "
+                "reinstall 'secureconnect[ai]'") from None
+        return cls(model)
+
+    def _embed(self, texts: Sequence[str]) -> np.ndarray[Any, Any]:
+        return np.asarray(self._model.embed(list(texts), norm=True), dtype=np.float32)
+
+    # -- summaries ------------------------------------------------------------------
+    def pick(self, lines: list[Line], points: int) -> list[Line]:
+        """About a third of a short chunk (two at least), at most ``points``, in
+        conversation order."""
+        k = min(points, max(min(2, len(lines)), -(-len(lines) // 3)))
+        # chit-chat ("ok", "lol", "thanks") is no summary point while there is enough else
+        substantial = [line for line in lines if len(line.text.split()) >= MIN_WORDS]
+        if len(substantial) >= k:
+            lines = substantial
+        if len(lines) <= 1:
+            return lines
+        vectors = self._embed([line.text for line in lines])
+        sims = vectors @ vectors.T
+        n = len(lines)
+        centrality = (sims.sum(axis=1) - np.diag(sims)) / (n - 1)
+        words = np.array([min(len(line.text.split()), FULL_WEIGHT_WORDS) for line in lines])
+        score = centrality * (0.5 + 0.5 * words / FULL_WEIGHT_WORDS)
+        chosen: list[int] = []
+        best_sim = np.full(n, -np.inf, dtype=np.float32)
+        for _ in range(min(k, n)):
+            redundancy = np.where(np.isfinite(best_sim), best_sim, 0.0)
+            mmr = MMR_LAMBDA * score - (1 - MMR_LAMBDA) * redundancy
+            mmr[chosen] = -np.inf
+            i = int(np.argmax(mmr))  # first maximum: deterministic ties
+            chosen.append(i)
+            best_sim = np.maximum(best_sim, sims[i])
+        return [lines[i] for i in sorted(chosen, key=lambda i: lines[i].seq)]
+
+    # -- smart replies --------------------------------------------------------------
+    def intent_order(self, text: str) -> list[int]:
+        query = self._embed([text])[0]
+        sims = self._examples @ query
+        by_intent: dict[int, list[float]] = {}
+        for sim, owner in zip(sims.tolist(), self._example_intent, strict=True):
+            by_intent.setdefault(owner, []).append(sim)
+        # an intent scores the mean of its two closest examples: one lucky word overlap
+        # with a single example counts less than two good matches
+        score = {i: sum(sorted(v, reverse=True)[:2]) / min(2, len(v))
+                 for i, v in by_intent.items()}
+        return sorted(score, key=lambda i: (-score[i], i))
+
+    def replies(self, text: str, count: int) -> list[str]:
+        order = self.intent_order(text)
+        # the best intent's replies first, then the runner-up's best reply, and so on
+        out: list[str] = list(INTENTS[order[0]].replies)
+        out += [INTENTS[i].replies[0] for i in order[1:]]
+        return out[:count]
+
+
+def lower_priority(nice: int) -> None:
+    """Run the calling thread at a lower CPU priority than the event loop (Linux sets
+    nice values per thread; elsewhere nothing happens)."""
+    if nice <= 0:
+        return
+    with contextlib.suppress(AttributeError, OSError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
+
+
+# -- worker-process entry points --------------------------------------------------------
+_worker_model: EmbeddingModel | None = None
+
+
+def worker_init(nice: int) -> None:
+    global _worker_model
+    lower_priority(nice)
+    _worker_model = EmbeddingModel.load()
+
+
+def _model() -> EmbeddingModel:
+    if _worker_model is None:  # pragma: no cover - the initializer failed
+        raise ProviderUnavailable("the local AI model is not loaded in its worker")
+    return _worker_model
+
+
+def worker_ready() -> bool:
+    return _model() is not None
+
+
+def worker_pick(lines: list[Line], points: int) -> list[Line]:
+    return _model().pick(lines, points)
+
+
+def worker_replies(text: str, count: int) -> list[str]:
+    return _model().replies(text, count)

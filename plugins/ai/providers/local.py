@@ -1,0 +1,177 @@
+"""The local provider: the ``wordllama`` embedding model (:mod:`.embedding`), no network.
+
+Where the model computes (``ai.local_executor``):
+
+* ``process`` (default) — a small pool of spawned worker processes (``local_workers``),
+  each loading the model once, at nice ``local_nice``. The server process never holds
+  the model's GIL, so chat traffic keeps its latency while summaries run.
+* ``thread`` — worker threads in the server process (lower memory; numpy and the
+  tokenizer release the GIL for most of the work, not all of it).
+
+Either way the model is loaded once per app, lazily on the first request (or at
+start-up with ``local_preload``), and never on the event loop. A missing ``wordllama``
+package or a dead worker answers 503 ``ai_unavailable`` with the fix.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from functools import partial
+from typing import Any
+
+from . import embedding
+from .base import Line, ProviderUnavailable, Replies, Summary, Usage, estimate_tokens
+from .embedding import EmbeddingModel
+
+log = logging.getLogger(__name__)
+
+MODEL_NAME = "wordllama-l2_supercat-256"
+CITED_TEXT_CHARS = 200
+
+
+class LocalProvider:
+    name = "local"
+    model = MODEL_NAME
+
+    def __init__(self, *, workers: int, points: int, nice: int = 0,
+                 executor: str = "process") -> None:
+        self.points = points
+        self.workers = workers
+        self.nice = nice
+        self.executor = executor
+        self._pool: Executor | None = None
+        self._model: EmbeddingModel | None = None  # thread mode only
+        self._lock = asyncio.Lock()
+
+    async def start(self) -> None:
+        if self._pool is not None:
+            return
+        async with self._lock:
+            if self._pool is None:
+                await self._open()
+
+    async def _open(self) -> None:
+        loop = asyncio.get_running_loop()
+        if self.executor == "process":
+            try:
+                await self._open_processes(loop)
+                return
+            except ProviderUnavailable:
+                raise
+            except Exception as exc:
+                # e.g. the server itself runs as a daemonic process, which may not have
+                # children: degrade to threads rather than fail every request
+                log.warning("ai: cannot start model worker processes (%s: %s); using "
+                            "threads", type(exc).__name__, exc)
+                self.executor = "thread"
+        if self.executor == "thread":
+            pool: Executor = ThreadPoolExecutor(
+                max_workers=self.workers, thread_name_prefix="ai-local",
+                initializer=embedding.lower_priority, initargs=(self.nice,))
+            try:
+                self._model = await loop.run_in_executor(pool, EmbeddingModel.load)
+            except BaseException:
+                pool.shutdown(wait=False)
+                raise
+            self._pool = pool
+
+    async def _open_processes(self, loop: asyncio.AbstractEventLoop) -> None:
+        # fail fast, with the fix, when the package is missing (a worker would die)
+        await loop.run_in_executor(None, _check_installed)
+        pool = ProcessPoolExecutor(max_workers=self.workers,
+                                   mp_context=multiprocessing.get_context("spawn"),
+                                   initializer=embedding.worker_init, initargs=(self.nice,))
+        try:
+            await loop.run_in_executor(pool, embedding.worker_ready)
+        except BrokenProcessPool:
+            await asyncio.to_thread(pool.shutdown, wait=True, cancel_futures=True)
+            raise ProviderUnavailable(
+                "the local AI model worker could not start; see the server log") from None
+        except BaseException:
+            await asyncio.to_thread(pool.shutdown, wait=False, cancel_futures=True)
+            raise
+        self._pool = pool
+
+    async def _call(self, thread_fn: Callable[..., Any], worker_fn: Callable[..., Any],
+                    *args: Any) -> Any:
+        await self.start()
+        pool = self._pool
+        assert pool is not None
+        fn = thread_fn if self.executor == "thread" else worker_fn
+        try:
+            return await asyncio.get_running_loop().run_in_executor(pool, partial(fn, *args))
+        except BrokenProcessPool:
+            # a worker died (killed, out of memory): start afresh on the next request
+            self._pool = None
+            await asyncio.to_thread(pool.shutdown, wait=False, cancel_futures=True)
+            raise ProviderUnavailable("the local AI model worker died; retry") from None
+        except ProviderUnavailable:
+            raise
+        except Exception as exc:
+            # the contract: only 503/504 leave a provider. The type alone is logged: an
+            # exception's message may quote the text the model was given.
+            log.error("ai: the local model failed (%s)", type(exc).__name__)
+            raise ProviderUnavailable("the local AI model failed; see the server log"
+                                      ) from None
+
+    async def close(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            await asyncio.to_thread(pool.shutdown, wait=True, cancel_futures=True)
+
+    def _thread_model(self) -> EmbeddingModel:
+        assert self._model is not None
+        return self._model
+
+    # -- summaries ------------------------------------------------------------------
+    async def _pick(self, lines: list[Line]) -> list[Line]:
+        picked: list[Line] = await self._call(
+            lambda ls, p: self._thread_model().pick(ls, p), embedding.worker_pick,
+            lines, self.points)
+        return picked
+
+    async def summarize(self, lines: Sequence[Line], *, language: str | None) -> Summary:
+        return self._summary(lines, await self._pick(list(lines)))
+
+    async def merge(self, parts: Sequence[Summary], *, language: str | None) -> Summary:
+        candidates = [line for part in parts for line in part.picked]
+        return self._summary(candidates, await self._pick(candidates))
+
+    def _summary(self, source: Sequence[Line], picked: list[Line]) -> Summary:
+        bullets = [f"• [#{line.seq}] {line.speaker}: {_clip(line.text)}" for line in picked]
+        text = "\n".join(bullets)
+        usage = Usage(
+            input_tokens=sum(estimate_tokens(line.text) for line in source),
+            output_tokens=estimate_tokens(text),
+        )
+        return Summary(text, tuple(line.seq for line in picked), tuple(picked), usage)
+
+    # -- smart replies --------------------------------------------------------------
+    async def smart_replies(
+        self, context: Sequence[Line], last: Line, *, count: int, language: str | None
+    ) -> Replies:
+        replies: list[str] = await self._call(
+            lambda t, c: self._thread_model().replies(t, c), embedding.worker_replies,
+            last.text, count)
+        usage = Usage(estimate_tokens(last.text), sum(estimate_tokens(r) for r in replies))
+        return Replies(tuple(replies), usage)
+
+
+def _check_installed() -> None:
+    try:
+        import wordllama  # noqa: F401
+    except ImportError:
+        raise ProviderUnavailable(
+            "the local AI provider needs the `wordllama` package; "
+            "pip install 'secureconnect[ai]' (or set ai.provider = \"openai\")"
+        ) from None
+
+
+def _clip(text: str) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= CITED_TEXT_CHARS else text[: CITED_TEXT_CHARS - 1] + "…"
