@@ -24,7 +24,7 @@ from .errors import ConfigError, Problem
 
 #: optional modules → the extra that installs them
 EXTRAS = {"redis": "redis", "asyncpg": "postgres", "cassandra": "cassandra",
-          "aiobotocore": "s3", "botocore": "s3"}
+          "aiobotocore": "s3", "botocore": "s3", "wordllama": "ai"}
 
 
 class CliError(Exception):
@@ -222,12 +222,19 @@ def backend_modules(settings: Any) -> list[tuple[str, str]]:
         found.append(("cassandra", "chat.message_store"))
     if on("drive") and str(settings.get("drive.backend") or "") == "s3":
         found.append(("aiobotocore", "drive.backend"))
+    if on("ai") and str(settings.get("ai.provider") or "") == "local":
+        found.append(("wordllama", "ai.provider"))
     return found
+
+
+#: back ends whose plugin starts without the module and answers 503 until it is there
+_DEGRADES = {"ai.provider"}
 
 
 def check_backend_modules(settings: Any) -> None:
     """``check-config`` refuses settings whose back end cannot be imported, as ``serve``
-    would at start-up (the message names the pip command)."""
+    would at start-up (the message names the pip command); for a back end that only
+    degrades (the local AI model) it warns."""
     import importlib
 
     for module, setting in backend_modules(settings):
@@ -235,8 +242,12 @@ def check_backend_modules(settings: Any) -> None:
             importlib.import_module(module)
         except ModuleNotFoundError as exc:
             extra = EXTRAS.get(module)
-            raise CliError(f"setting `{setting}` needs the {module!r} module; install it "
-                           f"with pip install 'secureconnect[{extra}]'") from exc
+            fix = f"install it with pip install 'secureconnect[{extra}]'"
+            if setting in _DEGRADES:
+                print(f"secureconnect: warning: setting `{setting}` needs the {module!r} "
+                      f"module (its requests answer 503 until then); {fix}", file=sys.stderr)
+                continue
+            raise CliError(f"setting `{setting}` needs the {module!r} module; {fix}") from exc
 
 
 def set_aside_broken_plugins(settings: Any) -> dict[str, str]:

@@ -3,8 +3,8 @@
 * ``config/settings.local.toml`` — the settings a deployment usually changes, each
   commented out with its shipped default and what it does.
 * ``config/.secrets.toml`` — freshly generated secrets (JWT signing secret, TURN shared
-  secret, the drive's URL-signing key, VAPID key pair for Web Push), created with mode
-  0600.
+  secret, the drive's URL-signing key, VAPID key pair for Web Push; a place for the AI
+  provider's key), created with mode 0600.
 
 In both files the tables of plugins that are not installed are written commented out
 (an unknown table stops start-up).
@@ -64,6 +64,11 @@ PLUGIN_SETTINGS = {
         '# stun_urls = ["stun:stun.example.org:3478"]          # STUN servers for clients',
         '# turn_urls = ["turn:turn.example.org:3478?transport=udp"]  # coturn (use-auth-secret)',
         "# max_participants = 50                     # joined participants per call",
+    ],
+    "ai": [
+        '# provider = "openai"                      # local (embedded model) | openai-compatible',
+        '# openai_base_url = "http://127.0.0.1:11434"  # Ollama, vLLM, llama.cpp, a hosted API',
+        '# openai_model = "llama3.1"',
     ],
     "drive": [
         '# backend = "s3"                            # local (default, under data_dir) | s3',
@@ -131,6 +136,9 @@ def secrets_text(installed_tables: set[str]) -> str:
         table("drive", [
             f'url_secret = "{secrets.token_urlsafe(48)}"  '
             "# signs the local back end's upload/download URLs",
+        ]),
+        table("ai", [
+            '# openai_api_key = ""  # the provider\'s key, when ai.provider = "openai"',
         ]),
         table("push.webpush", [
             f'vapid_private_key = "{vapid_private}"',

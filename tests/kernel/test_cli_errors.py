@@ -91,6 +91,17 @@ def test_drive_on_s3_without_the_extra_is_refused_by_check_config_and_serve():
     assert r.returncode == 0, r.stderr
 
 
+def test_local_ai_without_its_extra_is_a_warning_of_check_config():
+    """The AI plugin starts without its model package (its routes answer 503 with the
+    same hint), so check-config warns instead of refusing."""
+    env = {"PYTHONPATH": str(ROOT / "tests" / "fixtures" / "no_ai")}
+    r = cli("check-config", env=env)
+    assert r.returncode == 0, r.stderr
+    assert "pip install 'secureconnect[ai]'" in r.stderr and "`ai.provider`" in r.stderr
+    r = cli("check-config", env={**env, "SECURECONNECT_AI__PROVIDER": "openai"})
+    assert r.returncode == 0 and "secureconnect[ai]" not in r.stderr
+
+
 def test_plugin_admin_commands_keep_the_same_manners(db_env):
     """The drive's quota command (run_admin_command): no serve-only warning, one line
     per failure, the traceback with --debug."""

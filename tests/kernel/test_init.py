@@ -57,7 +57,7 @@ def test_init_writes_secrets_for_every_installed_plugin(tmp_path):
     assert len(secrets["drive"]["url_secret"].encode()) >= 32
     local = tomllib.loads((tmp_path / "config" / "settings.local.toml").read_text())
     # every table is there, every value commented out: the shipped defaults stand
-    assert {"app", "server", "plugins", "video", "drive"} <= set(local["default"])
+    assert {"app", "server", "plugins", "video", "drive", "ai"} <= set(local["default"])
     assert not any(local["default"].values())
     text = (tmp_path / "config" / "settings.local.toml").read_text()
     assert '# s3_bucket = "' in text and "# turn_urls = [" in text
@@ -105,5 +105,5 @@ def test_production_serves_with_the_files_init_wrote(tmp_path):
 def test_tables_of_plugins_not_installed_are_commented_out():
     for text in (secrets_text({"auth"}), local_settings_text({"app", "auth"})):
         parsed = tomllib.loads(text)["default"]
-        assert "video" not in parsed and "drive" not in parsed and "push" not in parsed
+        assert not {"video", "drive", "ai", "push"} & set(parsed)
         assert "# [default.drive]" in text and "the drive plugin is not installed" in text

@@ -36,6 +36,7 @@ def cli(*args: str, files: list[Path] = (), env: dict[str, str] | None = None,
     ("[production.drive]\nmax_file_size = 1\n[prod.video]\nring_timeout = 5\n",
      "did you mean `[production.video]`?"),
     ("[dev.drive]\nmax_file_size = 1\n", "did you mean `[development.drive]`?"),
+    ('[ai]\nprovider = "openai"\n', "did you mean `[default.ai]`?"),
 ])
 def test_top_level_table_that_is_no_environment_stops_start_up(tmp_path, text, hint):
     f = tmp_path / "local.toml"
@@ -127,7 +128,8 @@ def test_check_config_redacts_the_plugins_secrets(tmp_path):
     f = tmp_path / ".secrets.toml"
     f.write_text('[default.video]\nturn_secret = "turn-shared-secret"\n'
                  '[default.drive]\nurl_secret = "u" \n'
-                 's3_access_key_id = "AKIAEXAMPLE"\ns3_secret_access_key = "wJalr"\n')
+                 's3_access_key_id = "AKIAEXAMPLE"\ns3_secret_access_key = "wJalr"\n'
+                 '[default.ai]\nopenai_api_key = "sk-example"\n')
     r = cli("check-config", "--json", files=[f])
     assert r.returncode == 0, r.stderr
     data = json.loads(r.stdout)
@@ -136,7 +138,8 @@ def test_check_config_redacts_the_plugins_secrets(tmp_path):
     assert drive["url_secret"] == drive["s3_access_key_id"] == "***"
     assert drive["s3_secret_access_key"] == "***"
     assert drive["max_file_size"] == 5368709120 and drive["url_ttl"] == 900
-    for leaked in ("turn-shared-secret", "AKIAEXAMPLE", "wJalr"):
+    assert data["ai"]["openai_api_key"] == "***" and data["ai"]["provider"] == "local"
+    for leaked in ("turn-shared-secret", "AKIAEXAMPLE", "wJalr", "sk-example"):
         assert leaked not in r.stdout + r.stderr
 
 
