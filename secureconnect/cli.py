@@ -1,5 +1,5 @@
 """``secureconnect`` command line: serve, check-config, plugins, migrate, init, jobs,
-create-user.
+create-user, new-plugin, and the commands plugins add through ``sc_cli_commands``.
 
 Ordinary errors are one line on stderr: exit 2 for usage and settings mistakes, 1 for
 failures; ``--debug`` shows the traceback instead."""
@@ -12,9 +12,10 @@ import getpass
 import json
 import logging
 import sys
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, cast
 
 from aiohttp import web
 
@@ -35,7 +36,18 @@ class CliError(Exception):
         self.code = code
 
 
-def build_parser() -> argparse.ArgumentParser:
+@dataclass(frozen=True)
+class CliCommand:
+    """A plugin's subcommand: ``configure`` adds its arguments to its own parser;
+    ``run(kernel, args)`` does the work with the app's resources open."""
+
+    name: str
+    help: str
+    configure: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[Any, argparse.Namespace], Awaitable[int]]
+
+
+def build_parser(plugin_commands: Sequence[CliCommand] = ()) -> argparse.ArgumentParser:
     # the global options are accepted before and after the subcommand: each
     # subcommand has them too, with SUPPRESS so they do not reset what came before
     common = argparse.ArgumentParser(add_help=False)
@@ -81,7 +93,40 @@ def build_parser() -> argparse.ArgumentParser:
     user.add_argument("--admin", action="store_true", help="give the account the admin role")
     user.add_argument("--password-stdin", action="store_true",
                       help="read the password from standard input instead of prompting")
+    for cmd in plugin_commands:
+        cmd.configure(command(cmd.name, cmd.help))
     return parser
+
+
+def builtin_commands() -> set[str]:
+    sub = next(a for a in build_parser()._actions
+               if isinstance(a, argparse._SubParsersAction))
+    return set(sub.choices)
+
+
+def _plugin_commands(argv: Sequence[str] | None, builtin: set[str]) -> dict[str, CliCommand]:
+    """The enabled plugins' commands (none when the settings or a plugin do not load:
+    the kernel command that runs next reports that error)."""
+    from .plugins import build_plugin_manager
+
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--config", action="append", default=[])
+    pre.add_argument("--env")
+    known, _ = pre.parse_known_args(argv)
+    try:
+        pm = build_plugin_manager(load_settings(known.config, env=known.env))
+    except Exception:
+        return {}
+    found: dict[str, CliCommand] = {}
+    owners: dict[str, str] = {}
+    for impl in pm.hook.sc_cli_commands.get_hookimpls():
+        for cmd in cast("Sequence[CliCommand]", impl.function()):
+            clash = "the kernel" if cmd.name in builtin else owners.get(cmd.name)
+            if clash:
+                raise ConfigError(f"plugin {impl.plugin_name!r} adds command {cmd.name!r}, "
+                                  f"which {clash} already has; rename one of them")
+            found[cmd.name], owners[cmd.name] = cmd, f"plugin {impl.plugin_name!r}"
+    return found
 
 
 def _global_options(parser: argparse.ArgumentParser, default: Any) -> None:
@@ -97,8 +142,17 @@ def _global_options(parser: argparse.ArgumentParser, default: Any) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)  # usage errors: one line, exit 2 (argparse)
     try:
+        commands = _plugin_commands(argv, builtin_commands())
+    except ConfigError as exc:
+        print(f"secureconnect: configuration error: {exc}", file=sys.stderr)
+        return 2
+    # usage errors: one line, exit 2 (argparse)
+    args = build_parser(list(commands.values())).parse_args(argv)
+    try:
+        if args.command in commands:
+            quiet_outside_serve()
+            return int(_run_plugin_command(commands[args.command], args))
         return int(_dispatch(args))
     except Exception as exc:
         if args.debug:
@@ -277,6 +331,18 @@ def set_aside_broken_plugins(settings: Any) -> dict[str, str]:
     for name in broken:
         override(settings, f"plugins.{name}", False, "a plugin that failed to import")
     return broken
+
+
+def _run_plugin_command(command: CliCommand, args: argparse.Namespace) -> int:
+    from .app import create_app
+
+    app = create_app(load_settings(args.config, env=args.env))
+
+    async def run() -> int:
+        async with _running(app) as kernel:
+            return await command.run(kernel, args)
+
+    return asyncio.run(run())
 
 
 def _init(args: argparse.Namespace) -> int:

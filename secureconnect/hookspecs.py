@@ -33,6 +33,7 @@ import pluggy
 if TYPE_CHECKING:
     from dynaconf import Validator
 
+    from .cli import CliCommand
     from .health import HealthCheck
     from .jobs import Job
     from .kernel import CleanupContext, Kernel
@@ -70,6 +71,18 @@ def sc_settings_validators() -> Sequence[Validator]:
     names is reported as unknown and stops start-up. Defaults belong in
     ``config/settings.toml`` for built-in plugins and in ``default=`` for third-party
     ones.
+    """
+
+
+@hookspec
+def sc_cli_commands() -> Sequence[CliCommand]:
+    """Return :class:`secureconnect.cli.CliCommand` objects: extra ``secureconnect
+    <name> ...`` subcommands (e.g. ``secureconnect push dead-letters``).
+
+    Collected once per CLI run, for enabled plugins, before arguments are parsed. A
+    command's ``run(kernel, args)`` is awaited with the app's resources open (as for
+    ``migrate``) and returns the exit status. A name that clashes with a kernel command
+    or another plugin's is a start-up error naming both.
     """
 
 
@@ -180,6 +193,17 @@ def sc_ws_disconnected(kernel: Kernel, conn: Connection) -> None:
 @hookspec
 def sc_user_registered(kernel: Kernel, user: dict[str, Any]) -> None:
     """A new account was created. Observe only; exceptions are logged."""
+
+
+@hookspec
+def sc_sessions_revoked(
+    kernel: Kernel, user_id: str | None, session_ids: list[str], reason: str
+) -> None:
+    """Auth sessions were revoked (``reason``: ``logout``, ``password_reset``,
+    ``refresh_token_reuse``, ...). Remove what belongs to those sessions (push devices
+    registered with them). Runs on the instance that revoked them, after the database
+    says so; exceptions are logged and never fail the revocation.
+    """
 
 
 @hookspec

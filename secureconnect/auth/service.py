@@ -520,6 +520,10 @@ class AuthService:
                 "publishing a session revocation failed (the cache and database "
                 "still refuse the session)"
             )
+        # after the revocation is out: plugins clean up what was tied to the sessions
+        await self.kernel.notify(
+            "sc_sessions_revoked", user_id=user_id, session_ids=list(session_ids), reason=reason
+        )
 
     # -- every authenticated request ---------------------------------------------------
     async def authenticate(self, token: str) -> Principal:

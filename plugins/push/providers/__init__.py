@@ -1,0 +1,1 @@
+"""Push providers: one module per delivery service, each behind :class:`.base.Provider`."""
