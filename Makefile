@@ -23,13 +23,8 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	touch $@
 
 $(VENV)/.installed-test: pyproject.toml tests/fixtures/sc-example-plugin/pyproject.toml | $(BIN)/python
-<<<<<<< HEAD
-	$(BIN)/python -m pip install -qq -e ".[test,dev,postgres,redis,cassandra,s3,webrtc,ai]"
+	$(BIN)/python -m pip install -qq -e ".[test,dev,postgres,redis,cassandra,s3,webrtc,push,ai]"
 	$(BIN)/python -m pip install -qq -e tests/fixtures/sc-example-plugin
-=======
-	$(BIN)/python -m pip install -q -e ".[test,dev,postgres,redis,cassandra,s3,webrtc,push,ai]"
-	$(BIN)/python -m pip install -q -e tests/fixtures/sc-example-plugin
->>>>>>> main
 	touch $@ $(VENV)/.installed
 
 run: $(VENV)/.installed
