@@ -65,6 +65,12 @@ PLUGIN_SETTINGS = {
         '# turn_urls = ["turn:turn.example.org:3478?transport=udp"]  # coturn (use-auth-secret)',
         "# max_participants = 50                     # joined participants per call",
     ],
+    "push": [
+        '# providers = ["webpush", "fcm", "apns"]   # default ["log"]: notifications only logged',
+    ],
+    "push.webpush": [
+        '# vapid_subject = "mailto:ops@example.org" # required with webpush (RFC 8292)',
+    ],
     "ai": [
         '# provider = "openai"                      # local (embedded model) | openai-compatible',
         '# openai_base_url = "http://127.0.0.1:11434"  # Ollama, vLLM, llama.cpp, a hosted API',

@@ -55,10 +55,16 @@ def test_init_writes_secrets_for_every_installed_plugin(tmp_path):
     assert len(secrets["auth"]["jwt_secret"]) >= 60
     assert len(secrets["video"]["turn_secret"]) >= 40
     assert len(secrets["drive"]["url_secret"].encode()) >= 32
+    assert len(secrets["push"]["webpush"]["vapid_private_key"]) == 43
     local = tomllib.loads((tmp_path / "config" / "settings.local.toml").read_text())
     # every table is there, every value commented out: the shipped defaults stand
-    assert {"app", "server", "plugins", "video", "drive", "ai"} <= set(local["default"])
-    assert not any(local["default"].values())
+    assert {"app", "server", "plugins", "video", "drive", "ai", "push"} <= set(local["default"])
+
+    def values(table: dict[str, object]) -> list[object]:
+        return [v for v in table.values() if not isinstance(v, dict)] + [
+            x for v in table.values() if isinstance(v, dict) for x in values(v)]
+
+    assert values(local) == []
     text = (tmp_path / "config" / "settings.local.toml").read_text()
     assert '# s3_bucket = "' in text and "# turn_urls = [" in text
 
@@ -107,3 +113,17 @@ def test_tables_of_plugins_not_installed_are_commented_out():
         parsed = tomllib.loads(text)["default"]
         assert not {"video", "drive", "ai", "push"} & set(parsed)
         assert "# [default.drive]" in text and "the drive plugin is not installed" in text
+
+
+def test_the_vapid_key_init_writes_is_one_the_push_plugin_loads():
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    from secureconnect_plugins.push.providers.webpush import b64url, load_vapid_key
+
+    text = secrets_text({"auth", "push"})
+    private = tomllib.loads(text)["default"]["push"]["webpush"]["vapid_private_key"]
+    public = re.search(r"PushManager.subscribe: (\S+)", text)
+    assert public is not None
+    key = load_vapid_key(private)
+    point = key.public_key().public_bytes(Encoding.X962, PublicFormat.UncompressedPoint)
+    assert b64url(point) == public[1]
