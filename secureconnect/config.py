@@ -40,9 +40,11 @@ ENVIRONMENTS = ("development", "testing", "production")
 # Process-level switches that are not settings keys.
 _CONTROL_VARS = {"ENV", "SETTINGS_FILES", "LOAD_DOTENV"}
 # a secret's name ends in one of these words (`jwt_secret`, `smtp_password`,
-# `metrics.token`, `vapid_private_key`, `s3_access_key_id`), so `access_token_ttl` is shown
+# `metrics.token`, `vapid_private_key`, `s3_access_key_id`, `credentials_json`), so
+# `access_token_ttl` and `credentials_file` (a path) are shown
 _SECRET_KEY = re.compile(
-    r"(^|_)(secrets?|passwords?|passwd|tokens?|keys?|dsn|credentials?|access_key_id)$", re.I
+    r"(^|_)(secrets?|passwords?|passwd|tokens?|keys?|dsn|credentials?(_json)?|access_key_id)$",
+    re.I,
 )
 _ORIGINS: weakref.WeakKeyDictionary[Any, dict[str, str]] = weakref.WeakKeyDictionary()
 

@@ -95,6 +95,7 @@ def test_redaction_hides_only_secrets():
                      "jwt_previous_secrets": ["k0=old"], "jwt_private_key_file": "/k.pem"},
             "push": {"vapid_private_key": "abc", "sentry_dsn": "https://x@y/1"},
             "metrics": {"token": "t"},
+            "fcm": {"credentials_json": "{}", "credentials_file": "/etc/fcm.json"},
             "redis": {"url": "redis://:hunter2@cache:6379/0"}}
     red = redact(data)
     assert red["auth"] == {"jwt_secret": "***", "access_token_ttl": 900,
@@ -102,6 +103,7 @@ def test_redaction_hides_only_secrets():
                            "jwt_previous_secrets": ["***"], "jwt_private_key_file": "/k.pem"}
     assert red["push"] == {"vapid_private_key": "***", "sentry_dsn": "***"}
     assert red["metrics"]["token"] == "***"
+    assert red["fcm"] == {"credentials_json": "***", "credentials_file": "/etc/fcm.json"}
     assert red["redis"]["url"] == "redis://:***@cache:6379/0"
 
 
