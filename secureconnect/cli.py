@@ -25,7 +25,8 @@ from .errors import ConfigError, Problem
 
 #: optional modules → the extra that installs them
 EXTRAS = {"redis": "redis", "asyncpg": "postgres", "cassandra": "cassandra",
-          "aiobotocore": "s3", "botocore": "s3", "wordllama": "ai"}
+          "aiobotocore": "s3", "botocore": "s3", "wordllama": "ai", "http_ece": "push",
+          "httpx": "push", "h2": "push"}
 
 
 class CliError(Exception):

@@ -91,6 +91,15 @@ def test_drive_on_s3_without_the_extra_is_refused_by_check_config_and_serve():
     assert r.returncode == 0, r.stderr
 
 
+def test_web_push_without_its_extra_names_the_pip_command():
+    env = {"PYTHONPATH": str(ROOT / "tests" / "fixtures" / "no_push"),
+           "SECURECONNECT_PUSH__PROVIDERS": '["webpush"]',
+           "SECURECONNECT_PUSH__WEBPUSH__VAPID_SUBJECT": "mailto:ops@example.org",
+           "SECURECONNECT_PUSH__WEBPUSH__VAPID_PRIVATE_KEY": "x" * 43}
+    line = one_line_error(cli("check-config", env=env), 1)
+    assert line.endswith("pip install 'secureconnect[push]'"), line
+
+
 def test_local_ai_without_its_extra_is_a_warning_of_check_config():
     """The AI plugin starts without its model package (its routes answer 503 with the
     same hint), so check-config warns instead of refusing."""
