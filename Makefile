@@ -19,11 +19,11 @@ $(BIN)/python:
 # -qq: setuptools' notice that an editable install maps plugins/ through a meta path
 # finder is information, not a problem (errors still show)
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install -qq -e ".[ai]"
+	$(BIN)/python -m pip install -qq -e ".[web,ai]"
 	touch $@
 
 $(VENV)/.installed-test: pyproject.toml tests/fixtures/sc-example-plugin/pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install -qq -e ".[test,dev,postgres,redis,cassandra,s3,webrtc,push,ai]"
+	$(BIN)/python -m pip install -qq -e ".[test,dev,postgres,redis,cassandra,s3,webrtc,push,ai,web]"
 	$(BIN)/python -m pip install -qq -e tests/fixtures/sc-example-plugin
 	touch $@ $(VENV)/.installed
 

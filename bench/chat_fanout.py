@@ -191,8 +191,11 @@ class BareDriver(Driver):
 
 
 class ChatDriver(Driver):
-    def __init__(self, base: str) -> None:
+    def __init__(self, base: str, client_ids: bool = True) -> None:
         self.base = base
+        #: a unique ``client_id`` (the idempotency key) on every ``chat.send``, as every
+        #: real client sends
+        self.client_ids = client_ids
         self.tokens: list[str] = []
         self.conversations: list[str] = []
 
@@ -244,16 +247,14 @@ class ChatDriver(Driver):
         )
 
     def frame(self, group: int, payload: str, n: int) -> str:
-        return json.dumps(
-            {
-                "type": "chat.send",
-                "data": {
-                    "conversation_id": self.conversations[group],
-                    "content": payload,
-                    "message_type": "text",
-                },
-            }
-        )
+        data = {
+            "conversation_id": self.conversations[group],
+            "content": payload,
+            "message_type": "text",
+        }
+        if self.client_ids:
+            data["client_id"] = f"{os.getpid()}-{payload}"
+        return json.dumps({"type": "chat.send", "data": data})
 
     def delivery(self, raw: str) -> str | None:
         # The load generator shares the box with the server: find the key the way the
@@ -448,7 +449,8 @@ async def run(kinds: list[str], args: argparse.Namespace) -> list[Result]:
         runs = []
         for kind in kinds:
             base, pid = await stack.enter_async_context(server(kind, args))
-            driver: Driver = ChatDriver(base) if kind == "chat" else BareDriver(base, args.groups)
+            driver: Driver = (ChatDriver(base, args.client_id) if kind == "chat"
+                              else BareDriver(base, args.groups))
             load = LoadRun(kind, driver, pid, args)
             stack.push_async_callback(load.close)
             await load.open()
@@ -464,7 +466,8 @@ def report(results: list[Result], args: argparse.Namespace) -> None:
         f"\nchat fan-out: {args.sockets} sockets in {args.groups} groups, "
         f"{args.messages} messages per sender (window {args.window}, "
         f"rate {'max' if not args.rate else args.rate}), idle sockets {args.idle}; "
-        f"chat on {args.store}, {args.bus} bus"
+        f"chat on {args.store}, {args.bus} bus, "
+        f"{'a unique client_id on every send' if args.client_id else 'no client_id'}"
     )
     print(
         f"{'server':<8}{'delivered/s':>14}{'p50 ms':>10}{'p99 ms':>10}"
@@ -512,9 +515,23 @@ def main() -> None:
                         help="the chat server's database (postgres: a private instance)")
     parser.add_argument("--bus", choices=("memory", "redis"), default="memory",
                         help="the chat server's bus (redis: a private instance)")
+    parser.add_argument(
+        "--client-id", action=argparse.BooleanOptionalAction, default=True,
+        help="a unique client_id (idempotency key) on every chat.send, as real clients "
+             "send (--no-client-id to show the difference)")
+    parser.add_argument(
+        "--shape", choices=("small", "large", "both"), default="both",
+        help="small: --sockets in --groups groups; large: one group of --large-sockets "
+             "members and one sender; both: one after the other")
+    parser.add_argument("--large-sockets", type=int, default=200)
     args = parser.parse_args()
     kinds = [args.only] if args.only else ["bare", "chat"]
-    report(asyncio.run(run(kinds, args)), args)
+    shapes = ("small", "large") if args.shape == "both" else (args.shape,)
+    for shape in shapes:
+        run_args = argparse.Namespace(**vars(args))
+        if shape == "large":
+            run_args.sockets, run_args.groups = args.large_sockets, 1
+        report(asyncio.run(run(kinds, run_args)), run_args)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@ as the table of contents of the kernel."""
 
 from __future__ import annotations
 
+import asyncio
 import gc
 from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
@@ -126,6 +127,20 @@ def resource_contexts(kernel: Kernel) -> list[Any]:
 
 async def _close_sockets(app: web.Application) -> None:
     await app[KERNEL].ws.shutdown()
+
+
+def serving_loop(settings: Any) -> asyncio.AbstractEventLoop | None:
+    """The event loop ``secureconnect serve`` runs on: uvloop when ``server.uvloop`` is
+    on and uvloop is installed (it is a dependency where it builds), else ``None``
+    (asyncio's own)."""
+    if not bool(settings.server.get("uvloop", True)):
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
+    return loop
 
 
 def freeze_after_startup(app: web.Application) -> None:

@@ -334,6 +334,23 @@ def set_aside_broken_plugins(settings: Any) -> dict[str, str]:
     return broken
 
 
+def _urls(app: web.Application, host: str, port: int) -> list[str]:
+    """Where a person finds the service: the web client and the API docs."""
+    from .http.context import KERNEL
+
+    kernel = app[KERNEL]
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+    base = f"http://{shown}:{port}"
+    if kernel.pm.is_blocked("web") or kernel.pm.get_plugin("web") is None:
+        return [f"SecureConnect API: {base}/openapi.json (web plugin disabled)"]
+    lines = [f"SecureConnect web client: {base}/"]
+    if kernel.settings.web.docs:
+        lines.append(f"API docs:                 {base}/docs")
+    if kernel.settings.web.admin:
+        lines.append(f"admin console:            {base}/admin")
+    return lines
+
+
 def _run_plugin_command(command: CliCommand, args: argparse.Namespace) -> int:
     from .app import create_app
 
@@ -378,7 +395,7 @@ def _new_plugin(args: argparse.Namespace) -> int:
 
 
 def _serve(settings: Any, args: argparse.Namespace) -> int:
-    from .app import create_app, freeze_after_startup
+    from .app import create_app, freeze_after_startup, serving_loop
     from .logs import configure_logging
     from .plugin_files import load_plugin_files
 
@@ -391,10 +408,15 @@ def _serve(settings: Any, args: argparse.Namespace) -> int:
     extra = load_plugin_files(args.plugins_dir) if args.plugins_dir else []
     app = create_app(settings, plugins=extra)
     freeze_after_startup(app)
+    host = args.host or settings.server.host
+    port = args.port if args.port is not None else int(settings.server.port)
+    for line in _urls(app, host, port):
+        print(line, file=sys.stderr)
     web.run_app(
         app,
-        host=args.host or settings.server.host,
-        port=args.port if args.port is not None else int(settings.server.port),
+        loop=serving_loop(settings),
+        host=host,
+        port=port,
         shutdown_timeout=float(settings.server.shutdown_timeout),
         backlog=int(settings.server.backlog),
         access_log=None,
@@ -405,7 +427,7 @@ def _serve(settings: Any, args: argparse.Namespace) -> int:
 
 def _plugins(app: web.Application, settings: Any, *, as_json: bool,
              broken: dict[str, str] | None = None) -> int:
-    from .app import KERNEL
+    from .http.context import KERNEL
     from .plugins import describe_plugins
 
     broken = broken or {}
@@ -426,7 +448,7 @@ def _plugins(app: web.Application, settings: Any, *, as_json: bool,
 @asynccontextmanager
 async def _running(app: web.Application) -> AsyncIterator[Any]:
     """Open the app's resources (database, cache, ...) without serving HTTP."""
-    from .app import KERNEL
+    from .http.context import KERNEL
 
     runner = web.AppRunner(app)
     await runner.setup()
@@ -447,7 +469,7 @@ async def _migrate(app: web.Application) -> int:
 
 
 async def _jobs(app: web.Application, name: str | None) -> int:
-    from .app import KERNEL
+    from .http.context import KERNEL
 
     kernel = app[KERNEL]
     if name is None:

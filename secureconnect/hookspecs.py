@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from .kernel import CleanupContext, Kernel
     from .migrations import MigrationSource
     from .routing import Route
+    from .web.panels import WebPanel
     from .ws.gateway import Connection, WsHandler
 
 hookspec = pluggy.HookspecMarker("secureconnect")
@@ -152,6 +153,23 @@ def sc_template_dirs() -> Sequence[str]:
     """
 
 
+@hookspec
+def sc_web_panels(kernel: Kernel) -> Sequence[WebPanel]:
+    """Return :class:`secureconnect.web.panels.WebPanel` objects: the plugin's part of
+    the web client served at ``/`` (and of the admin console at ``/admin``).
+
+    A panel names a folder of static files (served under
+    ``/static/plugins/<panel name>/``), the ES module scripts and stylesheets from it
+    that every page of the client loads, and whether it mounts on the ``"app"`` page
+    (``/``) or the ``"admin"`` page (``/admin``). Scripts run after the kernel's shell
+    module and reach the shell through ``import {app} from "/static/web/app.js"``
+    (see docs/web.md). Pages allow scripts and styles from the same origin only (no
+    inline code): put all of a panel's code in its files. Panels load in plugin order
+    (see :mod:`secureconnect.hooks`); two panels with the same name is a start-up
+    error naming both plugins.
+    """
+
+
 # ---------------------------------------------------------------------------
 # Runtime hooks: called while serving; may be async
 # ---------------------------------------------------------------------------
@@ -209,21 +227,3 @@ def sc_sessions_revoked(
 @hookspec
 def sc_user_deleted(kernel: Kernel, user: dict[str, Any]) -> None:
     """An account was deleted. Remove the plugin's per-user data. Exceptions are logged."""
-
-
-@hookspec
-def sc_user_contacts(kernel: Kernel, user_id: str) -> Any:
-    """Ids of the users who share something with ``user_id`` (a conversation, a
-    group) — the people the user directory's name search (``GET /v1/users?q=``) may
-    show them. Return an iterable of user ids, or ``None`` when the plugin relates no
-    one. The kernel takes the union over every plugin (the caller removed); a plugin
-    returns at most a few thousand ids. Exceptions are logged and count as ``None``.
-    """
-
-
-@hookspec
-def sc_user_presence(kernel: Kernel, user_id: str) -> Any:
-    """The presence of ``user_id`` shown on their public profile, as a JSON object
-    (``{"online": bool, "last_seen_at": str | None}``), or ``None`` when the plugin
-    keeps none. The first non-``None`` answer wins; exceptions count as ``None``.
-    """

@@ -50,6 +50,8 @@ class JobScheduler:
         self.jobs: dict[str, Job] = {}
         self.owners: dict[str, str] = {}
         self._tasks: list[asyncio.Task[None]] = []
+        #: job name → ``{at, status, seconds, result}`` of its last run on this instance
+        self.last_runs: dict[str, dict[str, Any]] = {}
         m = kernel.metrics
         self.runs = m.counter("job_runs_total", "Periodic job runs", ("job", "status"))
         self.duration = m.histogram("job_duration_seconds", "Periodic job duration", ("job",))
@@ -114,16 +116,21 @@ class JobScheduler:
 
     async def run(self, name: str, *, raise_errors: bool = False) -> Any:
         """Run one job now (also used by ``secureconnect jobs run NAME``, which passes
-        ``raise_errors`` to exit non-zero on a failed run)."""
+        ``raise_errors`` to exit non-zero on a failed run). The outcome is kept in
+        :attr:`last_runs` (shown by the admin console)."""
         job = self.jobs[name]
         timeout = job.timeout or float(self.settings.default_timeout)
         start = time.perf_counter()
+        status, result = "failed", None
         try:
             async with asyncio.timeout(timeout):
                 result = await job.func(self.kernel)
+            status = "success"
         except asyncio.CancelledError:
+            status = "cancelled"
             raise
         except TimeoutError:
+            status = "timeout"
             self.runs.labels(name, "timeout").inc()
             log.error("job %s timed out after %.1f s", name, timeout)
             if raise_errors:
@@ -136,6 +143,11 @@ class JobScheduler:
                 raise
             return None
         finally:
-            self.duration.labels(name).observe(time.perf_counter() - start)
+            elapsed = time.perf_counter() - start
+            self.duration.labels(name).observe(elapsed)
+            self.last_runs[name] = {
+                "at": time.time(), "status": status, "seconds": round(elapsed, 6),
+                "result": result if isinstance(result, int | float | str | None) else str(result),
+            }
         self.runs.labels(name, "success").inc()
         return result

@@ -32,6 +32,7 @@ DEFAULT_PLUGINS: tuple[tuple[str, str], ...] = (
     ("stores", "secureconnect.builtin.stores"),
     ("auth", "secureconnect.builtin.auth"),
     ("ws", "secureconnect.builtin.ws"),
+    ("web", "secureconnect.builtin.web"),
 )
 #: Kernel plugins that ``[plugins]`` cannot switch off.
 ESSENTIAL_PLUGINS = frozenset({"core", "stores", "auth", "ws"})

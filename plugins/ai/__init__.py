@@ -16,6 +16,7 @@ from dynaconf import Validator
 
 from secureconnect import Job, Kernel, Route, hookimpl
 from secureconnect.migrations import MigrationSource
+from secureconnect.web.panels import WebPanel
 
 from .config import AiSettings, validators
 from .models import metadata
@@ -114,3 +115,13 @@ async def sc_user_deleted(kernel: Kernel, user: dict[str, Any]) -> None:
     service = _service(kernel)
     if service is not None and user.get("id") is not None:
         await service.store.forget_user(str(user["id"]))
+
+
+@hookimpl
+def sc_web_panels(kernel: Kernel) -> list[WebPanel]:
+    """The AI UI of the web client: opt-in switch, summaries, reply chips
+    (static/ai.js; docs/web.md)."""
+    if not _enabled(kernel):
+        return []
+    return [WebPanel("ai", Path(__file__).parent / "static", scripts=("ai.js",),
+                     styles=("ai.css",), title="AI assistant")]

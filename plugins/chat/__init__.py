@@ -15,10 +15,10 @@ from typing import Any
 
 import pluggy
 from dynaconf import Validator
-from sqlalchemy import select
 
 from secureconnect import HealthCheck, Kernel, Route, hookimpl
 from secureconnect.migrations import MigrationSource
+from secureconnect.web.panels import WebPanel
 from secureconnect.ws.gateway import Connection, WsHandler
 
 from . import hookspecs
@@ -27,7 +27,7 @@ from .cassandra_store import CassandraMessageStore
 from .conversations import ConversationRepository
 from .events import handlers
 from .interface import ChatConversations
-from .models import metadata, participants
+from .models import metadata
 from .routes import STATE_KEY, routes
 from .service import ChatService, ChatSettings
 from .store import MessageStore, SqlMessageStore
@@ -175,29 +175,8 @@ async def sc_user_deleted(kernel: Kernel, user: dict[str, Any]) -> None:
         await service.conversations.leave_all(str(user["id"]))
 
 
-#: the most contacts chat reports for the user directory's name search
-MAX_CONTACTS = 10_000
-
-
 @hookimpl
-async def sc_user_contacts(kernel: Kernel, user_id: str) -> list[str] | None:
-    """Everyone who shares a conversation with ``user_id`` (one query)."""
-    if _service(kernel) is None:
-        return None
-    mine = participants.alias("mine")
-    theirs = participants.alias("theirs")
-    query = (
-        select(theirs.c.user_id)
-        .distinct()
-        .select_from(mine.join(theirs, mine.c.conversation_id == theirs.c.conversation_id))
-        .where(mine.c.user_id == user_id, theirs.c.user_id != user_id)
-        .limit(MAX_CONTACTS)
-    )
-    async with kernel.db.connect() as conn:
-        return [str(r[0]) for r in (await conn.execute(query)).all()]
-
-
-@hookimpl
-async def sc_user_presence(kernel: Kernel, user_id: str) -> dict[str, Any] | None:
-    service = _service(kernel)
-    return None if service is None else await service.presence.presence_of(user_id)
+def sc_web_panels(kernel: Kernel) -> list[WebPanel]:
+    """The chat UI of the web client (static/chat.js; docs/web.md)."""
+    return [WebPanel("chat", Path(__file__).parent / "static", scripts=("chat.js",),
+                     styles=("chat.css",), title="Conversations")]

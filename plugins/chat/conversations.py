@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import and_, bindparam, delete, func, insert, select, update
+from sqlalchemy import Integer, and_, bindparam, delete, func, insert, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
@@ -24,6 +24,19 @@ if TYPE_CHECKING:
 
 c = conversations.c
 p = participants.c
+
+# the reads of every request, built once (bound per call)
+_BY_ID = select(conversations).where(c.id == bindparam("cid"))
+_ROLE = select(p.role).where(p.conversation_id == bindparam("cid"), p.user_id == bindparam("uid"))
+_PARTICIPANT_IDS = select(p.user_id).where(p.conversation_id == bindparam("cid"))
+_CONVERSATION_IDS = select(p.conversation_id).where(p.user_id == bindparam("uid"))
+_OF_USER = (
+    select(conversations, p.role, p.last_read_seq,
+           (c.last_seq - p.last_read_seq).label("unread_count"))
+    .join(participants, and_(p.conversation_id == c.id, p.user_id == bindparam("uid")))
+    .order_by(func.coalesce(c.last_message_at, c.created_at).desc(), c.id.desc())
+    .limit(bindparam("limit", type_=Integer))
+)
 
 
 def direct_key(a: str, b: str) -> str:
@@ -83,48 +96,33 @@ class ConversationRepository:
         return conv
 
     async def find_direct(self, a: str, b: str) -> dict[str, Any] | None:
-        async with self.db.connect() as conn:
-            row = (
-                await conn.execute(select(conversations).where(c.direct_key == direct_key(a, b)))
-            ).first()
+        row = await self.db.fetch_one(
+            select(conversations).where(c.direct_key == direct_key(a, b)))
         return None if row is None else dict(row._mapping)
 
     # -- read ---------------------------------------------------------------------------
     async def get(self, conversation_id: str) -> dict[str, Any] | None:
-        async with self.db.connect() as conn:
-            row = (await conn.execute(select(conversations).where(c.id == conversation_id))).first()
+        row = await self.db.fetch_one(_BY_ID, {"cid": conversation_id})
         return None if row is None else dict(row._mapping)
 
     async def role_of(self, conversation_id: str, user_id: str) -> str | None:
-        async with self.db.connect() as conn:
-            row = (
-                await conn.execute(
-                    select(p.role).where(p.conversation_id == conversation_id, p.user_id == user_id)
-                )
-            ).first()
+        row = await self.db.fetch_one(_ROLE, {"cid": conversation_id, "uid": user_id})
         return None if row is None else str(row[0])
 
     async def participants(self, conversation_id: str) -> list[dict[str, Any]]:
-        async with self.db.connect() as conn:
-            rows = (
-                await conn.execute(
-                    select(p.user_id, p.role, p.joined_at, p.last_read_seq, p.last_read_message_id)
-                    .where(p.conversation_id == conversation_id)
-                    .order_by(p.joined_at, p.user_id)
-                )
-            ).all()
+        rows = await self.db.fetch(
+            select(p.user_id, p.role, p.joined_at, p.last_read_seq, p.last_read_message_id)
+            .where(p.conversation_id == conversation_id)
+            .order_by(p.joined_at, p.user_id)
+        )
         return [dict(r._mapping) for r in rows]
 
     async def participant_ids(self, conversation_id: str) -> list[str]:
-        async with self.db.connect() as conn:
-            rows = (
-                await conn.execute(select(p.user_id).where(p.conversation_id == conversation_id))
-            ).all()
+        rows = await self.db.fetch(_PARTICIPANT_IDS, {"cid": conversation_id})
         return [str(r[0]) for r in rows]
 
     async def conversation_ids_of(self, user_id: str) -> list[str]:
-        async with self.db.connect() as conn:
-            rows = (await conn.execute(select(p.conversation_id).where(p.user_id == user_id))).all()
+        rows = await self.db.fetch(_CONVERSATION_IDS, {"uid": user_id})
         return [str(r[0]) for r in rows]
 
     async def list_for_user(self, user_id: str, *, limit: int) -> list[dict[str, Any]]:
@@ -133,31 +131,15 @@ class ConversationRepository:
         Unread = messages after the user's read marker; sending advances the sender's
         own marker, so one's own messages never count.
         """
-        activity = func.coalesce(c.last_message_at, c.created_at)
-        query = (
-            select(
-                conversations,
-                p.role,
-                p.last_read_seq,
-                (c.last_seq - p.last_read_seq).label("unread_count"),
-            )
-            .join(participants, and_(p.conversation_id == c.id, p.user_id == user_id))
-            .order_by(activity.desc(), c.id.desc())
-            .limit(limit)
-        )
-        async with self.db.connect() as conn:
-            rows = (await conn.execute(query)).all()
+        rows = await self.db.fetch(_OF_USER, {"uid": user_id, "limit": limit})
         return [dict(r._mapping) for r in rows]
 
     async def unread_count(self, conversation_id: str, user_id: str) -> int:
-        async with self.db.connect() as conn:
-            row = (
-                await conn.execute(
-                    select(c.last_seq - p.last_read_seq)
-                    .join(participants, p.conversation_id == c.id)
-                    .where(c.id == conversation_id, p.user_id == user_id)
-                )
-            ).first()
+        row = await self.db.fetch_one(
+            select(c.last_seq - p.last_read_seq)
+            .join(participants, p.conversation_id == c.id)
+            .where(c.id == conversation_id, p.user_id == user_id)
+        )
         return 0 if row is None else max(0, int(row[0]))
 
     # -- change -------------------------------------------------------------------------

@@ -1,9 +1,10 @@
 """Messages: send, edit, delete, history and read receipts.
 
 Send path (``send_message``), each step its own method: validate (type, sizes) →
-membership (cached positive answers, see membership.py) → idempotency look-up → guard
-(``sc_message_will_be_sent`` in plugin order, fail closed) → persist (seq allocated by
-the store, in the conversation's send line) → deliver (publish to
+membership (cached positive answers, see membership.py) → guard
+(``sc_message_will_be_sent`` in plugin order, fail closed) → persist (seq allocated and
+idempotency key claimed by the store in one group commit, in the conversation's send
+line) → deliver (publish to
 ``conversation:<id>``; failures counted, never fail the send) → observe
 (``sc_message_sent`` in an owned, bounded background task).
 
@@ -145,12 +146,20 @@ class MessageService:
         started = time.perf_counter()
         sender_id, conversation_id = str(sender_id), str(conversation_id)
         await self._validate(sender_id, conversation_id, draft, origin)
-        if idempotency_key is not None:
-            earlier = await self.store.find(conversation_id, sender_id, idempotency_key)
-            if earlier is not None:
-                self.metrics.idempotency_hits.inc()
-                return earlier.as_dict(), False
-        content, metadata = await self._guard_send(sender_id, conversation_id, draft, origin)
+        # The key is claimed in the group commit that stores the message (no look-up of
+        # its own here): a retry goes through the guards again and the batch answers
+        # with the message stored first. Only a refused retry looks the key up, so
+        # that a send whose answer was lost still gets its message back.
+        try:
+            content, metadata = await self._guard_send(sender_id, conversation_id, draft,
+                                                       origin)
+        except Problem:
+            if idempotency_key is not None:
+                earlier = await self.store.find(conversation_id, sender_id, idempotency_key)
+                if earlier is not None:
+                    self.metrics.idempotency_hits.inc()
+                    return earlier.as_dict(), False
+            raise
         step = time.perf_counter()
         self._took["guard"].observe(step - started)
         new = NewMessage(

@@ -143,10 +143,12 @@ class PresenceService:
     async def connected(self, conn: Any) -> None:
         """Subscribe a new socket to its conversations; first socket → online."""
         user_id = user_id_of(conn)
+        # counted first: ``disconnected`` runs (and counts down) for every socket, also
+        # one whose subscriptions below failed (a database 503)
+        self.metrics.online_users.inc()
         conversation_ids = await self.repo.conversation_ids_of(user_id)
         for cid in conversation_ids:
             await conn.subscribe(self.conversations.topic(cid))
-        self.metrics.online_users.inc()
         count = await self.kernel.cache.incr(
             _presence_key(user_id), 1, ttl=self.settings.presence_ttl
         )

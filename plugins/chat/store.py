@@ -18,7 +18,7 @@ service. The contract, for every implementation:
 * Read receipts need only ``get`` (the receipt stores the message's ``seq`` with the
   participant, which is relational data the conversation repository owns).
 
-Why one file of ~530 lines: the contract, its value types and the SQL engine's group
+Why one file of ~550 lines: the contract, its value types and the SQL engine's group
 commit are read together when either changes (the Cassandra engine imports the value
 types from here); splitting the contract from its reference implementation would make
 the invariants above harder to check against the code that keeps them.
@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Connection, and_, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -333,21 +333,16 @@ class SqlMessageStore:
     async def find(
         self, conversation_id: str, sender_id: str, idempotency_key: str
     ) -> StoredMessage | None:
-        query = _key_query(conversation_id, sender_id, idempotency_key)
-        async with self.db.connect() as conn:
-            row = (await conn.execute(query)).first()
+        row = await self.db.fetch_one(_key_query(conversation_id, sender_id, idempotency_key))
         return None if row is None else _from_row(row)
 
     async def get(self, conversation_id: str, message_id: str) -> StoredMessage | None:
-        async with self.db.connect() as conn:
-            row = (
-                await conn.execute(
-                    select(messages).where(
-                        messages.c.conversation_id == conversation_id,
-                        messages.c.id == message_id,
-                    )
-                )
-            ).first()
+        row = await self.db.fetch_one(
+            select(messages).where(
+                messages.c.conversation_id == conversation_id,
+                messages.c.id == message_id,
+            )
+        )
         return None if row is None else _from_row(row)
 
     async def edit(
@@ -400,8 +395,7 @@ class SqlMessageStore:
         if before is not None:
             query = query.where(messages.c.seq < decode_cursor(before))
         query = query.order_by(messages.c.seq.desc()).limit(limit + 1)
-        async with self.db.connect() as conn:
-            rows: Sequence[Any] = (await conn.execute(query)).all()
+        rows: Sequence[Any] = await self.db.fetch(query)
         found = [_from_row(r) for r in rows[:limit]]
         more = len(rows) > limit and found
         return Page(found, encode_cursor(found[-1].seq) if more else None)
@@ -412,6 +406,7 @@ def _append_batch(conn: Connection, batch: list[NewMessage]) -> list[tuple[Store
     update per conversation, one multi-row insert."""
     results: list[tuple[StoredMessage, bool] | None] = [None] * len(batch)
     first_of_key: dict[tuple[str, str, str], int] = {}
+    stored = _stored_keys(conn, batch)  # one statement for every key of the batch
     fresh: list[int] = []
     for i, message in enumerate(batch):
         key = message.idempotency_key
@@ -419,9 +414,9 @@ def _append_batch(conn: Connection, batch: list[NewMessage]) -> list[tuple[Store
             slot = (message.conversation_id, message.sender_id, key)
             if slot in first_of_key:
                 continue  # the same key twice in one batch: answered below
-            found = conn.execute(_key_query(*slot)).first()
+            found = stored.get(slot)
             if found is not None:
-                results[i] = (_from_row(found), False)
+                results[i] = (found, False)
                 continue
             first_of_key[slot] = i
         fresh.append(i)
@@ -463,6 +458,26 @@ def _append_batch(conn: Connection, batch: list[NewMessage]) -> list[tuple[Store
             result = (first[0], False)
         out.append(result)
     return out
+
+
+def _stored_keys(conn: Connection, batch: list[NewMessage]
+                 ) -> dict[tuple[str, str, str], StoredMessage]:
+    """The messages already stored under the batch's idempotency keys, by key."""
+    slots: set[tuple[str, str, str]] = set()
+    for message in batch:
+        if message.idempotency_key is not None:
+            slots.add((message.conversation_id, message.sender_id, message.idempotency_key))
+    found: dict[tuple[str, str, str], StoredMessage] = {}
+    ordered = sorted(slots)
+    for start in range(0, len(ordered), 64):  # a bounded statement (SQLite's variable cap)
+        query = select(messages).where(or_(*(
+            and_(messages.c.conversation_id == cid, messages.c.sender_id == sid,
+                 messages.c.idempotency_key == key)
+            for cid, sid, key in ordered[start:start + 64])))
+        for row in conn.execute(query):
+            m = row._mapping
+            found[(m["conversation_id"], m["sender_id"], m["idempotency_key"])] = _from_row(row)
+    return found
 
 
 def _key_query(conversation_id: str, sender_id: str, idempotency_key: str) -> Any:

@@ -13,6 +13,7 @@ import dataclasses
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from dynaconf import Validator
 from sqlalchemy.exc import SQLAlchemyError
@@ -20,6 +21,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from secureconnect import ConfigError, HealthCheck, Job, Kernel, Route, hookimpl
 from secureconnect.errors import ServiceUnavailable
 from secureconnect.migrations import MigrationSource
+from secureconnect.web.panels import WebPanel
 
 from . import blob_routes, routes, settings, tus_routes
 from .jobs import cleanup_job
@@ -121,6 +123,29 @@ async def _drive(kernel: Kernel) -> AsyncIterator[None]:
     finally:
         kernel.state.pop(STATE_KEY, None)
         await rt.drive.storage.close()
+
+
+def _origin(url: str) -> str | None:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}" if parts.scheme and parts.netloc else None
+
+
+@hookimpl
+def sc_web_panels(kernel: Kernel) -> list[WebPanel]:
+    """The files UI of the web client (static/drive.js; docs/web.md). Upload and
+    download URLs may be on another origin (drive.public_url, the S3 endpoint): the
+    pages' CSP lets the panel's scripts reach it."""
+    if not _enabled(kernel):
+        return []
+    d = kernel.settings.drive
+    if d.backend == "s3":
+        url = str(d.s3_endpoint_url) or "https://*.amazonaws.com"
+    else:
+        url = str(d.public_url) or str(kernel.settings.app.public_url)
+    origin = _origin(url)
+    return [WebPanel("drive", Path(__file__).parent / "static", scripts=("drive.js",),
+                     styles=("drive.css",), title="Files",
+                     connect_src=(origin,) if origin else ())]
 
 
 @hookimpl

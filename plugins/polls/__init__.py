@@ -17,6 +17,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from secureconnect import Job, Kernel, Route, hookimpl
 from secureconnect.errors import ServiceUnavailable
 from secureconnect.migrations import MigrationSource
+from secureconnect.web.panels import WebPanel
 
 from .domain import PollSettings
 from .jobs import expire_job
@@ -86,3 +87,12 @@ async def _poll_service(kernel: Kernel) -> AsyncIterator[None]:
 @hookimpl
 def sc_cleanup_ctx(kernel: Kernel) -> list[object]:
     return [_poll_service] if _enabled(kernel) else []
+
+
+@hookimpl
+def sc_web_panels(kernel: Kernel) -> list[WebPanel]:
+    """The polls UI of the web client (static/polls.js; docs/web.md)."""
+    if not _enabled(kernel):
+        return []
+    return [WebPanel("polls", Path(__file__).parent / "static", scripts=("polls.js",),
+                     styles=("polls.css",), title="Polls")]

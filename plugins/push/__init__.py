@@ -17,6 +17,7 @@ from dynaconf import Validator
 
 from secureconnect import ConfigError, Kernel, Route, hookimpl
 from secureconnect.migrations import MigrationSource
+from secureconnect.web.panels import WebPanel
 
 from .dispatcher import Dispatcher
 from .metrics import PushMetrics
@@ -56,7 +57,17 @@ def sc_routes(kernel: Kernel) -> list[Route]:
             "plugin 'push' needs plugin 'chat' (it notifies conversation members), but "
             "`plugins.chat` is false; enable chat or also set `push = false` under [plugins]")
     check_providers(PushSettings.from_settings(kernel.settings.push))
-    return list(routes)
+    from . import web_routes
+
+    # the VAPID key always; the dead-letter admin routes with the admin console
+    extra = [r for r in web_routes.routes
+             if not r.path.startswith("/v1/admin/") or _admin_console(kernel)]
+    return [*routes, *extra]
+
+
+def _admin_console(kernel: Kernel) -> bool:
+    web_settings = kernel.settings.get("web") or {}
+    return not kernel.pm.is_blocked("web") and bool(web_settings.get("admin", True))
 
 
 def check_providers(s: PushSettings) -> None:
@@ -194,3 +205,13 @@ async def sc_user_deleted(kernel: Kernel, user: dict[str, Any]) -> None:
     service = _service(kernel)
     if service is not None:
         await service.forget_user(str(user["id"]))
+
+
+@hookimpl
+def sc_web_panels(kernel: Kernel) -> list[WebPanel]:
+    """Web Push for the web client (static/push.js and its service worker sw.js) and
+    the admin console's dead letters (docs/web.md)."""
+    if not _enabled(kernel):
+        return []
+    return [WebPanel("push", Path(__file__).parent / "static", scripts=("push.js",),
+                     styles=(), title="Notifications")]

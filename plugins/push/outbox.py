@@ -189,12 +189,21 @@ class Outbox:
 
         await self.kernel.db.write(run)
 
-    # -- dead letters (CLI) ---------------------------------------------------------------
+    # -- dead letters (CLI, admin console) -----------------------------------------------
     async def dead_letters(self, limit: int = 100) -> list[dict[str, Any]]:
         async with self.kernel.db.connect() as conn:
             rows = await conn.execute(select(dead_letters)
                                       .order_by(dead_letters.c.failed_at.desc()).limit(limit))
             return [dict(r._mapping) for r in rows]
+
+    async def drop_dead_letter(self, dead_letter_id: str) -> bool:
+        """Delete one dead letter for good (the admin console's "Drop")."""
+
+        def run(conn: Connection) -> bool:
+            done = conn.execute(delete(dead_letters).where(dead_letters.c.id == dead_letter_id))
+            return bool(done.rowcount)
+
+        return await self.kernel.db.write(run)
 
     async def retry_dead_letters(self, ids: list[str] | None = None) -> int:
         """Move dead letters (all, or ``ids``) back into the outbox with fresh attempts."""

@@ -24,6 +24,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from secureconnect import Job, Kernel, Route, hookimpl
 from secureconnect.errors import ServiceUnavailable
 from secureconnect.migrations import MigrationSource
+from secureconnect.web.panels import WebPanel
 
 from . import hookspecs
 from .jobs import STATE_KEY, reap_job
@@ -148,3 +149,12 @@ async def _video_service(kernel: Kernel) -> AsyncIterator[None]:
 @hookimpl
 def sc_cleanup_ctx(kernel: Kernel) -> list[Any]:
     return [_video_service] if _enabled(kernel) else []
+
+
+@hookimpl
+def sc_web_panels(kernel: Kernel) -> list[WebPanel]:
+    """The calls UI of the web client (static/calls.js; docs/web.md)."""
+    if not _enabled(kernel):
+        return []
+    return [WebPanel("calls", Path(__file__).parent / "static", scripts=("calls.js",),
+                     styles=("calls.css",), title="Calls")]

@@ -48,9 +48,8 @@ users = Table(
     Column("email_verified_at", UtcDateTime, nullable=True),
     Column("created_at", UtcDateTime, nullable=False),
     Column("password_changed_at", UtcDateTime, nullable=True),
-    # the drive file shown as the user's picture (not checked here: the kernel knows
-    # no drive; clients fetch it through drive's download route)
-    Column("avatar_file_id", ID, nullable=True),
+    # set while an administrator has disabled the account: no sign-in, no session
+    Column("disabled_at", UtcDateTime, nullable=True),
     CheckConstraint("role IN ('user', 'admin')", name="role"),
 )
 

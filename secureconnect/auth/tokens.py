@@ -15,6 +15,7 @@ import logging
 import secrets
 import time
 import uuid
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -69,6 +70,13 @@ class KeyRing:
         self.kid = kid
         self.signing_key = signing_key
         self.verification_keys = verification_keys
+        # Tokens whose signature and claims were verified, by (token, issuer, audience):
+        # a client presents the same access token on every request until it expires,
+        # so the signature check and the claim parsing run once per token and
+        # instance. A hit still checks the expiry; revocation is checked by the caller
+        # on every request. Bounded (oldest first).
+        self._verified: OrderedDict[tuple[str, str, str], AccessClaims] = OrderedDict()
+        self.verified_max = 10_000
 
     @classmethod
     def from_settings(cls, s: Any, *, environment: str) -> KeyRing:
@@ -152,6 +160,20 @@ class KeyRing:
 
     def verify(self, token: str, *, issuer: str, audience: str, leeway: float) -> AccessClaims:
         """Verified claims, or :class:`Unauthorized` with a stable code."""
+        memo = (token, issuer, audience)
+        known = self._verified.get(memo)
+        if known is not None:
+            if known.expires_at <= time.time() - leeway:
+                del self._verified[memo]
+                raise _expired()
+            return known
+        claims = self._verify(token, issuer=issuer, audience=audience, leeway=leeway)
+        self._verified[memo] = claims
+        if len(self._verified) > self.verified_max:
+            self._verified.popitem(last=False)
+        return claims
+
+    def _verify(self, token: str, *, issuer: str, audience: str, leeway: float) -> AccessClaims:
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError:
@@ -180,9 +202,7 @@ class KeyRing:
                 },
             )
         except jwt.ExpiredSignatureError:
-            raise Unauthorized(
-                "the access token has expired; refresh it", code="token_expired"
-            ) from None
+            raise _expired() from None
         except jwt.InvalidAudienceError:
             raise _invalid("the access token is not meant for this service") from None
         except jwt.InvalidIssuerError:
@@ -200,6 +220,10 @@ class KeyRing:
             )
         except (ValueError, TypeError):
             raise _invalid("the access token's claims are malformed") from None
+
+
+def _expired() -> Unauthorized:
+    return Unauthorized("the access token has expired; refresh it", code="token_expired")
 
 
 def _invalid(detail: str) -> Unauthorized:

@@ -14,7 +14,6 @@ from typing import Any
 from dynaconf import Validator
 
 from .. import hookimpl
-from ..auth.directory_routes import routes as directory_routes
 from ..auth.jobs import cleanup_job
 from ..auth.models import migration_source
 from ..auth.ratelimit import STRATEGIES, parse_limits
@@ -108,8 +107,7 @@ def sc_settings_validators() -> list[Validator]:
 
 @hookimpl(trylast=True)
 def sc_routes(kernel: Kernel) -> list[Route]:
-    # the directory after auth: GET /v1/users/me must match before /v1/users/{user_id}
-    return [*routes, *directory_routes]
+    return list(routes)
 
 
 @hookimpl(trylast=True)

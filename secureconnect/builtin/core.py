@@ -29,6 +29,7 @@ def sc_settings_validators() -> list[Validator]:
         Validator("server.port", is_type_of=int, gte=0, lte=65535),
         Validator("server.shutdown_timeout", is_type_of=(int, float), gte=0, lte=300),
         Validator("server.backlog", is_type_of=int, gte=16, lte=65535),
+        Validator("server.uvloop", is_type_of=bool),
         Validator("http.request_timeout", is_type_of=(int, float), gt=0, lte=3600),
         Validator("http.max_body_size", is_type_of=int, gte=1024, lte=1 << 30),
         Validator("http.behind_tls", is_type_of=bool),

@@ -17,6 +17,7 @@ from sqlalchemy import Column, Integer, MetaData, String, Table
 from secureconnect import HealthCheck, Job, Kernel, RouteTable, Veto, hookimpl
 from secureconnect.http.handlers import json_response
 from secureconnect.migrations import MigrationSource
+from secureconnect.web.panels import WebPanel
 
 PLUGIN_NAME = "kitchen_sink"
 metadata = MetaData()
@@ -101,6 +102,12 @@ def sc_template_dirs() -> list[str]:
 
 
 @hookimpl
+def sc_web_panels(kernel: Kernel) -> list[WebPanel]:
+    return [WebPanel("kitchen-sink", Path(__file__).parent / "sink_static",
+                     scripts=("sink.js",), styles=("sink.css",), title="Kitchen sink")]
+
+
+@hookimpl
 async def sc_authorize_topic(kernel: Kernel, user: Any, topic: str) -> bool | None:
     if not topic.startswith("sink:"):
         return None
@@ -146,14 +153,3 @@ def sc_user_deleted(kernel: Kernel, user: dict[str, Any]) -> None:
     _log(kernel, "deleted", str(user.get("id")))
 
 
-@hookimpl
-def sc_user_contacts(kernel: Kernel, user_id: str) -> list[str] | None:
-    contacts: dict[str, list[str]] = kernel.state.get("sink.contacts", {})
-    return contacts.get(user_id)
-
-
-@hookimpl
-async def sc_user_presence(kernel: Kernel, user_id: str) -> dict[str, Any] | None:
-    if user_id in kernel.state.get("sink.online", ()):
-        return {"online": True, "last_seen_at": None}
-    return None

@@ -99,6 +99,11 @@ def test_make_run_serves_the_embedded_defaults(tmp_path):
         assert status == 200 and b"request_duration_seconds" in body
         status, body = _get(f"http://127.0.0.1:{port}/openapi.json")
         assert status == 200 and json.loads(body)["openapi"] == "3.1.0"
+        status, body = _get(f"http://127.0.0.1:{port}/")
+        assert status == 200 and b'src="/static/web/main.js"' in body
+        printed = log.read_text()
+        assert f"web client: http://127.0.0.1:{port}/" in printed
+        assert f"API docs:                 http://127.0.0.1:{port}/docs" in printed
     finally:
         # make and the server it started share a new process group: stop both
         os.killpg(proc.pid, signal.SIGTERM)

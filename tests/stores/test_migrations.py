@@ -16,7 +16,7 @@ from secureconnect.store.schema import drift, migrate, status
 from secureconnect.testing.helpers import make_settings
 from tests.kernel.test_cli import run_cli
 
-OWNERS = {"auth", "chat", "polls", "video", "drive", "push", "ai"}
+OWNERS = {"auth", "chat", "polls", "video", "drive", "push", "ai", "directory"}
 
 
 @asynccontextmanager

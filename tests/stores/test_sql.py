@@ -54,8 +54,11 @@ async def test_sqlite_default_answers(sc_client: Any) -> None:
 
 
 async def test_pool_exhaustion_is_a_fast_503(sc_client: Any, postgres_url: str) -> None:
-    client = await sc_client(_pg(postgres_url, pool_size=2, max_overflow=0, query_timeout=5),
-                             plugins=[SqlTestPlugin()])
+    settings = _pg(postgres_url, pool_size=2, max_overflow=0, query_timeout=5)
+    # push's outbox dispatcher reads the database in the background: off, so that the
+    # three requests below are the pool's only users
+    settings["plugins"] = {"push": False}
+    client = await sc_client(settings, plugins=[SqlTestPlugin()])
     start = time.monotonic()
     results = await asyncio.gather(*(client.get("/v1/sqltest/sleep/2") for _ in range(3)))
     statuses = sorted(r.status for r in results)
@@ -135,3 +138,49 @@ async def test_write_runs_one_transaction_in_one_hand_off_and_is_bounded(
     with pytest.raises(DatabaseTimeout):
         await kernel.db.write(slow)
     assert metrics.value("db_query_timeout_total") == 1
+
+
+async def test_small_reads_on_a_sqlite_file_see_every_commit_and_are_bounded(
+        sc_client: Any, tmp_path: Any) -> None:
+    """``kernel.db.fetch`` on a SQLite file (served on the loop, no thread hand-off):
+    it sees what the writer thread and the pooled connections committed just before
+    (read-your-writes); a slow statement leaves the loop after its budget and no stale
+    snapshot behind; one past the query timeout is a counted 503."""
+    db_file = tmp_path / "r.db"
+    client = await sc_client({"database": {"url": f"sqlite+aiosqlite:///{db_file}",
+                                           "query_timeout": 2.0}})
+    kernel = client.app[KERNEL]
+
+    def create(conn: Connection) -> None:
+        conn.execute(text("CREATE TABLE t (n INTEGER PRIMARY KEY)"))
+
+    def insert(conn: Connection, n: int) -> None:
+        conn.execute(text("INSERT INTO t VALUES (:n)"), {"n": n})
+
+    await kernel.db.write(create)
+    for n in range(1, 20):
+        await kernel.db.write(insert, n)  # the writer thread
+        rows = await kernel.db.fetch(text("SELECT max(n) FROM t WHERE n < 100"))
+        assert rows[0][0] == n
+        async with kernel.db.connect() as conn:  # a pooled connection
+            await conn.execute(text("INSERT INTO t VALUES (:n)"), {"n": 100 + n})
+        assert (await kernel.db.fetch_one(text("SELECT max(n) FROM t")))[0] == 100 + n
+    assert await kernel.db.fetch_one(text("SELECT n FROM t WHERE n = -1")) is None
+
+    # a read that outlives the loop's budget is interrupted there and done by the pool,
+    # which answers it; one past the query timeout is a counted 503
+    slow = text("WITH RECURSIVE r(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM r "
+                "WHERE i < :n) SELECT count(*) FROM r")
+    fallbacks = kernel.metrics.value("db_loop_read_fallback_total") or 0
+    assert (await kernel.db.fetch_one(slow.bindparams(n=300_000)))[0] == 300_000
+    assert kernel.metrics.value("db_loop_read_fallback_total") == fallbacks + 1
+    timeouts = kernel.metrics.value("db_query_timeout_total") or 0
+    start = time.monotonic()
+    with pytest.raises(DatabaseTimeout):
+        await kernel.db.fetch(slow.bindparams(n=10**9))
+    assert time.monotonic() - start < 5.0
+    assert kernel.metrics.value("db_query_timeout_total") == timeouts + 1
+
+    # the interrupted statement left no read transaction open (no stale snapshot)
+    await kernel.db.write(insert, 1000)
+    assert (await kernel.db.fetch_one(text("SELECT max(n) FROM t")))[0] == 1000

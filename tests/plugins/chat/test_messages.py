@@ -245,3 +245,39 @@ async def test_read_receipt_needs_a_message_of_the_conversation(chat_client):
     )
     body = await r.json()
     assert body["seq"] == 1 and body["unread_count"] == 0
+
+
+class ClosingGuard:
+    """Lets messages through until ``closed``, then refuses every one."""
+
+    def __init__(self) -> None:
+        self.closed = False
+        self.calls = 0
+
+    @hookimpl
+    def sc_message_will_be_sent(self, message):
+        self.calls += 1
+        if self.closed:
+            return Veto("sending is closed", code="sending_closed", status=403)
+        return None
+
+
+async def test_a_keyed_retry_gets_its_message_even_when_the_guard_now_refuses(chat_client):
+    """The key is claimed in the group commit, so a retry passes the guards again; a
+    send whose answer was lost still gets its stored message back when they refuse."""
+    guard = ClosingGuard()
+    client = await chat_client(plugins=[guard])
+    a, b = await users(client, 2)
+    cid = await create_group(client, a, [b])
+    first = await send(client, a, cid, "once", headers={"Idempotency-Key": "lost-answer"})
+    again = await send(client, a, cid, "once", status=200,
+                       headers={"Idempotency-Key": "lost-answer"})
+    assert again == first and guard.calls == 2
+    guard.closed = True
+    retry = await send(client, a, cid, "once", status=200,
+                       headers={"Idempotency-Key": "lost-answer"})
+    assert retry == first
+    refused = await send(client, a, cid, "new", status=403,
+                         headers={"Idempotency-Key": "never-stored"})
+    assert refused["code"] == "sending_closed"
+    assert [m["seq"] for m in await all_messages(client, a, cid)] == [1]

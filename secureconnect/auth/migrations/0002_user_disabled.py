@@ -1,8 +1,8 @@
-"""auth: users.avatar_file_id (the public profile's picture)
+"""auth: users.disabled_at (an administrator disabled the account)
 
 Revision ID: auth_0002
 Revises: auth_0001
-Create Date: 2026-11-29
+Create Date: 2026-12-07
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ depends_on = None
 
 def upgrade() -> None:
     with op.batch_alter_table("users") as batch:
-        batch.add_column(sa.Column("avatar_file_id", sa.String(36), nullable=True))
+        batch.add_column(sa.Column("disabled_at", sa.DateTime(timezone=True), nullable=True))
 
 
 def downgrade() -> None:
     with op.batch_alter_table("users") as batch:
-        batch.drop_column("avatar_file_id")
+        batch.drop_column("disabled_at")
