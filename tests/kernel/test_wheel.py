@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import socket
 import stat
@@ -57,6 +58,9 @@ def _status(url: str) -> int:
 def installed(tmp_path_factory) -> Path:
     """A fresh venv with the built wheel (dependencies from the package index/cache)."""
     base = tmp_path_factory.mktemp("wheel")
+    # setuptools reuses build/ (git-ignored): a module deleted since the last build
+    # would still enter the wheel
+    shutil.rmtree(ROOT / "build", ignore_errors=True)
     built = _run(sys.executable, "-m", "pip", "wheel", "-v", "--no-deps", "-w", base / "dist",
                  ROOT)
     assert not SETUPTOOLS_WARNING.search(built.stdout + built.stderr), \
