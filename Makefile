@@ -16,13 +16,15 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 
+# -qq: setuptools' notice that an editable install maps plugins/ through a meta path
+# finder is information, not a problem (errors still show)
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install -q -e ".[web,ai]"
+	$(BIN)/python -m pip install -qq -e ".[web,ai]"
 	touch $@
 
 $(VENV)/.installed-test: pyproject.toml tests/fixtures/sc-example-plugin/pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install -q -e ".[test,dev,postgres,redis,cassandra,s3,webrtc,push,ai,web,fuzz]"
-	$(BIN)/python -m pip install -q -e tests/fixtures/sc-example-plugin
+	$(BIN)/python -m pip install -qq -e ".[test,dev,postgres,redis,cassandra,s3,webrtc,push,ai,web,fuzz]"
+	$(BIN)/python -m pip install -qq -e tests/fixtures/sc-example-plugin
 	touch $@ $(VENV)/.installed
 
 run: $(VENV)/.installed

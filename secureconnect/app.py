@@ -49,6 +49,7 @@ def create_app(settings: Any = None, *, plugins: Iterable[object] = ()) -> web.A
     kernel.health = Health(
         [check for _, check in collect(kernel, "sc_health_checks")],
         float(settings.health.check_timeout),
+        kernel.metrics,
     )
     setup_templates(app, kernel)
     app.cleanup_ctx.extend(resource_contexts(kernel))

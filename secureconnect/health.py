@@ -14,7 +14,10 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .metrics import Metrics
 
 
 @dataclass(frozen=True)
@@ -28,7 +31,8 @@ class HealthCheck:
 
 
 class Health:
-    def __init__(self, checks: Sequence[HealthCheck], default_timeout: float) -> None:
+    def __init__(self, checks: Sequence[HealthCheck], default_timeout: float,
+                 metrics: Metrics | None = None) -> None:
         names = [c.name for c in checks]
         dupes = {n for n in names if names.count(n) > 1}
         if dupes:
@@ -36,12 +40,25 @@ class Health:
         self.checks = list(checks)
         self.default_timeout = default_timeout
         self._abandoned: set[asyncio.Future[Any]] = set()
+        # the last probe's outcome, for the "readiness failing" alert (kept fresh by
+        # the load balancer's or orchestrator's readiness probe)
+        self._ready = self._check_up = None
+        if metrics is not None:
+            self._ready = metrics.gauge("health_ready", "1 when the last readiness probe passed")
+            self._check_up = metrics.gauge(
+                "health_check_up", "1 when the check passed in the last readiness probe",
+                ("check",))
 
     async def run(self) -> tuple[bool, dict[str, dict[str, Any]]]:
         """``(ready, report)``: ready unless a required check failed."""
         results = await asyncio.gather(*(self._run_one(c) for c in self.checks))
         report = dict(results)
-        return all(r["status"] != "failed" for r in report.values()), report
+        ready = all(r["status"] != "failed" for r in report.values())
+        if self._ready is not None and self._check_up is not None:
+            self._ready.set(1 if ready else 0)
+            for name, outcome in report.items():
+                self._check_up.labels(name).set(1 if outcome["status"] == "ok" else 0)
+        return ready, report
 
     @staticmethod
     def overall(ready: bool, report: dict[str, dict[str, Any]]) -> str:

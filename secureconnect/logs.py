@@ -15,7 +15,8 @@ _STD_ATTRS = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"messag
 
 class RequestIdFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
-        record.request_id = request_id_var.get() or "-"
+        if not getattr(record, "request_id", None):  # the access log sets its own
+            record.request_id = request_id_var.get() or "-"
         return True
 
 

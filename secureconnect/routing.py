@@ -41,6 +41,8 @@ class Route:
     #: pydantic model of the success response (documentation only)
     response: type[BaseModel] | None = None
     status: int = 200
+    #: media type of the success body when there is no ``response`` model (docs only)
+    content_type: str = "application/json"
     query: type[BaseModel] | None = None
     summary: str = ""
     tag: str = ""
@@ -54,9 +56,12 @@ class Route:
 class RouteTable:
     """Collects :class:`Route` objects with decorators, like ``web.RouteTableDef``."""
 
-    def __init__(self, *, tag: str = "") -> None:
+    def __init__(self, *, tag: str = "", extra_responses: dict[int, str] | None = None) -> None:
         self._routes: list[Route] = []
         self.tag = tag
+        #: problems every route of the table can answer (e.g. 403 "not a participant"),
+        #: documented in /openapi.json; a route's own ``extra_responses`` add to them
+        self.extra_responses = dict(extra_responses or {})
 
     def __iter__(self) -> Iterator[Route]:
         return iter(self._routes)
@@ -67,6 +72,8 @@ class RouteTable:
     def route(self, method: str, path: str, **options: Any) -> Callable[[Handler], Handler]:
         def register(handler: Handler) -> Handler:
             options.setdefault("tag", self.tag)
+            options["extra_responses"] = {**self.extra_responses,
+                                          **options.get("extra_responses", {})}
             if not options.get("summary") and handler.__doc__:
                 options["summary"] = handler.__doc__.strip().splitlines()[0]
             self._routes.append(Route(method.upper(), path, handler, **options))

@@ -44,7 +44,12 @@ def test_every_package_directory_is_packaged():
     listed = set(config["packages"])
     found = set()
     for base, name in (("secureconnect", "secureconnect"), ("plugins", "secureconnect_plugins")):
-        for init in (ROOT / base).rglob("__init__.py"):
-            rel = init.parent.relative_to(ROOT / base).parts
+        # every folder that ships something: packages, and data folders (Alembic
+        # revisions, templates, defaults) which setuptools wants listed as namespace
+        # packages too (else "Package would be ignored" warnings on every install)
+        folders = {f.parent for f in (ROOT / base).rglob("*") if f.is_file()
+                   and "__pycache__" not in f.parts and not f.name.startswith(".")}
+        for folder in folders:
+            rel = folder.relative_to(ROOT / base).parts
             found.add(".".join((name, *rel)))
     assert found == listed, f"missing: {sorted(found - listed)}, stale: {sorted(listed - found)}"

@@ -19,7 +19,7 @@ from sqlalchemy.exc import IntegrityError
 
 from secureconnect.errors import Problem
 from secureconnect.ids import new_id_str
-from secureconnect.models import utcnow
+from secureconnect.models import rfc3339, utcnow
 
 from .activity import ActivityRecorder
 from .announcements import Announcements
@@ -45,7 +45,7 @@ def user_id(value: Any) -> str:
 
 
 def _iso(value: datetime | None) -> str | None:
-    return None if value is None else value.isoformat()
+    return rfc3339(value)
 
 
 class ConversationService:

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, cast
 
+from secureconnect.models import rfc3339
+
 from .api import MODERATOR_ROLES, ChatMessage, ConversationInfo, Participant, Role
 
 if TYPE_CHECKING:
@@ -86,7 +88,7 @@ class ChatConversations:
                     sender_id=m.sender_id, message_type=m.message_type,
                     content=None if m.deleted else m.content, is_encrypted=m.is_encrypted,
                     metadata=m.metadata, file_id=m.file_id,
-                    created_at=m.created_at.isoformat(),
+                    created_at=str(rfc3339(m.created_at)),
                 )
                 for m in newer
             )

@@ -15,7 +15,7 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING, Any
 
-from secureconnect.models import utcnow
+from secureconnect.models import rfc3339, utcnow
 
 from .conversations import ConversationRepository
 from .metrics import ChatMetrics
@@ -171,7 +171,7 @@ class PresenceService:
         if count > 0:
             return
         await self.kernel.cache.delete(_presence_key(user_id))
-        last_seen = utcnow().isoformat()
+        last_seen = str(rfc3339(utcnow()))
         await self.kernel.cache.set(
             f"chat:last_seen:{user_id}", last_seen, ttl=self.settings.last_seen_ttl
         )

@@ -16,7 +16,7 @@ from .conversation_service import ConversationService
 from .message_service import Draft, MessageService
 from .service import ChatService
 
-routes = RouteTable(tag="chat")
+routes = RouteTable(tag="chat", extra_responses={403: "not a participant of the conversation"})
 
 STATE_KEY = "chat"
 IDEMPOTENCY_HEADER = "Idempotency-Key"

@@ -40,6 +40,8 @@ from sqlalchemy import Connection, and_, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from secureconnect.models import rfc3339
+
 from .models import message_counters, messages
 
 if TYPE_CHECKING:
@@ -93,8 +95,8 @@ class StoredMessage:
             "is_encrypted": self.is_encrypted,
             "metadata": self.metadata,
             "file_id": self.file_id,
-            "created_at": self.created_at.isoformat(),
-            "edited_at": None if self.edited_at is None else self.edited_at.isoformat(),
+            "created_at": rfc3339(self.created_at),
+            "edited_at": rfc3339(self.edited_at),
             "deleted": self.deleted,
         }
 

@@ -13,14 +13,13 @@ import argparse
 import asyncio
 import json
 import re
-import sys
 import uuid
 from collections.abc import Sequence
 
 from aiohttp import web
 
-from secureconnect import ConfigError
 from secureconnect.app import KERNEL, create_app
+from secureconnect.cli import run_admin_command
 from secureconnect.config import load_settings
 
 from .runtime import STATE_KEY
@@ -64,21 +63,26 @@ async def _quota(app: web.Application, user_id: str, limit: int | None, reset: b
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m secureconnect_plugins.drive.cli",
                                      description="drive administration")
-    parser.add_argument("--config", action="append", default=[], metavar="FILE")
-    parser.add_argument("--env", choices=("development", "testing", "production"))
+    parser.add_argument("--config", action="append", default=[], metavar="FILE",
+                        help="extra settings file (repeatable; later wins)")
+    parser.add_argument("--env", choices=("development", "testing", "production"),
+                        help="settings environment (default: SECURECONNECT_ENV or development)")
     sub = parser.add_subparsers(dest="command", required=True)
     quota = sub.add_parser("quota", help="show or override a user's quota")
     quota.add_argument("user_id", type=_user_id)
     group = quota.add_mutually_exclusive_group()
     group.add_argument("--limit", type=parse_size, help="the user's limit, e.g. 20GiB")
     group.add_argument("--default", action="store_true", help="use the default quota again")
+    parser.add_argument("--debug", action="store_true",
+                        help="show the full traceback of an error")
     args = parser.parse_args(argv)
-    try:
+
+    def command() -> int:
         app = create_app(load_settings(args.config, env=args.env))
         return asyncio.run(_quota(app, args.user_id, args.limit, args.default))
-    except ConfigError as exc:
-        print(f"drive: configuration error: {exc}", file=sys.stderr)
-        return 2
+
+    # one line per error, exit 1 (2 for settings), as `secureconnect` does
+    return run_admin_command("drive", command, debug=args.debug)
 
 
 if __name__ == "__main__":

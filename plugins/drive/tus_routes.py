@@ -104,7 +104,7 @@ async def tus_head(request: web.Request) -> web.StreamResponse:
     return web.Response(status=200, headers=_headers(state))
 
 
-@routes.patch("/v1/drive/uploads/{upload_id}", timeout=NO_TIMEOUT,
+@routes.patch("/v1/drive/uploads/{upload_id}", timeout=NO_TIMEOUT, status=204,
               extra_responses={400: "invalid_tus_header", 409: "offset mismatch",
                                412: "Tus-Resumable missing", 415: "wrong content type",
                                423: "locked by another PATCH", 460: "checksum mismatch"})

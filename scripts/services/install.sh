@@ -11,6 +11,7 @@ command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 command -v wrk >/dev/null 2>&1 || need+=(wrk)   # benchmarks only
 command -v java >/dev/null 2>&1 || need+=(openjdk-17-jre-headless)  # Cassandra
 command -v mvn >/dev/null 2>&1 || need+=(maven)  # fetches Cassandra's jars
+command -v promtool >/dev/null 2>&1 || need+=(prometheus)  # promtool tests deploy/prometheus/alerts.yml
 # browser tests (tests/web): Debian's chromium and its matching chromedriver
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 [ -x /usr/bin/chromedriver ] || need+=(chromium-driver)
@@ -23,8 +24,10 @@ if [ ${#need[@]} -gt 0 ]; then
   # the Debian packages start a system cluster/server; tests use private ones
   service postgresql stop >/dev/null 2>&1 || true
   service redis-server stop >/dev/null 2>&1 || true
+  service prometheus stop >/dev/null 2>&1 || true
 fi
 echo "postgres: $(ls -d /usr/lib/postgresql/*/bin | tail -1)"
 echo "redis: $(redis-server --version | head -1)"
+echo "promtool: $(promtool --version 2>&1 | head -1)"
 echo "chromium: $(chromium --version 2>/dev/null | head -1)"
 echo "cassandra: $(bash "$(dirname "$0")/cassandra.sh")"

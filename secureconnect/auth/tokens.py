@@ -104,6 +104,7 @@ class KeyRing:
                     "auth.jwt_secret is not set (or weak): using an ephemeral random secret "
                     "for this %s process; tokens will not survive a restart",
                     environment,
+                    extra={"serve_only": True},
                 )
                 secret = secrets.token_urlsafe(48)
             keys: dict[str, Any] = {kid: secret.encode()}

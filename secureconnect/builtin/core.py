@@ -49,6 +49,7 @@ def sc_settings_validators() -> list[Validator]:
         Validator("logging.level", is_in=_LOG_LEVELS),
         Validator("logging.format", is_in=("text", "json")),
         Validator("logging.trace_plugins", is_type_of=bool),
+        Validator("logging.access_log", is_type_of=bool),
         Validator("plugins", is_type_of=dict),
     ]
 
@@ -68,7 +69,8 @@ async def live(request: web.Request) -> web.StreamResponse:
     return json_response({"status": "ok"})
 
 
-@routes.get("/health/ready", auth=False, rate_limit="none")
+@routes.get("/health/ready", auth=False, rate_limit="none",
+            extra_responses={503: "a dependency is unavailable"})
 async def ready(request: web.Request) -> web.StreamResponse:
     """Readiness: every registered dependency check, each with its own timeout; 200
     (`ok`, or `degraded` when a dependency the service works without failed) or 503."""
@@ -81,7 +83,8 @@ async def ready(request: web.Request) -> web.StreamResponse:
                   status=503, title="Service Unavailable", failed=failed, checks=checks)
 
 
-@routes.get("/metrics", auth=False, rate_limit="none")
+@routes.get("/metrics", auth=False, rate_limit="none", content_type="text/plain",
+            extra_responses={401: "metrics.token is set and was not sent"})
 async def metrics(request: web.Request) -> web.StreamResponse:
     """Prometheus metrics in text format (optionally behind `metrics.token`)."""
     kernel = _kernel(request)
@@ -110,7 +113,7 @@ async def openapi(request: web.Request) -> web.StreamResponse:
     return web.Response(text=cached, content_type="application/json")
 
 
-@routes.get("/status", auth=False)
+@routes.get("/status", auth=False, content_type="text/html")
 async def status(request: web.Request) -> web.StreamResponse:
     """A human-readable status page: readiness, and with `status.details` the
     version and plugins (names only)."""

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
+from typing import Any
 
 import aiohttp
 from dynaconf import Validator
@@ -88,6 +90,25 @@ async def _bus(kernel: Kernel) -> AsyncIterator[None]:
     await kernel.bus.close()
 
 
+def _outbound_metrics(kernel: Kernel) -> aiohttp.TraceConfig:
+    """``outbound_http_requests_total{result}``: ok (any status), timeout, error — the
+    outbound-call timeout ratio alert divides the first two."""
+    requests = kernel.metrics.counter(
+        "outbound_http_requests_total", "Outbound HTTP calls by outcome", ("result",))
+    trace = aiohttp.TraceConfig()
+
+    async def ended(_session: Any, _ctx: Any, _params: Any) -> None:
+        requests.labels("ok").inc()
+
+    async def failed(_session: Any, _ctx: Any, params: Any) -> None:
+        timeout = isinstance(params.exception, asyncio.TimeoutError | TimeoutError)
+        requests.labels("timeout" if timeout else "error").inc()
+
+    trace.on_request_end.append(ended)
+    trace.on_request_exception.append(failed)
+    return trace
+
+
 async def _outbound_http(kernel: Kernel) -> AsyncIterator[None]:
     s = kernel.settings.outbound_http
     session = aiohttp.ClientSession(
@@ -97,6 +118,7 @@ async def _outbound_http(kernel: Kernel) -> AsyncIterator[None]:
             sock_read=float(s.read_timeout),
         ),
         connector=aiohttp.TCPConnector(limit=int(s.max_connections)),
+        trace_configs=[_outbound_metrics(kernel)],
     )
     kernel._http = session
     try:

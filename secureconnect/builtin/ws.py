@@ -48,9 +48,9 @@ def _kernel(request: web.Request) -> Kernel:
 # They authenticate themselves (bearer header, or ?access_token= for browsers).
 _STREAM_ERRORS = {
     401: "Missing, invalid, expired or revoked token (header or access_token query)",
-    403: "A requested topic is not allowed",
+    403: "This Origin may not connect, or a requested topic is not allowed",
     429: "Too many connections of this user on this instance",
-    503: "Too many connections on this instance",
+    503: "Shutting down, or too many connections on this instance (Retry-After)",
 }
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from aiohttp import web
@@ -22,6 +23,7 @@ from ..errors import (
     UnsupportedMediaType,
     ValidationFailed,
 )
+from ..models import rfc3339
 from .context import KERNEL, PRINCIPAL, ROUTE
 
 if TYPE_CHECKING:
@@ -44,6 +46,26 @@ def bearer_token(request: web.Request) -> str | None:
     return token
 
 
+def require_bearer(request: web.Request) -> str:
+    """The access token of ``Authorization: Bearer <token>``, or a 401 that says what
+    is wrong: no header at all, or a header without the ``Bearer`` scheme."""
+    token = bearer_token(request)
+    if token is not None:
+        return token
+    header = request.headers.get("Authorization", "").strip()
+    if not header:
+        raise Unauthorized("an access token is required: send `Authorization: Bearer <token>`",
+                           code="missing_token")
+    scheme = header.partition(" ")[0]
+    if scheme.lower() == "bearer":
+        raise Unauthorized("the Authorization header has the Bearer scheme but no token",
+                           code="missing_token")
+    raise Unauthorized(
+        "the Authorization header must use the Bearer scheme: `Authorization: Bearer <token>`",
+        code="invalid_auth_scheme",
+    )
+
+
 def wrap_handler(kernel: Kernel, route: Route) -> Any:
     rate_class = route.rate_limit or "default"
 
@@ -52,9 +74,7 @@ def wrap_handler(kernel: Kernel, route: Route) -> Any:
         principal: Any = None
         if route.auth:
             try:
-                token = bearer_token(request)
-                if token is None:
-                    raise Unauthorized("an access token is required", code="missing_token")
+                token = require_bearer(request)
                 principal = await kernel.auth.authenticate(token)
             except Unauthorized:
                 # a failed authentication counts against the client's address, so
@@ -145,6 +165,8 @@ def json_response(data: Any, status: int = 200, headers: Mapping[str, str] | Non
 def _default(value: Any) -> Any:
     if isinstance(value, BaseModel):
         return value.model_dump(mode="json")
+    if isinstance(value, datetime):
+        return rfc3339(value)
     if hasattr(value, "isoformat"):
         return value.isoformat()
     return str(value)

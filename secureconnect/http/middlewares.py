@@ -27,6 +27,7 @@ from aiohttp.typedefs import Handler
 from multidict import CIMultiDict
 
 from ..errors import GatewayTimeout, PayloadTooLarge, Problem
+from .access_log import log_request
 from .context import REQUEST_ID, request_id_var
 from .problem import from_http_exception, problem_response
 
@@ -59,6 +60,7 @@ def build_middlewares(kernel: Kernel) -> list[Any]:
     metrics = kernel.http_metrics
     cors_origins = set(s.cors.allow_origins)
     cors_any = "*" in cors_origins
+    access_log = bool(s.logging.access_log)
 
     durations: dict[tuple[str, str, int], Any] = {}
 
@@ -82,11 +84,14 @@ def build_middlewares(kernel: Kernel) -> list[Any]:
         start = time.perf_counter()
         try:
             resp = await _errors(request, handler)
+            seconds = time.perf_counter() - start
+            path = route_template(request)
+            if access_log:
+                log_request(request, path, resp.status, seconds)
         finally:
             metrics.in_flight.dec()
             request_id_var.reset(token)
-        observe(request.method, route_template(request), resp.status,
-                time.perf_counter() - start)
+        observe(request.method, path, resp.status, seconds)
         return resp
 
     async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -181,6 +186,8 @@ def security_headers(kernel: Kernel) -> Any:
 
     async def on_prepare(request: web.Request, response: web.StreamResponse) -> None:
         h = response.headers
+        # aiohttp has set "Python/3.x aiohttp/3.y" by now: no versions for scanners
+        h["Server"] = "SecureConnect"
         rid = request.get(REQUEST_ID)
         if rid:
             h.setdefault("X-Request-ID", rid)

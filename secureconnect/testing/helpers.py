@@ -10,7 +10,7 @@ from typing import Any
 
 import aiohttp
 
-from ..config import load_settings
+from ..config import load_settings, override
 
 Predicate = Callable[[dict[str, Any]], bool]
 
@@ -35,7 +35,7 @@ def make_settings(overrides: Mapping[str, Any] | None = None, *, data_dir: str |
         base["app"] = {"data_dir": data_dir}
     settings = load_settings(env="testing", overrides=base)
     for key, value in _flatten(overrides or {}):
-        settings.set(key, value)
+        override(settings, key, value, "the test's overrides")
     return settings
 
 

@@ -32,7 +32,8 @@ routes = RouteTable(tag="web")
 STATIC = Path(__file__).resolve().parents[1] / "static" / "web"
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 PANELS_KEY = "web.panels"
-_PAGE = {"auth": False, "rate_limit": "none"}
+# HTML pages: /openapi.json documents them as text/html
+_PAGE = {"auth": False, "rate_limit": "none", "content_type": "text/html"}
 
 mimetypes.add_type("text/javascript", ".js")
 mimetypes.add_type("text/javascript", ".mjs")

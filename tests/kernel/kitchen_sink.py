@@ -151,3 +151,5 @@ def sc_user_registered(kernel: Kernel, user: dict[str, Any]) -> None:
 @hookimpl
 def sc_user_deleted(kernel: Kernel, user: dict[str, Any]) -> None:
     _log(kernel, "deleted", str(user.get("id")))
+
+

@@ -26,7 +26,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+try:
+    import numpy as np
+except ImportError:  # no `ai` extra: the server starts, EmbeddingModel.load names the fix
+    np = None  # type: ignore[assignment]
 
 from .base import Line, ProviderUnavailable
 from .reply_set import INTENTS
