@@ -78,7 +78,8 @@ async def test_admins_list_retry_and_drop_dead_letters(push_client: Any) -> None
     assert {d["id"] for d in rows} == {first, second, third}
     assert rows[0]["last_error"] == "http_500" and "payload" not in rows[0]
 
-    r = await client.post("/v1/admin/push/dead-letter-retries", headers=admin, json={"ids": [first]})
+    r = await client.post("/v1/admin/push/dead-letter-retries", headers=admin,
+                          json={"ids": [first]})
     assert await r.json() == {"retried": 1}
     async with kernel.db.connect() as conn:
         queued = (await conn.execute(outbox.select().where(outbox.c.id == first))).first()
