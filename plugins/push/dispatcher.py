@@ -32,12 +32,12 @@ from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from secureconnect.errors import ServiceUnavailable
+from secureconnect.models import utcnow
 from secureconnect.resilience import CircuitBreaker, CircuitOpenError
 
 from .metrics import PushMetrics
 from .outbox import Claimed, Outbox
 from .providers.base import InvalidToken, Outcome, Provider, Rejected, Retry, Sent
-from .service_ids import utcnow
 from .settings import PushSettings
 
 if TYPE_CHECKING:

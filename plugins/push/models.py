@@ -12,45 +12,11 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from sqlalchemy import Column, Index, Integer, String, Table, Text
 
-from sqlalchemy import Column, Index, Integer, MetaData, String, Table, Text
-from sqlalchemy.engine import Dialect
-from sqlalchemy.types import DateTime, TypeDecorator
+from secureconnect.models import ID, UtcDateTime, new_metadata
 
-metadata = MetaData(
-    naming_convention={
-        "ix": "ix_%(column_0_label)s",
-        "uq": "uq_%(table_name)s_%(column_0_name)s",
-        "ck": "ck_%(table_name)s_%(constraint_name)s",
-        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
-        "pk": "pk_%(table_name)s",
-    }
-)
-
-
-class UtcDateTime(TypeDecorator[datetime]):
-    """Aware UTC datetimes on every backend (naive UTC on SQLite, so SQL compares
-    like with like)."""
-
-    impl = DateTime(timezone=True)
-    cache_ok = True
-
-    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            raise ValueError("naive datetime given to a UTC column")
-        value = value.astimezone(UTC)
-        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
-
-    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
-ID = String(36)
+metadata = new_metadata()
 
 devices = Table(
     "push_devices",

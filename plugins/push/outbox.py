@@ -29,10 +29,10 @@ from typing import Any
 from sqlalchemy import Connection, delete, func, insert, or_, select, update
 
 from secureconnect.kernel import Kernel
+from secureconnect.models import new_id, utcnow
 
 from .models import dead_letters, devices, outbox
 from .providers.base import Delivery
-from .service_ids import new_id, utcnow
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,7 @@ from sqlalchemy import Connection, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from secureconnect.errors import NotFound
+from secureconnect.models import new_id, utcnow
 from secureconnect_plugins.chat.api import CONVERSATIONS, Conversations
 
 from .devices import normalise
@@ -34,7 +35,6 @@ from .dispatcher import Dispatcher
 from .metrics import PushMetrics
 from .models import devices, mutes, outbox
 from .outbox import Outbox
-from .service_ids import new_id, utcnow
 from .settings import PushSettings
 
 if TYPE_CHECKING:
