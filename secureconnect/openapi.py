@@ -88,10 +88,19 @@ def build_openapi(routes: Iterable[Route], *, title: str, version: str) -> dict[
                 "content": {"application/json": {
                     "schema": refs[(route.body, "validation")]}},
             }
-        ok: dict[str, Any] = {"description": "Success"}
-        if route.response is not None:
+        ok: dict[str, Any] = {"description": _SUCCESS.get(route.status, "Success")}
+        if route.status in _NO_CONTENT:
+            pass
+        elif route.response is not None:
             ok["content"] = {"application/json": {
                 "schema": refs[(route.response, "serialization")]}}
+        elif route.timeout is False:
+            # each event's data is a JSON event (docs/websocket.md), not one string
+            ok["content"] = {"text/event-stream": {"schema": {}}}
+        else:
+            # no response model declared: a body of the route's media type
+            schema = {} if route.content_type == "application/json" else {"type": "string"}
+            ok["content"] = {route.content_type: {"schema": schema}}
         op["responses"][str(route.status)] = ok
         errors = _standard_errors(route, has_path_params=bool(_PARAM.findall(route.path)))
         errors.update(route.extra_responses)
@@ -101,7 +110,7 @@ def build_openapi(routes: Iterable[Route], *, title: str, version: str) -> dict[
             if status < 400:  # another success answer: the route's own body, if any
                 op["responses"][str(status)] = {
                     "description": text, **({"content": ok["content"]} if "content" in ok
-                                            and status not in (101, 204) else {})}
+                                            and status not in _NO_CONTENT else {})}
                 continue
             op["responses"][str(status)] = {"description": text, "content": problem}
         paths.setdefault(path, {})[route.method.lower()] = op
@@ -115,6 +124,11 @@ def build_openapi(routes: Iterable[Route], *, title: str, version: str) -> dict[
                                                "bearerFormat": "JWT"}},
         },
     }
+
+
+_SUCCESS = {101: "Switching Protocols (the WebSocket is open)", 201: "Created",
+            202: "Accepted", 204: "No Content"}
+_NO_CONTENT = {101, 204, 304}
 
 
 def _standard_errors(route: Route, *, has_path_params: bool) -> dict[int, str]:
