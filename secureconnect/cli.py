@@ -2,7 +2,11 @@
 create-user, new-plugin, and the commands plugins add through ``sc_cli_commands``.
 
 Ordinary errors are one line on stderr: exit 2 for usage and settings mistakes, 1 for
-failures; ``--debug`` shows the traceback instead."""
+failures; ``--debug`` shows the traceback instead.
+
+Why one file of ~510 lines: it is the argument parser and one short dispatcher per
+built-in command, so every option and exit code can be read in one place; the work of
+each command lives elsewhere (settings, app, ``init``/scaffold modules, plugins)."""
 
 from __future__ import annotations
 
