@@ -4,6 +4,7 @@ one app server for the module)."""
 from __future__ import annotations
 
 import json
+import time
 import urllib.request
 from typing import Any
 
@@ -30,9 +31,15 @@ def kernel_of(live: Any) -> Any:
     return server.app[KERNEL]
 
 
-def mailed(live: Any, email: str, purpose: str) -> str:
-    mails = [m for m in kernel_of(live).auth.mailer.outbox
-             if m.to == email and m.tags.get("purpose") == purpose]
+def mailed(live: Any, email: str, purpose: str, timeout: float = 10.0) -> str:
+    # mails are sent after the answer (a reset's lookup too): wait for it to arrive
+    deadline = time.monotonic() + timeout
+    while True:
+        mails = [m for m in kernel_of(live).auth.mailer.outbox
+                 if m.to == email and m.tags.get("purpose") == purpose]
+        if mails or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
     assert mails, f"no {purpose} mail to {email}"
     return str(mails[-1].tags["token"])
 
