@@ -5,44 +5,5 @@ interfaces other parts use and maps the package's modules. Import the public nam
 from here or from ``secureconnect.ws.gateway`` (both stay stable).
 """
 
-from .gateway import (
-    CLOSE_GOING_AWAY,
-    CLOSE_INTERNAL,
-    CLOSE_NORMAL,
-    CLOSE_POLICY,
-    CLOSE_TOO_BIG,
-    CLOSE_TRY_AGAIN_LATER,
-    CONTROL_TOPIC,
-    USER_TOPIC_PREFIX,
-    Connection,
-    Deadlines,
-    Deferred,
-    Gateway,
-    GatewayConfig,
-    SseConnection,
-    WsConnection,
-    WsHandler,
-    encode,
-    text_frame,
-)
-
-__all__ = [
-    "CLOSE_GOING_AWAY",
-    "CLOSE_INTERNAL",
-    "CLOSE_NORMAL",
-    "CLOSE_POLICY",
-    "CLOSE_TOO_BIG",
-    "CLOSE_TRY_AGAIN_LATER",
-    "CONTROL_TOPIC",
-    "USER_TOPIC_PREFIX",
-    "Connection",
-    "Deadlines",
-    "Deferred",
-    "Gateway",
-    "GatewayConfig",
-    "SseConnection",
-    "WsConnection",
-    "WsHandler",
-    "encode",
-    "text_frame",
-]
+from .gateway import *  # noqa: F403 — the facade's public names, listed once there
+from .gateway import __all__ as __all__
