@@ -7,16 +7,20 @@ at start-up) in a child process on a file SQLite database, then from this proces
 1. seeds three conversations of 50, 500 and 2,000 text messages (over REST);
 2. times ``POST /v1/ai/conversations/{id}/summary`` for each (``--reps`` times; p50 and
    the slowest) and ``POST .../smart-replies`` (``--replies`` requests; p50/p99);
-3. times chat sends (``POST /v1/conversations/{id}/messages``, ``--sends`` per round,
-   ``--concurrency`` in flight) with no AI work, then while ``--summarizers`` clients
-   summarise the 2,000-message conversation in a loop; the rounds alternate
-   (idle, busy, idle, busy, …) and the ratio of send p99 busy/idle is reported for
-   each adjacent pair and as their median. The model computes in a worker process
-   (``ai.local_executor = "process"``), so the target is a ratio near 1 (within the
-   machine's noise).
+3. times chat sends (``POST /v1/conversations/{id}/messages``, ``--concurrency`` in
+   flight, rounds of ``--round-seconds``) with no AI work (idle), then while
+   ``--summarizers`` users each ask for a summary of the 2,000-message conversation at a
+   fixed pace (``--summary-rate`` summaries/s offered in all, open loop) (busy); the
+   rounds alternate (idle, busy, idle, busy, …). Reported: send p50/p99 per round, the
+   p99 ratio busy/idle of each pair and their median; the noise (how much the idle p99
+   moves from one idle round to the next); and the summaries asked, done, refused
+   (503 ``ai_busy``) and failed with their throughput and latency — a "fix" that kept
+   chat fast by refusing summaries shows there. The model computes in a worker process
+   at idle CPU priority (``ai.local_executor = "process"``, ``local_sched_idle``), so
+   the target is a ratio within the noise.
 
     .venv/bin/python bench/ai.py                  # about a minute
-    .venv/bin/python bench/ai.py --rounds 4 --sends 400
+    .venv/bin/python bench/ai.py --rounds 6 --summary-rate 2
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import itertools
 import multiprocessing
 import socket
 import statistics
@@ -159,11 +164,18 @@ async def run(args: argparse.Namespace) -> None:
     async with server() as base, aiohttp.ClientSession() as session:
         c = Client(session, base)
         (_, a_tok), (bob, b_tok) = await c.account("alice"), await c.account("bob")
-        await c.call("PUT", "/v1/ai/settings", a_tok, json={"enabled": True})
+        # the users asking for summaries in the busy rounds: alice and readers
+        users, readers = [a_tok], []
+        for k in range(1, args.summarizers):
+            reader, token = await c.account(f"reader{k}")
+            users.append(token)
+            readers.append(reader)
+        for token in users:
+            await c.call("PUT", "/v1/ai/settings", token, json={"enabled": True})
         rooms: dict[int, str] = {}
         for size in (50, 500, 2000):
             conv = await c.call("POST", "/v1/conversations", a_tok, json={
-                "type": "group", "name": f"size {size}", "participant_ids": [bob]},
+                "type": "group", "name": f"size {size}", "participant_ids": [bob, *readers]},
                 expect=201)
             rooms[size] = conv["id"]
 
@@ -200,60 +212,117 @@ async def run(args: argparse.Namespace) -> None:
         print(f"\nsmart replies: p50 {ms(pct(reply_times, 0.5))}  "
               f"p99 {ms(pct(reply_times, 0.99))}  (n={len(reply_times)})")
 
-        async def send_round(until: Callable[[], bool] = lambda: True) -> list[float]:
-            """``--sends`` sends, and more (in batches of 50) until ``until()`` holds."""
+        async def send_round(seconds: float) -> list[float]:
+            """Chat sends for ``seconds``, ``--concurrency`` in flight; their latencies."""
             latencies: list[float] = []
+            stop = time.monotonic() + seconds
 
-            async def one(i: int) -> None:
-                t0 = time.perf_counter()
-                await c.call("POST", f"/v1/conversations/{rooms[50]}/messages", a_tok,
-                             json={"content": f"ping {i}", "message_type": "text"},
-                             expect=201)
-                latencies.append(time.perf_counter() - t0)
+            async def sender(k: int) -> None:
+                i = 0
+                while time.monotonic() < stop:
+                    t0 = time.perf_counter()
+                    await c.call("POST", f"/v1/conversations/{rooms[50]}/messages", a_tok,
+                                 json={"content": f"ping {k}.{i}", "message_type": "text"},
+                                 expect=201)
+                    latencies.append(time.perf_counter() - t0)
+                    i += 1
 
-            await bounded(args.sends, args.concurrency, one)
-            while not until():
-                await bounded(50, args.concurrency, one)
+            await asyncio.gather(*(sender(k) for k in range(args.concurrency)))
             return latencies
 
-        async def summarise_forever(counter: list[int]) -> None:
-            while True:
-                try:
-                    await c.call("POST", f"/v1/ai/conversations/{rooms[2000]}/summary",
-                                 a_tok, json={"limit": 2000})
-                except RuntimeError as exc:  # a failed summary is a finding, not noise
-                    counter[1] += 1
-                    print(f"  summary failed: {exc}")
-                    await asyncio.sleep(0.5)
-                else:
-                    counter[0] += 1
+        interval = args.summarizers / args.summary_rate  # each user's period
 
-        print(f"\nchat send latency, {args.sends} sends x {args.concurrency} in flight "
-              f"per round; busy = {args.summarizers} clients summarising 2,000 messages")
-        ratios = []
+        async def summarizer(token: str, phase: float, stats: Stats,
+                             stop: asyncio.Event) -> None:
+            """One user asking for a summary of the 2,000 messages every ``interval``
+            seconds (open loop: a slow answer delays that user's next request only)
+            until ``stop`` is set; a summary under way then still finishes."""
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), phase)
+            next_at = time.monotonic()
+            while not stop.is_set():
+                stats.offered += 1
+                t0 = time.perf_counter()
+                async with session.post(
+                        f"{base}/v1/ai/conversations/{rooms[2000]}/summary",
+                        json={"limit": 2000},
+                        headers={"Authorization": f"Bearer {token}"}) as r:
+                    body = await r.json()
+                    if r.status == 200:
+                        stats.done.append(time.perf_counter() - t0)
+                    elif r.status == 503 and body.get("code") == "ai_busy":
+                        stats.refused += 1
+                    else:  # a failed summary is a finding, not noise
+                        stats.failed += 1
+                        print(f"  summary failed: {r.status} {body}")
+                next_at += interval
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), max(0.0, next_at - time.monotonic()))
+
+        print(f"\nchat send latency: rounds of {args.round_seconds:g} s of sends, "
+              f"{args.concurrency} in flight, alternating idle / busy; busy = "
+              f"{args.summarizers} users each asking for a summary of the 2,000 messages "
+              f"every {interval:g} s ({args.summary_rate:g} summaries/s offered in all)")
+        ratios: list[float] = []
+        idle_p99: list[float] = []
         idle_all: list[float] = []
         busy_all: list[float] = []
+        total = Stats()
+        busy_seconds = 0.0
         for r in range(args.rounds):
-            idle = await send_round()
-            counter = [0, 0]  # summaries done, failed
-            loops = [asyncio.create_task(summarise_forever(counter))
-                     for _ in range(args.summarizers)]
-            await asyncio.sleep(0.2)  # the summaries are under way
-            # the busy round lasts until every summariser finished (or failed) a summary
-            busy = await send_round(lambda c=counter: sum(c) >= args.summarizers)
-            for task in loops:
-                task.cancel()
-            await asyncio.gather(*loops, return_exceptions=True)
+            idle = await send_round(args.round_seconds)
+            stats, stop = Stats(), asyncio.Event()
+            loops = [asyncio.create_task(summarizer(tok, k * interval / len(users), stats,
+                                                    stop))
+                     for k, tok in enumerate(users)]
+            t0 = time.monotonic()
+            busy = await send_round(args.round_seconds)
+            stop.set()
+            # the summaries under way finish before the next idle round starts
+            await asyncio.gather(*loops)
+            busy_seconds += time.monotonic() - t0
+            total.add(stats)
             idle_all += idle
             busy_all += busy
+            idle_p99.append(pct(idle, 0.99))
             ratio = pct(busy, 0.99) / pct(idle, 0.99)
             ratios.append(ratio)
             print(f"  round {r + 1}: idle p50 {ms(pct(idle, 0.5))} p99 {ms(pct(idle, 0.99))}"
-                  f" | busy p50 {ms(pct(busy, 0.5))} p99 {ms(pct(busy, 0.99))}"
-                  f" ({counter[0]} summaries done, {counter[1]} failed) | p99 ratio {ratio:.2f}")
+                  f" (n={len(idle)}) | busy p50 {ms(pct(busy, 0.5))} p99 "
+                  f"{ms(pct(busy, 0.99))} (n={len(busy)}) | p99 ratio {ratio:.2f} | "
+                  f"summaries {stats.line()}")
+        noise = [max(a, b) / min(a, b) for a, b in itertools.pairwise(idle_p99)]
         print(f"  all rounds: idle p99 {ms(pct(idle_all, 0.99))}, busy p99 "
               f"{ms(pct(busy_all, 0.99))}; median p99 ratio busy/idle "
-              f"{statistics.median(ratios):.2f}")
+              f"{statistics.median(ratios):.2f} (rounds: "
+              f"{', '.join(f'{x:.2f}' for x in ratios)})")
+        if noise:
+            print(f"  noise: idle p99 from round to round {ms(min(idle_p99))} .. "
+                  f"{ms(max(idle_p99))}; adjacent idle rounds differ by x"
+                  f"{statistics.median(noise):.2f} (median), x{max(noise):.2f} (most)")
+        done = len(total.done)
+        print(f"  summaries in busy rounds: {total.line()}; throughput "
+              f"{done / busy_seconds:.2f}/s of {args.summary_rate:g}/s offered"
+              + (f"; latency p50 {ms(pct(total.done, 0.5))} p99 {ms(pct(total.done, 0.99))}"
+                 if done else ""))
+
+
+class Stats:
+    def __init__(self) -> None:
+        self.offered = 0
+        self.refused = 0
+        self.failed = 0
+        self.done: list[float] = []
+
+    def add(self, other: Stats) -> None:
+        self.offered += other.offered
+        self.refused += other.refused
+        self.failed += other.failed
+        self.done += other.done
+
+    def line(self) -> str:
+        return (f"{self.offered} asked, {len(self.done)} done, {self.refused} refused "
+                f"(ai_busy), {self.failed} failed")
 
 
 def main() -> None:
@@ -261,9 +330,12 @@ def main() -> None:
     p.add_argument("--reps", type=int, default=5, help="summaries per conversation size")
     p.add_argument("--replies", type=int, default=100, help="smart-reply requests")
     p.add_argument("--rounds", type=int, default=4, help="idle/busy send round pairs")
-    p.add_argument("--sends", type=int, default=600, help="chat sends per round")
+    p.add_argument("--round-seconds", type=float, default=6.0, help="seconds of one round")
     p.add_argument("--concurrency", type=int, default=4, help="chat sends in flight")
-    p.add_argument("--summarizers", type=int, default=2, help="clients summarising when busy")
+    p.add_argument("--summarizers", type=int, default=3,
+                   help="users asking for summaries in busy rounds")
+    p.add_argument("--summary-rate", type=float, default=1.0,
+                   help="summaries per second the users ask for in all (open loop)")
     asyncio.run(run(p.parse_args()))
 
 

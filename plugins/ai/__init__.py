@@ -73,7 +73,8 @@ def build_provider(kernel: Kernel, settings: AiSettings) -> Provider:
     from .providers.local import LocalProvider
 
     return LocalProvider(workers=settings.local_workers, points=settings.summary_points,
-                         nice=settings.local_nice, executor=settings.local_executor)
+                         nice=settings.local_nice, executor=settings.local_executor,
+                         sched_idle=settings.local_sched_idle)
 
 
 async def _ai_service(kernel: Kernel) -> AsyncIterator[None]:

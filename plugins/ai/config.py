@@ -26,6 +26,8 @@ def validators() -> list[Validator]:
         Validator("ai.local_executor", is_in=("process", "thread")),
         Validator("ai.local_workers", is_type_of=int, gte=1, lte=64),
         Validator("ai.local_nice", is_type_of=int, gte=0, lte=19),
+        Validator("ai.local_sched_idle", is_type_of=bool),
+        Validator("ai.max_queued", is_type_of=int, gte=0, lte=10_000),
         Validator("ai.local_preload", is_type_of=bool),
         Validator("ai.max_messages", is_type_of=int, gte=2, lte=10_000),
         Validator("ai.default_limit", is_type_of=int, gte=1, lte=100_000),
@@ -77,9 +79,11 @@ class AiSettings:
     request_timeout: float
     max_concurrent: int
     queue_timeout: float
+    max_queued: int
     local_executor: str
     local_workers: int
     local_nice: int
+    local_sched_idle: bool
     local_preload: bool
     max_messages: int
     default_limit: int
@@ -106,9 +110,11 @@ class AiSettings:
             request_timeout=float(t.request_timeout),
             max_concurrent=int(t.max_concurrent),
             queue_timeout=float(t.queue_timeout),
+            max_queued=int(t.max_queued),
             local_executor=str(t.local_executor),
             local_workers=int(t.local_workers),
             local_nice=int(t.local_nice),
+            local_sched_idle=bool(t.local_sched_idle),
             local_preload=bool(t.local_preload),
             max_messages=int(t.max_messages),
             default_limit=min(int(t.default_limit), int(t.max_messages)),

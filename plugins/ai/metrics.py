@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 from secureconnect.metrics import Metrics
 
@@ -18,6 +18,7 @@ class AiMetrics:
     tokens: Counter
     latency: Histogram
     encrypted_skipped: Counter
+    queued: Gauge
 
     @classmethod
     def build(cls, m: Metrics) -> AiMetrics:
@@ -39,5 +40,10 @@ class AiMetrics:
             encrypted_skipped=m.counter(
                 "ai_encrypted_skipped_total",
                 "End-to-end encrypted messages left out of AI requests (never read)",
+            ),
+            queued=m.gauge(
+                "ai_queued_requests",
+                "AI requests of this instance waiting for a concurrency slot "
+                "(at most ai.max_queued)",
             ),
         )

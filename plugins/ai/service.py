@@ -6,7 +6,8 @@ opted in (403 ``ai_not_enabled``) → the user's feature switch (403
 ``ai_feature_disabled``) → participant (403 ``not_a_participant``, through chat's
 interface) → the conversation's policy (403 ``ai_disabled_in_conversation``) → daily
 quota (429 ``quota_exceeded`` with ``Retry-After``) → a concurrency slot of this
-instance (503 ``ai_busy`` after ``queue_timeout``) → then everything runs under
+instance (503 ``ai_busy`` with ``Retry-After`` after ``queue_timeout``, or at once when
+``max_queued`` requests already wait) → then everything runs under
 ``request_timeout`` (504 ``ai_timeout``).
 
 End-to-end encryption: messages with ``is_encrypted`` are counted and dropped here,
@@ -118,6 +119,8 @@ class AiService:
         self.metrics = AiMetrics.build(kernel.metrics)
         self.clock = clock
         self._slots = asyncio.Semaphore(settings.max_concurrent)
+        #: requests waiting for a slot (at most ``max_queued``)
+        self._waiting = 0
 
     @property
     def conversations(self) -> Conversations:
@@ -236,12 +239,22 @@ class AiService:
 
     async def _bounded(self, work: Callable[[], Awaitable[T]]) -> T:
         s = self.settings
+        if self._slots.locked() and self._waiting >= s.max_queued:
+            # a burst queues no deeper than max_queued: the rest is refused at once
+            raise AiBusy(f"every AI slot of this instance is busy ({s.max_concurrent}) and "
+                         f"{self._waiting} request(s) already wait; retry shortly",
+                         headers={"Retry-After": "1"})
+        self._waiting += 1
+        self.metrics.queued.inc()
         try:
             async with asyncio.timeout(s.queue_timeout):
                 await self._slots.acquire()
         except TimeoutError:
             raise AiBusy(f"every AI slot of this instance is busy ({s.max_concurrent}); "
                          "retry shortly", headers={"Retry-After": "1"}) from None
+        finally:
+            self._waiting -= 1
+            self.metrics.queued.dec()
         try:
             async with asyncio.timeout(s.request_timeout):
                 return await work()

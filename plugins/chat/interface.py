@@ -9,6 +9,7 @@ send path (membership, limits, guards, persistence, delivery).
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING, Any, cast
 
 from secureconnect.models import rfc3339
@@ -20,7 +21,9 @@ if TYPE_CHECKING:
 
 #: the most messages one ``messages`` call returns (a bound for every caller)
 MAX_MESSAGES = 10_000
-_PAGE = 500
+#: rows one read of ``messages`` fetches; the reads of a long window take turns with
+#: other work on the event loop (SQLite reads small pages on the loop itself)
+_PAGE = 100
 
 
 class ChatConversations:
@@ -95,6 +98,7 @@ class ChatConversations:
             if page.next_cursor is None or len(newer) < len(page.messages):
                 break
             cursor = page.next_cursor
+            await asyncio.sleep(0)  # let waiting requests run between pages
         found.reverse()
         return found
 

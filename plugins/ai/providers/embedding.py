@@ -12,7 +12,8 @@
   example messages to the last incoming message; replies of the best intents first.
 * Deterministic: the same input gives the same output (ties broken by position).
 
-The worker-process entry points (``worker_*``) keep the process's one model in a module
+The worker process starts in :mod:`.worker` (priority and threads first, then this
+module). Its entry points (``worker_*``) keep the process's one model in a module
 variable: a worker process serves exactly one app, and the variable is the pool
 initializer's documented way to hand state to later calls.
 """
@@ -31,7 +32,7 @@ try:
 except ImportError:  # no `ai` extra: the server starts, EmbeddingModel.load names the fix
     np = None  # type: ignore[assignment]
 
-from .base import Line, ProviderUnavailable
+from .base import ProviderUnavailable
 from .reply_set import INTENTS
 
 #: weight of centrality against redundancy when picking (maximal marginal relevance)
@@ -76,21 +77,22 @@ class EmbeddingModel:
         return np.asarray(self._model.embed(list(texts), norm=True), dtype=np.float32)
 
     # -- summaries ------------------------------------------------------------------
-    def pick(self, lines: list[Line], points: int) -> list[Line]:
-        """About a third of a short chunk (two at least), at most ``points``, in
-        conversation order."""
-        k = min(points, max(min(2, len(lines)), -(-len(lines) // 3)))
+    def pick(self, texts: Sequence[str], points: int) -> list[int]:
+        """Indices (ascending) of about a third of a short chunk's texts (two at least),
+        at most ``points``. The texts come in conversation order; only texts and
+        indices cross to a worker process and back (compact to pickle)."""
+        k = min(points, max(min(2, len(texts)), -(-len(texts) // 3)))
         # chit-chat ("ok", "lol", "thanks") is no summary point while there is enough else
-        substantial = [line for line in lines if len(line.text.split()) >= MIN_WORDS]
-        if len(substantial) >= k:
-            lines = substantial
-        if len(lines) <= 1:
-            return lines
-        vectors = self._embed([line.text for line in lines])
+        pool = [i for i, text in enumerate(texts) if len(text.split()) >= MIN_WORDS]
+        if len(pool) < k:
+            pool = list(range(len(texts)))
+        if len(pool) <= 1:
+            return pool
+        vectors = self._embed([texts[i] for i in pool])
         sims = vectors @ vectors.T
-        n = len(lines)
+        n = len(pool)
         centrality = (sims.sum(axis=1) - np.diag(sims)) / (n - 1)
-        words = np.array([min(len(line.text.split()), FULL_WEIGHT_WORDS) for line in lines])
+        words = np.array([min(len(texts[i].split()), FULL_WEIGHT_WORDS) for i in pool])
         score = centrality * (0.5 + 0.5 * words / FULL_WEIGHT_WORDS)
         chosen: list[int] = []
         best_sim = np.full(n, -np.inf, dtype=np.float32)
@@ -101,7 +103,7 @@ class EmbeddingModel:
             i = int(np.argmax(mmr))  # first maximum: deterministic ties
             chosen.append(i)
             best_sim = np.maximum(best_sim, sims[i])
-        return [lines[i] for i in sorted(chosen, key=lambda i: lines[i].seq)]
+        return sorted(pool[i] for i in chosen)
 
     # -- smart replies --------------------------------------------------------------
     def intent_order(self, text: str) -> list[int]:
@@ -137,9 +139,10 @@ def lower_priority(nice: int) -> None:
 _worker_model: EmbeddingModel | None = None
 
 
-def worker_init(nice: int) -> None:
+def worker_load() -> None:
+    """Load the worker process's model (called by :func:`.worker.init`, once the
+    process's priority is lowered and its threads capped)."""
     global _worker_model
-    lower_priority(nice)
     _worker_model = EmbeddingModel.load()
 
 
@@ -153,8 +156,8 @@ def worker_ready() -> bool:
     return _model() is not None
 
 
-def worker_pick(lines: list[Line], points: int) -> list[Line]:
-    return _model().pick(lines, points)
+def worker_pick(texts: list[str], points: int) -> list[int]:
+    return _model().pick(texts, points)
 
 
 def worker_replies(text: str, count: int) -> list[str]:

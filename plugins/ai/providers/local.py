@@ -24,7 +24,7 @@ from concurrent.futures.process import BrokenProcessPool
 from functools import partial
 from typing import Any
 
-from . import embedding
+from . import embedding, worker
 from .base import Line, ProviderUnavailable, Replies, Summary, Usage, estimate_tokens
 from .embedding import EmbeddingModel
 
@@ -39,10 +39,11 @@ class LocalProvider:
     model = MODEL_NAME
 
     def __init__(self, *, workers: int, points: int, nice: int = 0,
-                 executor: str = "process") -> None:
+                 executor: str = "process", sched_idle: bool = False) -> None:
         self.points = points
         self.workers = workers
         self.nice = nice
+        self.sched_idle = sched_idle
         self.executor = executor
         self._pool: Executor | None = None
         self._model: EmbeddingModel | None = None  # thread mode only
@@ -85,7 +86,8 @@ class LocalProvider:
         await loop.run_in_executor(None, _check_installed)
         pool = ProcessPoolExecutor(max_workers=self.workers,
                                    mp_context=multiprocessing.get_context("spawn"),
-                                   initializer=embedding.worker_init, initargs=(self.nice,))
+                                   initializer=worker.init,
+                                   initargs=(self.nice, self.sched_idle))
         try:
             await loop.run_in_executor(pool, embedding.worker_ready)
         except BrokenProcessPool:
@@ -130,10 +132,11 @@ class LocalProvider:
 
     # -- summaries ------------------------------------------------------------------
     async def _pick(self, lines: list[Line]) -> list[Line]:
-        picked: list[Line] = await self._call(
-            lambda ls, p: self._thread_model().pick(ls, p), embedding.worker_pick,
-            lines, self.points)
-        return picked
+        # the texts go to the model, indices come back: the smallest pickle both ways
+        chosen: list[int] = await self._call(
+            lambda ts, p: self._thread_model().pick(ts, p), embedding.worker_pick,
+            [line.text for line in lines], self.points)
+        return [lines[i] for i in chosen]
 
     async def summarize(self, lines: Sequence[Line], *, language: str | None) -> Summary:
         return self._summary(lines, await self._pick(list(lines)))

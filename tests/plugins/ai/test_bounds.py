@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import time
 from datetime import timedelta
 
 import pytest
@@ -15,7 +16,7 @@ from secureconnect.app import KERNEL
 from secureconnect.testing import wait_for
 from secureconnect_plugins.ai.models import ai_audit, ai_usage, utcnow
 
-from .helpers import SQLITE_FILE, make_room, opt_in, post, send
+from .helpers import SQLITE_FILE, make_room, metric, opt_in, post, send
 from .test_openai import openai_settings
 
 
@@ -38,6 +39,40 @@ async def test_concurrency_limit_answers_503_ai_busy(ai_client, fake_openai):
     # the slot is free again
     fake_openai.mode = "ok"
     assert (await post(room, bob, "smart-replies")).status == 200
+
+
+async def test_a_full_queue_is_refused_at_once_with_503_ai_busy(ai_client, fake_openai):
+    client = await ai_client(openai_settings(
+        fake_openai, max_concurrent=1, max_queued=1, queue_timeout=30.0,
+        openai_total_timeout=3.0, openai_read_timeout=10.0))
+    room = await make_room(client, 1)
+    bob = room.members[0]
+    await send(room, room.owner, "Ready for the demo?")
+    await opt_in(client, bob)
+    fake_openai.mode = "hang"
+    first = asyncio.create_task(post(room, bob, "smart-replies"))  # holds the one slot
+    await wait_for(lambda: fake_openai.calls == 1, message="the first call to reach the provider")
+    second = asyncio.create_task(post(room, bob, "summary"))  # waits for the slot
+
+    async def queued() -> float:
+        return await metric(client, "ai_queued_requests")
+
+    await wait_for(queued, message="the second request to wait in the queue")
+    started = time.monotonic()
+    r = await post(room, bob, "summary")  # the queue is full: no wait of queue_timeout
+    assert time.monotonic() - started < 5.0
+    assert r.status == 503 and r.content_type == "application/problem+json"
+    body = await r.json()
+    assert body["code"] == "ai_busy" and "already wait" in body["detail"]
+    assert r.headers["Retry-After"] == "1"
+    assert fake_openai.calls == 1  # refused before any provider work
+    assert await metric(
+        client, 'ai_requests_total{feature="summary",provider="openai",status="busy"}') == 1
+    fake_openai.mode = "ok"
+    assert (await first).status == 504  # the provider stayed silent
+    r = await second  # then the queued request had its turn
+    assert r.status == 200, await r.text()
+    assert await queued() == 0
 
 
 async def test_deleted_conversation_loses_its_policy(ai_client):

@@ -6,6 +6,8 @@ import asyncio
 import logging
 import os
 import signal
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -277,8 +279,8 @@ async def test_two_thousand_messages_summarised_in_chunks(ai_client):
 async def test_a_failing_model_answers_503_and_logs_no_text(ai_client, caplog, monkeypatch):
     from secureconnect_plugins.ai.providers.embedding import EmbeddingModel
 
-    def broken(self, lines, points):
-        raise ValueError(f"cannot embed {lines[0].text!r}")  # a message quoting the input
+    def broken(self, texts, points):
+        raise ValueError(f"cannot embed {texts[0]!r}")  # a message quoting the input
 
     monkeypatch.setattr(EmbeddingModel, "pick", broken)  # fault injection, thread executor
     caplog.set_level(logging.DEBUG)
@@ -294,6 +296,37 @@ async def test_a_failing_model_answers_503_and_logs_no_text(ai_client, caplog, m
     leaks = [rec.getMessage()[:300] for rec in caplog.records
              if any(text in rec.getMessage() for text in TALK[:3])]
     assert "ValueError" in caplog.text and not leaks, leaks
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc and SCHED_IDLE")
+async def test_every_thread_of_the_model_worker_runs_at_idle_priority(ai_client):
+    client = await ai_client({"ai": {"local_executor": "process", "local_nice": 7,
+                                     "local_sched_idle": True}})
+    room = await make_room(client, 1)
+    bob = room.members[0]
+    await seed(room)
+    await opt_in(client, bob)
+    # a summary and a reply: the tokenizer and the matrix products have run
+    assert (await post(room, bob, "summary")).status == 200
+    assert (await post(room, bob, "smart-replies")).status == 200
+    provider = client.server.app[KERNEL].state["ai"].provider
+    (worker,) = provider._pool._processes.values()
+    threads = await asyncio.to_thread(thread_priorities, worker.pid)
+    for tid, (nice, policy) in threads.items():
+        assert policy == os.SCHED_IDLE and nice >= 7, (tid, nice, policy)
+    # the math libraries' pools are capped at one thread each: no pool of a thread per
+    # core (BLAS and the tokenizer compute on the main thread, or on one helper)
+    assert len(threads) <= 2, threads
+
+
+def thread_priorities(pid: int) -> dict[int, tuple[int, int]]:
+    """Nice value and scheduling policy of each thread of a process (Linux /proc)."""
+    found = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        stat = Path(f"/proc/{pid}/task/{tid}/stat").read_text()
+        fields = stat.rsplit(")", 1)[1].split()
+        found[int(tid)] = (int(fields[16]), int(fields[38]))  # stat fields 19 and 41
+    return found
 
 
 async def test_a_dead_model_worker_answers_503_once_then_a_new_one_serves(ai_client):
