@@ -201,3 +201,15 @@ async def test_prune_job_and_a_deleted_account(ai_client):
     # a deleted account loses its AI settings and counters (audit rows age out)
     await kernel.notify("sc_user_deleted", user={"id": bob.user_id})
     assert (await store.user_settings(bob.user_id)).enabled is False
+
+
+async def test_openapi_documents_every_ai_route_with_the_policy(ai_client):
+    # the policy routes are not in ../shared/API.md: the served document lists them
+    client = await ai_client()
+    r = await client.get("/openapi.json")
+    assert r.status == 200
+    paths = (await r.json())["paths"]
+    assert set(paths["/v1/ai/conversations/{conversation_id}/policy"]) >= {"get", "put"}
+    for what in ("summary", "smart-replies"):
+        assert "post" in paths[f"/v1/ai/conversations/{{conversation_id}}/{what}"]
+    assert set(paths["/v1/ai/settings"]) >= {"get", "put"}
