@@ -30,6 +30,8 @@ import asyncio
 import contextlib
 import itertools
 import multiprocessing
+import os
+import shutil
 import socket
 import statistics
 import sys
@@ -93,7 +95,7 @@ def serve(port: int, data_dir: str) -> None:
 
 
 @contextlib.asynccontextmanager
-async def server() -> AsyncIterator[str]:
+async def server() -> AsyncIterator[tuple[str, int]]:
     port = _free_port()
     data_dir = tempfile.mkdtemp(prefix="sc-bench-ai-")
     # not daemonic: the server starts the model's worker processes itself
@@ -110,10 +112,12 @@ async def server() -> AsyncIterator[str]:
                 await asyncio.sleep(0.1)
             else:
                 raise RuntimeError("the server did not come up")
-        yield base
+        assert proc.pid is not None
+        yield base, proc.pid
     finally:
         proc.terminate()
         proc.join(10)
+        shutil.rmtree(data_dir, ignore_errors=True)
 
 
 # -- the client ---------------------------------------------------------------------
@@ -151,6 +155,44 @@ async def bounded(n: int, concurrency: int, job: Callable[[int], Awaitable[None]
     await asyncio.gather(*(worker() for _ in range(concurrency)))
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of one process, all its threads (Linux /proc; else 0)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def children(pid: int) -> list[int]:
+    """The child processes of ``pid`` (the model's worker, the resource tracker)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, IndexError):
+                if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                    found.append(int(entry.name))
+    return found
+
+
+class Cpu:
+    """CPU seconds the server process and its children spent since the last ``take``."""
+
+    def __init__(self, server_pid: int) -> None:
+        self.pid = server_pid
+        self.last = self.now()
+
+    def now(self) -> tuple[float, float]:
+        return (cpu_seconds(self.pid),
+                sum(cpu_seconds(child) for child in children(self.pid)))
+
+    def take(self) -> tuple[float, float]:
+        now = self.now()
+        spent = (now[0] - self.last[0], now[1] - self.last[1])
+        self.last = now
+        return spent
+
+
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
@@ -161,7 +203,7 @@ def ms(v: float) -> str:
 
 
 async def run(args: argparse.Namespace) -> None:
-    async with server() as base, aiohttp.ClientSession() as session:
+    async with server() as (base, server_pid), aiohttp.ClientSession() as session:
         c = Client(session, base)
         (_, a_tok), (bob, b_tok) = await c.account("alice"), await c.account("bob")
         # the users asking for summaries in the busy rounds: alice and readers
@@ -188,17 +230,22 @@ async def run(args: argparse.Namespace) -> None:
             await bounded(size, 8, send)
         print(f"seeded conversations of {', '.join(map(str, rooms))} messages")
 
-        print("\nlocal summary latency (model loaded at start-up)")
+        print("\nlocal summary latency (model loaded at start-up), and the CPU a summary "
+              "costs the server process (event loop and all) and the model's worker")
+        cpu = Cpu(server_pid)
         for size, conv_id in rooms.items():
             times = []
+            cpu.take()
             for _ in range(args.reps):
                 t0 = time.perf_counter()
                 out = await c.call("POST", f"/v1/ai/conversations/{conv_id}/summary", a_tok,
                                    json={"limit": size})
                 times.append(time.perf_counter() - t0)
+            server_s, worker_s = cpu.take()
             print(f"  {size:5d} messages: p50 {ms(statistics.median(times))}  "
                   f"max {ms(max(times))}  ({out['chunks']} chunks, "
-                  f"{len(out['citations'])} cited, n={args.reps})")
+                  f"{len(out['citations'])} cited, n={args.reps}); CPU a summary: server "
+                  f"{ms(server_s / args.reps)}, worker {ms(worker_s / args.reps)}")
 
         reply_times = []
         for i in range(args.replies):
@@ -269,8 +316,10 @@ async def run(args: argparse.Namespace) -> None:
         busy_all: list[float] = []
         total = Stats()
         busy_seconds = 0.0
+        worker_cpu = 0.0
         for r in range(args.rounds):
             idle = await send_round(args.round_seconds)
+            cpu.take()
             stats, stop = Stats(), asyncio.Event()
             loops = [asyncio.create_task(summarizer(tok, k * interval / len(users), stats,
                                                     stop))
@@ -281,6 +330,7 @@ async def run(args: argparse.Namespace) -> None:
             # the summaries under way finish before the next idle round starts
             await asyncio.gather(*loops)
             busy_seconds += time.monotonic() - t0
+            worker_cpu += cpu.take()[1]
             total.add(stats)
             idle_all += idle
             busy_all += busy
@@ -301,6 +351,8 @@ async def run(args: argparse.Namespace) -> None:
                   f"{ms(max(idle_p99))}; adjacent idle rounds differ by x"
                   f"{statistics.median(noise):.2f} (median), x{max(noise):.2f} (most)")
         done = len(total.done)
+        print(f"  model worker CPU in busy rounds: {worker_cpu:.1f} s = "
+              f"{worker_cpu / max(1, done) * 1000:.0f} ms a summary")
         print(f"  summaries in busy rounds: {total.line()}; throughput "
               f"{done / busy_seconds:.2f}/s of {args.summary_rate:g}/s offered"
               + (f"; latency p50 {ms(pct(total.done, 0.5))} p99 {ms(pct(total.done, 0.99))}"
