@@ -27,9 +27,10 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Mapping
+from collections import Counter
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from secureconnect.errors import ServiceUnavailable
 from secureconnect.models import utcnow
@@ -47,6 +48,8 @@ log = logging.getLogger(__name__)
 
 #: seconds a wake-up waits for more enqueues before claiming
 COALESCE = 0.02
+
+Expander = Callable[[list[dict[str, Any]]], Awaitable[list[dict[str, Any]]]]
 
 
 class _GroupDelete:
@@ -97,6 +100,8 @@ class Dispatcher:
         self._wake = asyncio.Event()
         self._deletes = _GroupDelete(outbox)
         self._task: asyncio.Task[None] | None = None
+        #: claimed events → their outbox items (set by the service: who gets what)
+        self.expander: Expander | None = None
         self._sends: set[asyncio.Task[None]] = set()
         self._claims: dict[str, int] = {}  # claim token → rows still in flight
         self._depth_at = 0.0
@@ -133,7 +138,8 @@ class Dispatcher:
     async def _run(self) -> None:
         while True:
             try:
-                claimed = await self._claim_some()
+                claimed = await self._expand_some()
+                claimed += await self._claim_some()
             except (ServiceUnavailable, OSError) as exc:
                 log.warning("push: outbox unavailable (%s); retrying", type(exc).__name__)
                 claimed = 0
@@ -166,6 +172,33 @@ class Dispatcher:
             self._sends.add(task)
             task.add_done_callback(self._sends.discard)
         return len(rows)
+
+    async def _expand_some(self) -> int:
+        """Claim unexpanded events and replace them by their outbox rows (the look-ups
+        run here, on the delivering instance, never on the send path)."""
+        if self.expander is None:
+            return 0
+        token = self.outbox.new_claim_token()
+        self._claims[token] = 1  # held while expanding (released at shutdown)
+        try:
+            events = await self.outbox.claim_events(self.settings.batch_size, token)
+            if not events:
+                return 0
+            items = await self.expander(events)
+            room = self.settings.max_outbox - (self.depth - len(events))
+            if len(items) > room:  # the events go, their notifications are skipped
+                self.metrics.failed.labels("-", "outbox_full").inc(len(items))
+                log.warning("push: outbox full (%d); %d notification(s) of %d event(s) "
+                            "skipped", self.depth, len(items), len(events))
+                items = []
+            kept = await self.outbox.expand(token, [e["id"] for e in events], items)
+            self.depth += len(kept) - len(events)
+            per_provider = Counter(i["provider"] for i in kept)
+            for provider, n in per_provider.items():
+                self.metrics.notifications.labels(provider, "enqueued").inc(n)
+            return len(events)
+        finally:
+            self._release_one(token)
 
     async def refresh_depth(self) -> None:
         """Recount the outbox (at most once a second; between counts, ``depth`` grows

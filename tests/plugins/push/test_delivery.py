@@ -349,17 +349,27 @@ async def test_an_enqueue_only_instance_leaves_sending_to_a_worker(
     for i, member in enumerate(team.members):
         await add_device(api, member, "webhook", f"{fake.url}/hook/{i}")
     sent = [await send(api, team.owner, team.conversation_id, f"m{i}") for i in range(3)]
-    await wait_for(lambda: _enqueued(api, 6), message="six notifications queued")
+    # the chat instance writes one event per message; recipients are the worker's job
+    await wait_for(lambda: _depth(api, 3), message="three events queued")
     await asyncio.sleep(0.3)
     assert fake.received == []  # nobody delivers yet
+    assert await _depth(api, 3)
+    assert await metric(api, "push_notifications_total", status="enqueued") == 0
     worker = await sc_client(push_settings(fake, rsa_pem, deliver=True))
     await wait_for(lambda: len(fake.received) >= 6, message="the worker delivers")
     await wait_for(lambda: _outbox_empty(worker), message="outbox drained")
+    assert await _enqueued(worker, 6)
     keys = {(r.path, r.json()["notification"]["message_id"]) for r in fake.received}
     assert len(fake.received) == len(keys) == 6
     assert {k[1] for k in keys} == {m["id"] for m in sent}
     assert await metric(api, "push_notifications_total", status="sent") == 0
     assert await metric(worker, "push_notifications_total", status="sent") == 6
+
+
+async def _depth(client: Any, n: int) -> bool:
+    from secureconnect.app import KERNEL
+
+    return await client.app[KERNEL].state["push"].outbox.depth() == n
 
 
 async def _enqueued(client: Any, n: int) -> bool:
