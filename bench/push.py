@@ -16,13 +16,23 @@ With ``--worker`` the push-on app only enqueues (``push.deliver = false``) and a
 process, the same app with ``deliver = true`` on the same database and not sent any
 requests, does the sending: the deployment that keeps provider calls off chat instances.
 
-    .venv/bin/python bench/push.py --members 5 --messages 300 --rounds 4 [--worker]
+With ``--store postgres`` both apps use a database of a private, throwaway PostgreSQL
+(``secureconnect.testing.services``) instead of a SQLite file.
+
+The server CPU per chat send of the push-on app includes, without ``--worker``, the
+delivery of that send's notifications (in-process delivery); the chat sends/s compare
+what a burst of sends achieves (the outbox absorbs the notifications; docs/push.md
+"Chat first").
+
+    .venv/bin/python bench/push.py --members 5 --messages 300 --rounds 4 [--worker] \
+        [--store sqlite|postgres]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import multiprocessing
 import os
 import socket
@@ -72,7 +82,8 @@ def _serve_fake(port: int) -> None:
     web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None)
 
 
-def _serve_app(port: int, data_dir: str, push_on: bool, deliver: bool = True) -> None:
+def _serve_app(port: int, data_dir: str, push_on: bool, deliver: bool = True,
+               db_url: str | None = None) -> None:
     import logging
 
     from secureconnect.app import create_app
@@ -80,7 +91,7 @@ def _serve_app(port: int, data_dir: str, push_on: bool, deliver: bool = True) ->
 
     logging.disable(logging.WARNING)
     settings = make_settings({
-        "database": {"url": "sqlite+aiosqlite:///{data_dir}/bench.db"},
+        "database": {"url": db_url or "sqlite+aiosqlite:///{data_dir}/bench.db"},
         "rate_limits": {"enabled": False},
         "push": {"enabled": push_on, "deliver": deliver, "providers": ["webhook"],
                  "webhook_allowed_hosts": ["127.0.0.1"], "poll_interval": 0.2,
@@ -164,10 +175,19 @@ async def main(args: argparse.Namespace) -> None:
     fake_port, on_port, off_port = _free_port(), _free_port(), _free_port()
     fake = f"http://127.0.0.1:{fake_port}"
     procs = [ctx.Process(target=_serve_fake, args=(fake_port,), daemon=True)]
-    with tempfile.TemporaryDirectory() as d_on, tempfile.TemporaryDirectory() as d_off:
-        procs += [ctx.Process(target=_serve_app, args=(on_port, d_on, True, not args.worker),
-                              daemon=True),
-                  ctx.Process(target=_serve_app, args=(off_port, d_off, False), daemon=True)]
+    with (tempfile.TemporaryDirectory() as d_on, tempfile.TemporaryDirectory() as d_off,
+          contextlib.ExitStack() as services):
+        url_on = url_off = None
+        if args.store == "postgres":
+            from secureconnect.testing.services import PostgresServer
+
+            pg = services.enter_context(PostgresServer())
+            url_on = pg.create_database(f"bench_push_on_{os.getpid()}")
+            url_off = pg.create_database(f"bench_push_off_{os.getpid()}")
+        procs += [ctx.Process(target=_serve_app,
+                              args=(on_port, d_on, True, not args.worker, url_on), daemon=True),
+                  ctx.Process(target=_serve_app, args=(off_port, d_off, False, True, url_off),
+                              daemon=True)]
         for p in procs:
             p.start()
         pids: dict[str, int | None] = {"on": procs[1].pid, "off": procs[2].pid,
@@ -177,8 +197,8 @@ async def main(args: argparse.Namespace) -> None:
                 worker_port = _free_port()
                 async with aiohttp.ClientSession() as s:
                     await _wait_up(s, f"http://127.0.0.1:{on_port}/health/live")
-                worker = ctx.Process(target=_serve_app, args=(worker_port, d_on, True, True),
-                                     daemon=True)
+                worker = ctx.Process(target=_serve_app,
+                                     args=(worker_port, d_on, True, True, url_on), daemon=True)
                 worker.start()
                 procs.append(worker)
                 pids["worker"] = worker.pid
@@ -226,6 +246,9 @@ async def _run(args: argparse.Namespace, fake: str, on: str, off: str,
             cpu[which].append(_cpu(pids[which]) - app_cpu)
             if which == "on" and pids["worker"] is not None:
                 cpu["worker"].append(_cpu(pids["worker"]) - worker_cpu)
+        async with s.get(f"{on}/metrics") as r:
+            yields = sum(float(line.split()[-1]) for line in (await r.text()).splitlines()
+                         if line.startswith("push_yields_total "))
     for which in ("off", "on"):
         listed = ", ".join(f"{r:.0f}" for r in rates[which])
         print(f"chat sends/s push {which:<3}: median {statistics.median(rates[which]):7.0f}"
@@ -242,6 +265,7 @@ async def _run(args: argparse.Namespace, fake: str, on: str, off: str,
           f"{per_send['off'] / per_send['on']:.2f}  (target >= 0.90)")
     print(f"notifications/s through the outbox: median {statistics.median(push_rates):.0f}"
           f"   rounds: {', '.join(f'{r:.0f}' for r in push_rates)}")
+    print(f"push workers' chat-first pauses in the push-on app: {yields:.0f}")
 
 
 if __name__ == "__main__":
@@ -250,6 +274,7 @@ if __name__ == "__main__":
     parser.add_argument("--messages", type=int, default=300, help="messages per round")
     parser.add_argument("--window", type=int, default=16, help="sends in flight")
     parser.add_argument("--rounds", type=int, default=2, help="rounds per app")
+    parser.add_argument("--store", choices=("sqlite", "postgres"), default="sqlite")
     parser.add_argument("--worker", action="store_true",
                         help="push-on app only enqueues; a separate worker process sends")
     asyncio.run(main(parser.parse_args()))

@@ -49,6 +49,14 @@ log = logging.getLogger(__name__)
 #: seconds a wake-up waits for more enqueues before claiming
 COALESCE = 0.02
 
+#: chat first (see Dispatcher._pace): notifications sent per pause, the pause, and how
+#: long after this instance's last chat send it counts as busy
+YIELD_BATCH = 8
+YIELD_PAUSE = 0.05
+YIELD_WINDOW = 0.25
+#: seconds between looks for events while the workers are busy with the outbox
+EXPAND_EVERY = 0.1
+
 Expander = Callable[[list[dict[str, Any]]], Awaitable[list[dict[str, Any]]]]
 
 
@@ -100,6 +108,11 @@ class Dispatcher:
         self._wake = asyncio.Event()
         self._deletes = _GroupDelete(outbox)
         self._task: asyncio.Task[None] | None = None
+        # look for events to expand: after a wake-up or a full batch, else every
+        # EXPAND_EVERY seconds (events written by other instances)
+        self._events_due = True
+        self._expand_at = 0.0
+        self._chat_at = -YIELD_WINDOW  # monotonic time of this instance's last chat send
         #: claimed events → their outbox items (set by the service: who gets what)
         self.expander: Expander | None = None
         self._sends: set[asyncio.Task[None]] = set()
@@ -118,6 +131,7 @@ class Dispatcher:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="push.dispatch")
 
     def wake(self) -> None:
+        self._events_due = True
         self._wake.set()
 
     async def close(self) -> None:
@@ -138,7 +152,9 @@ class Dispatcher:
     async def _run(self) -> None:
         while True:
             try:
-                claimed = await self._expand_some()
+                claimed = 0
+                if self._events_due or time.monotonic() - self._expand_at >= EXPAND_EVERY:
+                    claimed = await self._expand_some()
                 claimed += await self._claim_some()
             except (ServiceUnavailable, OSError) as exc:
                 log.warning("push: outbox unavailable (%s); retrying", type(exc).__name__)
@@ -147,17 +163,47 @@ class Dispatcher:
                 log.exception("push: claiming from the outbox failed")
                 claimed = 0
             if claimed:
+                await self._pace()
                 continue  # maybe more are due
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.settings.poll_interval)
                 await asyncio.sleep(COALESCE)
+            self._events_due = True  # woken, or time to poll: look for events too
+
+    def chat_sent(self) -> None:
+        """A chat message was sent on this instance (the service calls this from the
+        hook: one clock read)."""
+        self._chat_at = time.monotonic()
+
+    def _chat_first(self) -> bool:
+        """Yield to chat: this instance sent a chat message in the last
+        ``YIELD_WINDOW`` seconds and the backlog is under ``push.yield_backlog``."""
+        return (time.monotonic() - self._chat_at < YIELD_WINDOW
+                and self.depth < self.settings.yield_backlog)
+
+    async def _pace(self) -> None:
+        """Chat first (in-process delivery): while this instance is sending chat
+        messages, the workers send at most ``YIELD_BATCH`` notifications per
+        ``YIELD_PAUSE`` (their own sends finished first), so a burst of sends keeps the
+        CPU and the outbox absorbs the notifications; when chat is quiet, or the backlog
+        reaches ``push.yield_backlog`` (a sustained load must not grow it without
+        bound), full batches again. A worker that serves no chat never yields."""
+        if not self._chat_first():
+            return
+        self.metrics.yields.inc()
+        if self._sends:
+            await asyncio.wait(set(self._sends))
+        await asyncio.sleep(YIELD_PAUSE)
 
     async def _claim_some(self) -> int:
         await self.refresh_depth()
-        free = max(0, self.settings.concurrency * len(self.providers) - len(self._sends))
-        limit = min(self.settings.batch_size, free)
-        if limit == 0:
+        slots = self.settings.concurrency * len(self.providers)
+        free = max(0, slots - len(self._sends))
+        limit = min(YIELD_BATCH if self._chat_first() else self.settings.batch_size, free)
+        if self._sends and (limit == 0 or free < slots // 2):
+            # claim in groups: one claim transaction per freed slot would compete
+            # with chat's writes (SQLite has one writer)
             await asyncio.wait(self._sends, return_when=asyncio.FIRST_COMPLETED)
             return 1
         token = self.outbox.new_claim_token()
@@ -181,7 +227,10 @@ class Dispatcher:
         token = self.outbox.new_claim_token()
         self._claims[token] = 1  # held while expanding (released at shutdown)
         try:
-            events = await self.outbox.claim_events(self.settings.batch_size, token)
+            limit = YIELD_BATCH if self._chat_first() else self.settings.batch_size
+            self._expand_at = time.monotonic()
+            events = await self.outbox.claim_events(limit, token)
+            self._events_due = len(events) == limit  # a full batch: maybe more wait
             if not events:
                 return 0
             items = await self.expander(events)

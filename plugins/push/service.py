@@ -217,6 +217,7 @@ class PushService:
     # -- messages → outbox -------------------------------------------------------------------
     def message_sent(self, message: dict[str, Any]) -> None:
         """Called by chat's ``sc_message_sent``: queue only, never wait."""
+        self.dispatcher.chat_sent()
         if message.get("message_type") in SILENT_TYPES:
             return
         try:
