@@ -56,6 +56,8 @@ YIELD_PAUSE = 0.05
 YIELD_WINDOW = 0.25
 #: seconds between looks for events while the workers are busy with the outbox
 EXPAND_EVERY = 0.1
+#: seconds close() waits for the loop to finish its step before cancelling it
+STOP_GRACE = 5.0
 
 Expander = Callable[[list[dict[str, Any]]], Awaitable[list[dict[str, Any]]]]
 
@@ -108,6 +110,7 @@ class Dispatcher:
         self._wake = asyncio.Event()
         self._deletes = _GroupDelete(outbox)
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
         # look for events to expand: after a wake-up or a full batch, else every
         # EXPAND_EVERY seconds (events written by other instances)
         self._events_due = True
@@ -135,11 +138,21 @@ class Dispatcher:
         self._wake.set()
 
     async def close(self) -> None:
-        tasks = [t for t in (self._task, *self._sends) if t is not None]
+        """Stop: the loop ends at its next step (never cut inside a database call, whose
+        connection thread would otherwise answer into a closed event loop), in-flight
+        sends are cancelled, claimed rows and events given back."""
+        self._stopping = True
+        self._wake.set()
         held = set(self._claims)  # (cancelled sends forget theirs as they end)
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await self._cancel_sends()  # (the loop may be waiting for them)
+        if self._task is not None:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(STOP_GRACE):
+                    await asyncio.shield(self._task)
+            held |= set(self._claims)
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        await self._cancel_sends()
         await self._deletes.close()
         try:
             await self.outbox.release(held)
@@ -148,9 +161,15 @@ class Dispatcher:
         for p in self.providers.values():
             await p.close()
 
+    async def _cancel_sends(self) -> None:
+        sends = [t for t in self._sends if not t.done()]
+        for t in sends:
+            t.cancel()
+        await asyncio.gather(*sends, return_exceptions=True)
+
     # -- the loop --------------------------------------------------------------------------
     async def _run(self) -> None:
-        while True:
+        while not self._stopping:
             try:
                 claimed = 0
                 if self._events_due or time.monotonic() - self._expand_at >= EXPAND_EVERY:
@@ -162,6 +181,8 @@ class Dispatcher:
             except Exception:
                 log.exception("push: claiming from the outbox failed")
                 claimed = 0
+            if self._stopping:
+                return
             if claimed:
                 await self._pace()
                 continue  # maybe more are due
@@ -212,6 +233,9 @@ class Dispatcher:
             rows = await self.outbox.claim(limit, token)
         finally:
             self._release_one(token)
+        if self._stopping:  # closing meanwhile: give them back at once
+            await self.outbox.release({token})
+            return 0
         for c in rows:
             self._claims[c.claim_token] = self._claims.get(c.claim_token, 0) + 1
             task = asyncio.get_running_loop().create_task(self._deliver(c))
