@@ -26,6 +26,9 @@ what a burst of sends achieves (the outbox absorbs the notifications; docs/push.
 
     .venv/bin/python bench/push.py --members 5 --messages 300 --rounds 4 [--worker] \
         [--store sqlite|postgres]
+    .venv/bin/python bench/push.py --hook-only 3000 [--store postgres]
+
+``--hook-only N`` measures push's own share of the send path alone (see hook_cost).
 """
 
 from __future__ import annotations
@@ -268,6 +271,53 @@ async def _run(args: argparse.Namespace, fake: str, on: str, off: str,
     print(f"push workers' chat-first pauses in the push-on app: {yields:.0f}")
 
 
+async def hook_cost(args: argparse.Namespace) -> None:
+    """``--hook-only N``: push's own share of the send path, alone — ``N`` calls of
+    ``sc_message_sent`` through ``kernel.notify`` into an app with ``deliver = false``
+    (queue, event rows, their inserts), process CPU (database threads included) per
+    message. No HTTP, no chat send: what push adds to each."""
+    from aiohttp.test_utils import TestServer
+
+    from secureconnect.app import KERNEL, create_app
+    from secureconnect.ids import new_id_str
+    from secureconnect.testing.helpers import make_settings
+
+    with tempfile.TemporaryDirectory() as d, contextlib.ExitStack() as services:
+        url = "sqlite+aiosqlite:///{data_dir}/bench.db"
+        if args.store == "postgres":
+            from secureconnect.testing.services import PostgresServer
+
+            url = services.enter_context(PostgresServer()).create_database(
+                f"bench_push_hook_{os.getpid()}")
+        app = create_app(make_settings({
+            "database": {"url": url}, "rate_limits": {"enabled": False},
+            "push": {"enabled": True, "deliver": False}}, data_dir=d))
+        server = TestServer(app)
+        await server.start_server()
+        try:
+            kernel = app[KERNEL]
+            service = kernel.state["push"]
+            conversation, warm = new_id_str(), 200
+            messages = [{"id": new_id_str(), "conversation_id": conversation,
+                         "sender_id": new_id_str(), "seq": i, "message_type": "text",
+                         "content": "hello", "is_encrypted": False}
+                        for i in range(args.hook_only + warm)]
+            cpu = wall = 0.0
+            for part in (messages[:warm], messages[warm:]):
+                cpu, wall = time.process_time(), time.perf_counter()
+                for i, m in enumerate(part):
+                    await kernel.notify("sc_message_sent", message=m)
+                    if i % args.window == 0:
+                        await asyncio.sleep(0.001)  # a send rate: batches form as in a run
+                await service._queue.join()
+            n = args.hook_only
+            print(f"push's share of the send path ({args.store}): "
+                  f"{1000 * (time.process_time() - cpu) / n:.3f} ms CPU per message "
+                  f"({n} messages in {time.perf_counter() - wall:.2f} s)")
+        finally:
+            await server.close()
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--members", type=int, default=5, help="offline members per group")
@@ -277,4 +327,7 @@ if __name__ == "__main__":
     parser.add_argument("--store", choices=("sqlite", "postgres"), default="sqlite")
     parser.add_argument("--worker", action="store_true",
                         help="push-on app only enqueues; a separate worker process sends")
-    asyncio.run(main(parser.parse_args()))
+    parser.add_argument("--hook-only", type=int, default=0, metavar="N",
+                        help="only measure push's share of the send path over N messages")
+    parsed = parser.parse_args()
+    asyncio.run(hook_cost(parsed) if parsed.hook_only else main(parsed))
