@@ -104,3 +104,27 @@ async def test_an_event_claimed_by_a_worker_that_died_is_expanded_once_after_its
     await asyncio.sleep(0.3)
     assert sorted(r.path for r in fake.received) == ["/hook/0", "/hook/1"]
     assert {r.json()["notification"]["message_id"] for r in fake.received} == {message["id"]}
+
+
+async def test_chat_first_holds_delivery_back_during_sends_and_loses_nothing(
+        push_client: Any, fake: FakeProvider) -> None:
+    client = await push_client()
+    team = await make_team(client, 1)
+    await add_device(client, team.members[0], "webhook", f"{fake.url}/hook/a")
+    sent = [await send(client, team.owner, team.conversation_id, f"m{i}") for i in range(12)]
+    await wait_for(lambda: len(fake.received) >= 12, message="every message pushed")
+    await wait_for(lambda: _depth(client, 0), message="drained")
+    await asyncio.sleep(0.2)
+    assert sorted(r.json()["notification"]["message_id"] for r in fake.received) == sorted(
+        m["id"] for m in sent)
+    assert await metric(client, "push_yields_total") >= 1  # it did yield while sending
+
+
+async def test_yield_backlog_zero_never_yields(push_client: Any, fake: FakeProvider) -> None:
+    client = await push_client(yield_backlog=0)
+    team = await make_team(client, 1)
+    await add_device(client, team.members[0], "webhook", f"{fake.url}/hook/a")
+    for i in range(6):
+        await send(client, team.owner, team.conversation_id, f"m{i}")
+    await wait_for(lambda: len(fake.received) >= 6, message="every message pushed")
+    assert await metric(client, "push_yields_total") == 0
