@@ -1,4 +1,6 @@
-"""The durable outbox in SQL: enqueue, claim, finish, reschedule, dead-letter.
+"""The durable outbox in SQL: events (one ``push_pending`` row per message, claimed and
+expanded into outbox rows in one transaction), enqueue, claim, finish, reschedule,
+dead-letter.
 
 Claiming (the "never twice at once" rule): one ``UPDATE push_outbox SET claim_token =
 :fresh, claim_until = now + lease WHERE id IN (<due, unclaimed ids>) AND (claim_until

@@ -4,12 +4,14 @@ Membership and presence come from chat's interface (``kernel.require(CONVERSATIO
 
 Send path (issue 17, "never slows or fails a send"): :meth:`PushService.message_sent`
 only puts the message on a bounded in-memory queue (full → skipped and counted as
-``push_failed_total{provider="-",reason="backlog"}``); one owned task turns queued
-messages into outbox rows. From the outbox on, nothing is lost (:mod:`.dispatcher`).
+``push_failed_total{provider="-",reason="backlog"}``); one owned task writes what queued
+in 50 ms as ``push_pending`` rows, one per message, with one insert and no look-up.
+From that row on, nothing is lost (:mod:`.dispatcher` expands and delivers).
 
-Recipients of a message: every participant except the sender, with a device, that has
-not muted the conversation and has no live socket on any instance. One outbox row per
-device; collapse key ``conv:<id>``; ``badge`` = the recipient's unread count there.
+Recipients of a message (:meth:`PushService.expand`, run by a delivering instance's
+worker): every participant except the sender, with a device, that has not muted the
+conversation and has no live socket on any instance. One outbox row per device;
+collapse key ``conv:<id>``; ``badge`` = the recipient's unread count there.
 Encrypted messages never put content in a payload; plaintext previews only when
 ``push.preview = "content"`` (docs/push.md "Payloads").
 """
