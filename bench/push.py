@@ -16,13 +16,26 @@ With ``--worker`` the push-on app only enqueues (``push.deliver = false``) and a
 process, the same app with ``deliver = true`` on the same database and not sent any
 requests, does the sending: the deployment that keeps provider calls off chat instances.
 
-    .venv/bin/python bench/push.py --members 5 --messages 300 --rounds 4 [--worker]
+With ``--store postgres`` both apps use a database of a private, throwaway PostgreSQL
+(``secureconnect.testing.services``) instead of a SQLite file.
+
+The server CPU per chat send of the push-on app includes, without ``--worker``, the
+delivery of that send's notifications (in-process delivery); the chat sends/s compare
+what a burst of sends achieves (the outbox absorbs the notifications; docs/push.md
+"Chat first").
+
+    .venv/bin/python bench/push.py --members 5 --messages 300 --rounds 4 [--worker] \
+        [--store sqlite|postgres]
+    .venv/bin/python bench/push.py --hook-only 3000 [--store postgres]
+
+``--hook-only N`` measures push's own share of the send path alone (see hook_cost).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import multiprocessing
 import os
 import socket
@@ -72,7 +85,8 @@ def _serve_fake(port: int) -> None:
     web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None)
 
 
-def _serve_app(port: int, data_dir: str, push_on: bool, deliver: bool = True) -> None:
+def _serve_app(port: int, data_dir: str, push_on: bool, deliver: bool = True,
+               db_url: str | None = None) -> None:
     import logging
 
     from secureconnect.app import create_app
@@ -80,7 +94,7 @@ def _serve_app(port: int, data_dir: str, push_on: bool, deliver: bool = True) ->
 
     logging.disable(logging.WARNING)
     settings = make_settings({
-        "database": {"url": "sqlite+aiosqlite:///{data_dir}/bench.db"},
+        "database": {"url": db_url or "sqlite+aiosqlite:///{data_dir}/bench.db"},
         "rate_limits": {"enabled": False},
         "push": {"enabled": push_on, "deliver": deliver, "providers": ["webhook"],
                  "webhook_allowed_hosts": ["127.0.0.1"], "poll_interval": 0.2,
@@ -164,10 +178,19 @@ async def main(args: argparse.Namespace) -> None:
     fake_port, on_port, off_port = _free_port(), _free_port(), _free_port()
     fake = f"http://127.0.0.1:{fake_port}"
     procs = [ctx.Process(target=_serve_fake, args=(fake_port,), daemon=True)]
-    with tempfile.TemporaryDirectory() as d_on, tempfile.TemporaryDirectory() as d_off:
-        procs += [ctx.Process(target=_serve_app, args=(on_port, d_on, True, not args.worker),
-                              daemon=True),
-                  ctx.Process(target=_serve_app, args=(off_port, d_off, False), daemon=True)]
+    with (tempfile.TemporaryDirectory() as d_on, tempfile.TemporaryDirectory() as d_off,
+          contextlib.ExitStack() as services):
+        url_on = url_off = None
+        if args.store == "postgres":
+            from secureconnect.testing.services import PostgresServer
+
+            pg = services.enter_context(PostgresServer())
+            url_on = pg.create_database(f"bench_push_on_{os.getpid()}")
+            url_off = pg.create_database(f"bench_push_off_{os.getpid()}")
+        procs += [ctx.Process(target=_serve_app,
+                              args=(on_port, d_on, True, not args.worker, url_on), daemon=True),
+                  ctx.Process(target=_serve_app, args=(off_port, d_off, False, True, url_off),
+                              daemon=True)]
         for p in procs:
             p.start()
         pids: dict[str, int | None] = {"on": procs[1].pid, "off": procs[2].pid,
@@ -177,8 +200,8 @@ async def main(args: argparse.Namespace) -> None:
                 worker_port = _free_port()
                 async with aiohttp.ClientSession() as s:
                     await _wait_up(s, f"http://127.0.0.1:{on_port}/health/live")
-                worker = ctx.Process(target=_serve_app, args=(worker_port, d_on, True, True),
-                                     daemon=True)
+                worker = ctx.Process(target=_serve_app,
+                                     args=(worker_port, d_on, True, True, url_on), daemon=True)
                 worker.start()
                 procs.append(worker)
                 pids["worker"] = worker.pid
@@ -226,6 +249,9 @@ async def _run(args: argparse.Namespace, fake: str, on: str, off: str,
             cpu[which].append(_cpu(pids[which]) - app_cpu)
             if which == "on" and pids["worker"] is not None:
                 cpu["worker"].append(_cpu(pids["worker"]) - worker_cpu)
+        async with s.get(f"{on}/metrics") as r:
+            yields = sum(float(line.split()[-1]) for line in (await r.text()).splitlines()
+                         if line.startswith("push_yields_total "))
     for which in ("off", "on"):
         listed = ", ".join(f"{r:.0f}" for r in rates[which])
         print(f"chat sends/s push {which:<3}: median {statistics.median(rates[which]):7.0f}"
@@ -242,6 +268,54 @@ async def _run(args: argparse.Namespace, fake: str, on: str, off: str,
           f"{per_send['off'] / per_send['on']:.2f}  (target >= 0.90)")
     print(f"notifications/s through the outbox: median {statistics.median(push_rates):.0f}"
           f"   rounds: {', '.join(f'{r:.0f}' for r in push_rates)}")
+    print(f"push workers' chat-first pauses in the push-on app: {yields:.0f}")
+
+
+async def hook_cost(args: argparse.Namespace) -> None:
+    """``--hook-only N``: push's own share of the send path, alone — ``N`` calls of
+    ``sc_message_sent`` through ``kernel.notify`` into an app with ``deliver = false``
+    (queue, event rows, their inserts), process CPU (database threads included) per
+    message. No HTTP, no chat send: what push adds to each."""
+    from aiohttp.test_utils import TestServer
+
+    from secureconnect.app import KERNEL, create_app
+    from secureconnect.ids import new_id_str
+    from secureconnect.testing.helpers import make_settings
+
+    with tempfile.TemporaryDirectory() as d, contextlib.ExitStack() as services:
+        url = "sqlite+aiosqlite:///{data_dir}/bench.db"
+        if args.store == "postgres":
+            from secureconnect.testing.services import PostgresServer
+
+            url = services.enter_context(PostgresServer()).create_database(
+                f"bench_push_hook_{os.getpid()}")
+        app = create_app(make_settings({
+            "database": {"url": url}, "rate_limits": {"enabled": False},
+            "push": {"enabled": True, "deliver": False}}, data_dir=d))
+        server = TestServer(app)
+        await server.start_server()
+        try:
+            kernel = app[KERNEL]
+            service = kernel.state["push"]
+            conversation, warm = new_id_str(), 200
+            messages = [{"id": new_id_str(), "conversation_id": conversation,
+                         "sender_id": new_id_str(), "seq": i, "message_type": "text",
+                         "content": "hello", "is_encrypted": False}
+                        for i in range(args.hook_only + warm)]
+            cpu = wall = 0.0
+            for part in (messages[:warm], messages[warm:]):
+                cpu, wall = time.process_time(), time.perf_counter()
+                for i, m in enumerate(part):
+                    await kernel.notify("sc_message_sent", message=m)
+                    if i % args.window == 0:
+                        await asyncio.sleep(0.001)  # a send rate: batches form as in a run
+                await service._queue.join()
+            n = args.hook_only
+            print(f"push's share of the send path ({args.store}): "
+                  f"{1000 * (time.process_time() - cpu) / n:.3f} ms CPU per message "
+                  f"({n} messages in {time.perf_counter() - wall:.2f} s)")
+        finally:
+            await server.close()
 
 
 if __name__ == "__main__":
@@ -250,6 +324,10 @@ if __name__ == "__main__":
     parser.add_argument("--messages", type=int, default=300, help="messages per round")
     parser.add_argument("--window", type=int, default=16, help="sends in flight")
     parser.add_argument("--rounds", type=int, default=2, help="rounds per app")
+    parser.add_argument("--store", choices=("sqlite", "postgres"), default="sqlite")
     parser.add_argument("--worker", action="store_true",
                         help="push-on app only enqueues; a separate worker process sends")
-    asyncio.run(main(parser.parse_args()))
+    parser.add_argument("--hook-only", type=int, default=0, metavar="N",
+                        help="only measure push's share of the send path over N messages")
+    parsed = parser.parse_args()
+    asyncio.run(hook_cost(parsed) if parsed.hook_only else main(parsed))

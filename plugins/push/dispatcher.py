@@ -27,9 +27,10 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Mapping
+from collections import Counter
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from secureconnect.errors import ServiceUnavailable
 from secureconnect.models import utcnow
@@ -47,6 +48,18 @@ log = logging.getLogger(__name__)
 
 #: seconds a wake-up waits for more enqueues before claiming
 COALESCE = 0.02
+
+#: chat first (see Dispatcher._pace): notifications sent per pause, the pause, and how
+#: long after this instance's last chat send it counts as busy
+YIELD_BATCH = 8
+YIELD_PAUSE = 0.05
+YIELD_WINDOW = 0.25
+#: seconds between looks for events while the workers are busy with the outbox
+EXPAND_EVERY = 0.1
+#: seconds close() waits for the loop to finish its step before cancelling it
+STOP_GRACE = 5.0
+
+Expander = Callable[[list[dict[str, Any]]], Awaitable[list[dict[str, Any]]]]
 
 
 class _GroupDelete:
@@ -97,6 +110,14 @@ class Dispatcher:
         self._wake = asyncio.Event()
         self._deletes = _GroupDelete(outbox)
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+        # look for events to expand: after a wake-up or a full batch, else every
+        # EXPAND_EVERY seconds (events written by other instances)
+        self._events_due = True
+        self._expand_at = 0.0
+        self._chat_at = -YIELD_WINDOW  # monotonic time of this instance's last chat send
+        #: claimed events → their outbox items (set by the service: who gets what)
+        self.expander: Expander | None = None
         self._sends: set[asyncio.Task[None]] = set()
         self._claims: dict[str, int] = {}  # claim token → rows still in flight
         self._depth_at = 0.0
@@ -113,14 +134,25 @@ class Dispatcher:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="push.dispatch")
 
     def wake(self) -> None:
+        self._events_due = True
         self._wake.set()
 
     async def close(self) -> None:
-        tasks = [t for t in (self._task, *self._sends) if t is not None]
+        """Stop: the loop ends at its next step (never cut inside a database call, whose
+        connection thread would otherwise answer into a closed event loop), in-flight
+        sends are cancelled, claimed rows and events given back."""
+        self._stopping = True
+        self._wake.set()
         held = set(self._claims)  # (cancelled sends forget theirs as they end)
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await self._cancel_sends()  # (the loop may be waiting for them)
+        if self._task is not None:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(STOP_GRACE):
+                    await asyncio.shield(self._task)
+            held |= set(self._claims)
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        await self._cancel_sends()
         await self._deletes.close()
         try:
             await self.outbox.release(held)
@@ -129,29 +161,70 @@ class Dispatcher:
         for p in self.providers.values():
             await p.close()
 
+    async def _cancel_sends(self) -> None:
+        sends = [t for t in self._sends if not t.done()]
+        for t in sends:
+            t.cancel()
+        await asyncio.gather(*sends, return_exceptions=True)
+
     # -- the loop --------------------------------------------------------------------------
     async def _run(self) -> None:
-        while True:
+        while not self._stopping:
             try:
-                claimed = await self._claim_some()
+                claimed = 0
+                if self._events_due or time.monotonic() - self._expand_at >= EXPAND_EVERY:
+                    claimed = await self._expand_some()
+                claimed += await self._claim_some()
             except (ServiceUnavailable, OSError) as exc:
                 log.warning("push: outbox unavailable (%s); retrying", type(exc).__name__)
                 claimed = 0
             except Exception:
                 log.exception("push: claiming from the outbox failed")
                 claimed = 0
+            if self._stopping:
+                return
             if claimed:
+                await self._pace()
                 continue  # maybe more are due
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.settings.poll_interval)
                 await asyncio.sleep(COALESCE)
+            self._events_due = True  # woken, or time to poll: look for events too
+
+    def chat_sent(self) -> None:
+        """A chat message was sent on this instance (the service calls this from the
+        hook: one clock read)."""
+        self._chat_at = time.monotonic()
+
+    def _chat_first(self) -> bool:
+        """Yield to chat: this instance sent a chat message in the last
+        ``YIELD_WINDOW`` seconds and the backlog is under ``push.yield_backlog``."""
+        return (time.monotonic() - self._chat_at < YIELD_WINDOW
+                and self.depth < self.settings.yield_backlog)
+
+    async def _pace(self) -> None:
+        """Chat first (in-process delivery): while this instance is sending chat
+        messages, the workers send at most ``YIELD_BATCH`` notifications per
+        ``YIELD_PAUSE`` (their own sends finished first), so a burst of sends keeps the
+        CPU and the outbox absorbs the notifications; when chat is quiet, or the backlog
+        reaches ``push.yield_backlog`` (a sustained load must not grow it without
+        bound), full batches again. A worker that serves no chat never yields."""
+        if not self._chat_first():
+            return
+        self.metrics.yields.inc()
+        if self._sends:
+            await asyncio.wait(set(self._sends))
+        await asyncio.sleep(YIELD_PAUSE)
 
     async def _claim_some(self) -> int:
         await self.refresh_depth()
-        free = max(0, self.settings.concurrency * len(self.providers) - len(self._sends))
-        limit = min(self.settings.batch_size, free)
-        if limit == 0:
+        slots = self.settings.concurrency * len(self.providers)
+        free = max(0, slots - len(self._sends))
+        limit = min(YIELD_BATCH if self._chat_first() else self.settings.batch_size, free)
+        if self._sends and (limit == 0 or free < slots // 2):
+            # claim in groups: one claim transaction per freed slot would compete
+            # with chat's writes (SQLite has one writer)
             await asyncio.wait(self._sends, return_when=asyncio.FIRST_COMPLETED)
             return 1
         token = self.outbox.new_claim_token()
@@ -160,12 +233,45 @@ class Dispatcher:
             rows = await self.outbox.claim(limit, token)
         finally:
             self._release_one(token)
+        if self._stopping:  # closing meanwhile: give them back at once
+            await self.outbox.release({token})
+            return 0
         for c in rows:
             self._claims[c.claim_token] = self._claims.get(c.claim_token, 0) + 1
             task = asyncio.get_running_loop().create_task(self._deliver(c))
             self._sends.add(task)
             task.add_done_callback(self._sends.discard)
         return len(rows)
+
+    async def _expand_some(self) -> int:
+        """Claim unexpanded events and replace them by their outbox rows (the look-ups
+        run here, on the delivering instance, never on the send path)."""
+        if self.expander is None:
+            return 0
+        token = self.outbox.new_claim_token()
+        self._claims[token] = 1  # held while expanding (released at shutdown)
+        try:
+            limit = YIELD_BATCH if self._chat_first() else self.settings.batch_size
+            self._expand_at = time.monotonic()
+            events = await self.outbox.claim_events(limit, token)
+            self._events_due = len(events) == limit  # a full batch: maybe more wait
+            if not events:
+                return 0
+            items = await self.expander(events)
+            room = self.settings.max_outbox - (self.depth - len(events))
+            if len(items) > room:  # the events go, their notifications are skipped
+                self.metrics.failed.labels("-", "outbox_full").inc(len(items))
+                log.warning("push: outbox full (%d); %d notification(s) of %d event(s) "
+                            "skipped", self.depth, len(items), len(events))
+                items = []
+            kept = await self.outbox.expand(token, [e["id"] for e in events], items)
+            self.depth += len(kept) - len(events)
+            per_provider = Counter(i["provider"] for i in kept)
+            for provider, n in per_provider.items():
+                self.metrics.notifications.labels(provider, "enqueued").inc(n)
+            return len(events)
+        finally:
+            self._release_one(token)
 
     async def refresh_depth(self) -> None:
         """Recount the outbox (at most once a second; between counts, ``depth`` grows

@@ -16,6 +16,7 @@ class PushMetrics:
     invalid_tokens_removed: Counter
     outbox_depth: Gauge
     delivery_seconds: Histogram
+    yields: Counter
 
     @classmethod
     def build(cls, m: Metrics) -> PushMetrics:
@@ -30,8 +31,12 @@ class PushMetrics:
             invalid_tokens_removed=m.counter(
                 "push_invalid_tokens_removed_total",
                 "Devices deleted because the provider called their token dead", ("provider",)),
-            outbox_depth=m.gauge("push_outbox_depth", "Notifications waiting in the outbox"),
+            outbox_depth=m.gauge("push_outbox_depth",
+                                 "Notifications waiting in the outbox (and events to expand)"),
             delivery_seconds=m.histogram(
                 "push_delivery_seconds",
                 "From enqueue to the provider's acceptance, in seconds", ("provider",)),
+            yields=m.counter(
+                "push_yields_total",
+                "Pauses of the outbox workers because the event loop was busy (chat first)"),
         )

@@ -2,6 +2,10 @@
 
 * ``push_devices`` — one row per push token; ``token_hash`` (SHA-256 of platform +
   token) is unique, so a token has exactly one owner: registering it again moves it.
+* ``push_pending`` — one row per chat message (or call ring) to notify about, written
+  off the send path in batches; a worker claims rows like outbox rows and *expands*
+  each into its per-device outbox rows (recipients, mutes, presence, devices looked up
+  there) in one transaction that also deletes it.
 * ``push_outbox`` — one row per (notification, device). Workers *claim* rows with a
   conditional ``UPDATE`` (``claim_until`` in the past or NULL → a fresh lease with a
   random ``claim_token``), so two instances never send the same row at once; a sent row
@@ -59,6 +63,22 @@ outbox = Table(
 Index("ix_push_outbox_due", outbox.c.next_attempt_at)
 Index("ix_push_outbox_claim", outbox.c.claim_token)
 Index("ix_push_outbox_device", outbox.c.device_id)
+
+pending = Table(
+    "push_pending",
+    metadata,
+    Column("id", ID, primary_key=True),
+    # "message" | "call"
+    Column("kind", String(8), nullable=False),
+    # JSON: the message's ids and flags (content only when previews allow it), or the
+    # call and its callees
+    Column("body", Text, nullable=False),
+    Column("claim_token", String(36), nullable=True),
+    Column("claim_until", UtcDateTime, nullable=True),
+    Column("created_at", UtcDateTime, nullable=False),
+)
+Index("ix_push_pending_created", pending.c.created_at)
+Index("ix_push_pending_claim", pending.c.claim_token)
 
 dead_letters = Table(
     "push_dead_letters",

@@ -1,4 +1,6 @@
-"""The durable outbox in SQL: enqueue, claim, finish, reschedule, dead-letter.
+"""The durable outbox in SQL: events (one ``push_pending`` row per message, claimed and
+expanded into outbox rows in one transaction), enqueue, claim, finish, reschedule,
+dead-letter.
 
 Claiming (the "never twice at once" rule): one ``UPDATE push_outbox SET claim_token =
 :fresh, claim_until = now + lease WHERE id IN (<due, unclaimed ids>) AND (claim_until
@@ -31,7 +33,7 @@ from sqlalchemy import Connection, delete, func, insert, or_, select, update
 from secureconnect.kernel import Kernel
 from secureconnect.models import new_id, utcnow
 
-from .models import dead_letters, devices, outbox
+from .models import dead_letters, devices, outbox, pending
 from .providers.base import Delivery
 
 
@@ -60,13 +62,7 @@ class Outbox:
                 encoded[key] = json.dumps(payload)
             return encoded[key]
 
-        rows = [{
-            "id": new_id(), "device_id": i["device_id"], "user_id": i["user_id"],
-            "provider": i["provider"], "payload": dumps(i["payload"]),
-            "collapse_key": i.get("collapse_key"), "priority": i.get("priority", "high"),
-            "attempts": 0, "last_error": None, "next_attempt_at": now,
-            "claim_token": None, "claim_until": None, "created_at": now,
-        } for i in items]
+        rows = [self._row(i, dumps(i["payload"]), now) for i in items]
 
         def run(conn: Connection) -> None:
             conn.execute(insert(outbox), rows)
@@ -74,8 +70,85 @@ class Outbox:
         await self.kernel.db.write(run)
 
     async def depth(self) -> int:
+        """Everything not yet delivered: outbox rows plus events not yet expanded."""
         async with self.kernel.db.connect() as conn:
-            return int((await conn.execute(select(func.count()).select_from(outbox))).scalar_one())
+            rows = (await conn.execute(select(func.count()).select_from(outbox))).scalar_one()
+            events = (await conn.execute(select(func.count()).select_from(pending))).scalar_one()
+            return int(rows) + int(events)
+
+    # -- events: one row per message / call ring, expanded by the workers --------------
+    async def add_events(self, events: list[tuple[str, dict[str, Any]]]) -> None:
+        """``(kind, body)`` pairs, one multi-row insert in one transaction."""
+        if not events:
+            return
+        now = utcnow()
+        rows = [{"id": new_id(), "kind": kind, "body": json.dumps(body),
+                 "claim_token": None, "claim_until": None, "created_at": now}
+                for kind, body in events]
+
+        def run(conn: Connection) -> None:
+            conn.execute(insert(pending), rows)
+
+        await self.kernel.db.write(run)
+
+    async def claim_events(self, limit: int, token: str) -> list[dict[str, Any]]:
+        """Claim up to ``limit`` unexpanded events (oldest first) under ``token``, with
+        the outbox rows' lease rule; each as ``{"id", "kind", "body"}``."""
+        now = utcnow()
+        free = or_(pending.c.claim_until.is_(None), pending.c.claim_until < now)
+        due = select(pending.c.id).where(free).order_by(pending.c.created_at).limit(limit)
+        if not self.kernel.db.is_sqlite:
+            due = due.with_for_update(skip_locked=True)
+
+        def run(conn: Connection) -> list[dict[str, Any]]:
+            result = conn.execute(
+                update(pending).where(pending.c.id.in_(due.scalar_subquery()), free)
+                .values(claim_token=token, claim_until=now + self.lease))
+            if not result.rowcount:
+                return []
+            return [{"id": r.id, "kind": r.kind, "body": json.loads(r.body)}
+                    for r in conn.execute(select(pending).where(pending.c.claim_token == token)
+                                          .order_by(pending.c.created_at))]
+
+        return await self.kernel.db.write(run)
+
+    async def expand(self, token: str, event_ids: list[str],
+                     items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Replace claimed events by their outbox rows, in one transaction: the events
+        still held under ``token`` are deleted and only their items inserted, so an
+        event is expanded exactly once even if its lease ran out meanwhile. Items carry
+        the ``event_id`` they come from. The items inserted."""
+        if not event_ids:
+            return []
+        now = utcnow()
+        encoded: dict[int, str] = {}
+
+        def dumps(payload: dict[str, Any]) -> str:
+            key = id(payload)
+            if key not in encoded:
+                encoded[key] = json.dumps(payload)
+            return encoded[key]
+
+        def run(conn: Connection) -> list[dict[str, Any]]:
+            gone = {r.id for r in conn.execute(
+                delete(pending).where(pending.c.id.in_(event_ids),
+                                      pending.c.claim_token == token)
+                .returning(pending.c.id))}
+            kept = [i for i in items if i["event_id"] in gone]
+            if kept:
+                conn.execute(insert(outbox), [self._row(i, dumps(i["payload"]), now)
+                                              for i in kept])
+            return kept
+
+        return await self.kernel.db.write(run)
+
+    @staticmethod
+    def _row(i: dict[str, Any], payload: str, now: datetime) -> dict[str, Any]:
+        return {"id": new_id(), "device_id": i["device_id"], "user_id": i["user_id"],
+                "provider": i["provider"], "payload": payload,
+                "collapse_key": i.get("collapse_key"), "priority": i.get("priority", "high"),
+                "attempts": 0, "last_error": None, "next_attempt_at": now,
+                "claim_token": None, "claim_until": None, "created_at": now}
 
     @staticmethod
     def new_claim_token() -> str:
@@ -158,8 +231,9 @@ class Outbox:
             return
 
         def run(conn: Connection) -> None:
-            conn.execute(update(outbox).where(outbox.c.claim_token.in_(tokens))
-                         .values(claim_token=None, claim_until=None))
+            for table in (outbox, pending):
+                conn.execute(update(table).where(table.c.claim_token.in_(tokens))
+                             .values(claim_token=None, claim_until=None))
 
         await self.kernel.db.write(run)
 

@@ -4,12 +4,14 @@ Membership and presence come from chat's interface (``kernel.require(CONVERSATIO
 
 Send path (issue 17, "never slows or fails a send"): :meth:`PushService.message_sent`
 only puts the message on a bounded in-memory queue (full → skipped and counted as
-``push_failed_total{provider="-",reason="backlog"}``); one owned task turns queued
-messages into outbox rows. From the outbox on, nothing is lost (:mod:`.dispatcher`).
+``push_failed_total{provider="-",reason="backlog"}``); one owned task writes what queued
+in 50 ms as ``push_pending`` rows, one per message, with one insert and no look-up.
+From that row on, nothing is lost (:mod:`.dispatcher` expands and delivers).
 
-Recipients of a message: every participant except the sender, with a device, that has
-not muted the conversation and has no live socket on any instance. One outbox row per
-device; collapse key ``conv:<id>``; ``badge`` = the recipient's unread count there.
+Recipients of a message (:meth:`PushService.expand`, run by a delivering instance's
+worker): every participant except the sender, with a device, that has not muted the
+conversation and has no live socket on any instance. One outbox row per device;
+collapse key ``conv:<id>``; ``badge`` = the recipient's unread count there.
 Encrypted messages never put content in a payload; plaintext previews only when
 ``push.preview = "content"`` (docs/push.md "Payloads").
 """
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime
@@ -44,8 +47,8 @@ log = logging.getLogger(__name__)
 
 #: message types that never notify (timeline noise posted by plugins)
 SILENT_TYPES = frozenset({"system"})
-#: queued messages turned into outbox rows by one insert
-ENQUEUE_BATCH = 100
+#: queued messages written as ``push_pending`` rows by one insert
+ENQUEUE_BATCH = 500
 #: marks a queued call ring (the queue holds chat messages and call rings)
 CALL_KEY = "__call__"
 #: seconds the enqueuer waits after a message for others to batch with it
@@ -81,6 +84,8 @@ class PushService:
         self.metrics = metrics
         self._queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(settings.enqueue_queue)
         self._task: asyncio.Task[None] | None = None
+        self._enqueue_error_at = 0.0
+        dispatcher.expander = self.expand
 
     @property
     def conversations(self) -> Conversations:
@@ -214,6 +219,7 @@ class PushService:
     # -- messages → outbox -------------------------------------------------------------------
     def message_sent(self, message: dict[str, Any]) -> None:
         """Called by chat's ``sc_message_sent``: queue only, never wait."""
+        self.dispatcher.chat_sent()
         if message.get("message_type") in SILENT_TYPES:
             return
         try:
@@ -231,32 +237,81 @@ class PushService:
             log.warning("push: enqueue backlog full; no push for call %s", call.get("id"))
 
     async def _enqueue_loop(self) -> None:
-        """Queued messages → outbox rows: after a first message, wait
-        ``ENQUEUE_COALESCE`` s for more, then handle up to ``ENQUEUE_BATCH`` at once —
-        one participants/devices/presence look-up per conversation, one insert."""
+        """Queued messages → ``push_pending`` rows, a group commit: after a first
+        message, wait ``ENQUEUE_COALESCE`` s for more, then write up to
+        ``ENQUEUE_BATCH`` events with one insert — one row per message or ring, no
+        look-up (recipients, mutes, presence, devices are the worker's job)."""
         while True:
             batch = [await self._queue.get()]
             try:
                 await asyncio.sleep(ENQUEUE_COALESCE)
                 while len(batch) < ENQUEUE_BATCH and not self._queue.empty():
                     batch.append(self._queue.get_nowait())
-                calls = [m for m in batch if CALL_KEY in m]
-                messages = [m for m in batch if CALL_KEY not in m]
-                items = await self.items_for(messages)
-                for ring in calls:
-                    items += await self.call_items(ring[CALL_KEY], ring["callee_ids"])
-                await self._add(items, batch)
+                await self._add_events([self.event(m) for m in batch])
             except asyncio.CancelledError:
                 raise
             except Exception:
                 self.metrics.failed.labels("-", "enqueue_error").inc(len(batch))
-                log.exception("push: could not enqueue notifications of %d message(s)",
-                              len(batch))
+                self._log_enqueue_error(len(batch))
             finally:
                 for _ in batch:
                     self._queue.task_done()
 
+    def _log_enqueue_error(self, n: int) -> None:
+        """Once with the traceback, then one line a minute (the database may be down for
+        a while; the counter tells how many were lost)."""
+        now = time.monotonic()
+        if not self._enqueue_error_at:
+            log.exception("push: could not enqueue notifications of %d message(s)", n)
+        elif now - self._enqueue_error_at >= 60:
+            log.warning("push: still failing to enqueue notifications (%d message(s) now)",
+                        n)
+        else:
+            return
+        self._enqueue_error_at = now
+
+    def event(self, queued: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        """The ``push_pending`` row of a queued message or ring: what the payload needs
+        and nothing more (content only when a preview may show it)."""
+        if CALL_KEY in queued:
+            return "call", {"call": queued[CALL_KEY], "callee_ids": queued["callee_ids"]}
+        m = queued
+        body: dict[str, Any] = {
+            "id": str(m["id"]), "conversation_id": str(m["conversation_id"]),
+            "sender_id": str(m["sender_id"]), "seq": m.get("seq"),
+            "is_encrypted": bool(m.get("is_encrypted")),
+            "message_type": m.get("message_type")}
+        content = m.get("content")
+        if (self.settings.preview == "content" and not body["is_encrypted"]
+                and body["message_type"] == "text" and isinstance(content, str)):
+            body["content"] = content[: self.settings.preview_max_chars]
+        return "message", body
+
+    async def _add_events(self, events: list[tuple[str, dict[str, Any]]]) -> None:
+        await self.dispatcher.refresh_depth()  # (an instance with deliver = false too)
+        if self.dispatcher.depth + len(events) > self.settings.max_outbox:
+            self.metrics.failed.labels("-", "outbox_full").inc(len(events))
+            log.warning("push: outbox full (%d); no push for %d event(s)",
+                        self.dispatcher.depth, len(events))
+            return
+        await self.outbox.add_events(events)
+        self.dispatcher.depth += len(events)
+        self._enqueue_error_at = 0.0
+        self.dispatcher.wake()
+
+    async def expand(self, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The outbox items of claimed events (the worker's side of the send path),
+        each tagged with its ``event_id``."""
+        messages = [dict(e["body"], event_id=e["id"]) for e in events if e["kind"] == "message"]
+        items = await self.items_for(messages)
+        for e in events:
+            if e["kind"] == "call":
+                for item in await self.call_items(e["body"]["call"], e["body"]["callee_ids"]):
+                    items.append(dict(item, event_id=e["id"]))
+        return items
+
     async def enqueue_message(self, message: dict[str, Any]) -> int:
+        """Enqueue one message's notifications at once (no event row): tests, tools."""
         items = await self.items_for([message])
         await self._add(items, [message])
         return len(items)
@@ -264,7 +319,7 @@ class PushService:
     async def _add(self, items: list[dict[str, Any]], messages: list[dict[str, Any]]) -> None:
         if not items:
             return
-        await self.dispatcher.refresh_depth()  # (an instance with deliver = false too)
+        await self.dispatcher.refresh_depth()
         if self.dispatcher.depth + len(items) > self.settings.max_outbox:
             self.metrics.failed.labels("-", "outbox_full").inc(len(items))
             log.warning("push: outbox full (%d); %d notification(s) of %d message(s) skipped",
@@ -272,10 +327,13 @@ class PushService:
             return
         await self.outbox.add(items)
         self.dispatcher.depth += len(items)
+        self.count_enqueued(items)
+        self.dispatcher.wake()
+
+    def count_enqueued(self, items: list[dict[str, Any]]) -> None:
         per_provider = Counter(i["provider"] for i in items)
         for provider, n in per_provider.items():
             self.metrics.notifications.labels(provider, "enqueued").inc(n)
-        self.dispatcher.wake()
 
     async def items_for(self, messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """One outbox item per (message, device of each recipient to notify)."""
@@ -319,7 +377,8 @@ class PushService:
                 items += [{"device_id": d.id, "user_id": user_id,
                            "provider": self.settings.provider_for(d.platform),
                            "payload": payload, "collapse_key": f"conv:{conversation_id}",
-                           "priority": "high"} for d in devs]
+                           "priority": "high", "event_id": message.get("event_id")}
+                          for d in devs]
         return items
 
     async def call_items(self, call: dict[str, Any],

@@ -35,6 +35,7 @@ def validators() -> list[Validator]:
         Validator("push.batch_size", is_type_of=int, gte=1, lte=10_000),
         Validator("push.lease", gte=1, lte=3600, **positive),
         Validator("push.concurrency", is_type_of=int, gte=1, lte=1000),
+        Validator("push.yield_backlog", is_type_of=int, gte=0, lte=100_000_000),
         Validator("push.max_attempts", is_type_of=int, gte=1, lte=100),
         Validator("push.max_age", gte=1, lte=30 * 86400, **positive),
         Validator("push.backoff_base", gte=0.01, lte=3600, **positive),
@@ -78,6 +79,7 @@ class PushSettings:
     batch_size: int = 100
     lease: float = 60.0
     concurrency: int = 8
+    yield_backlog: int = 5000
     max_attempts: int = 8
     max_age: float = 86_400.0
     backoff_base: float = 2.0
@@ -112,6 +114,7 @@ class PushSettings:
             batch_size=int(t.batch_size),
             lease=float(t.lease),
             concurrency=int(t.concurrency),
+            yield_backlog=int(t.get("yield_backlog", 5000)),
             max_attempts=int(t.max_attempts),
             max_age=float(t.max_age),
             backoff_base=float(t.backoff_base),
