@@ -95,3 +95,38 @@ async def test_role_matrix(sc_client):
             if after != want:
                 failures.append(f"{actor_name} {action}: roles {after} != {want}")
     assert failures == []
+
+
+async def test_role_change_answer_event_and_refusals(sc_client, sc_ws):
+    """What a role change says (its answer and the members' event, field by field) and
+    the changes the owner may not make: its own role (the group would lose its owner),
+    a non-participant's; each refusal with its code and message."""
+    client = await sc_client({"database": {"url": SQLITE_FILE}})
+    owner, member, outsider = await users(client, 3)
+    cid = await create_group(client, owner, [member])
+    base = f"/v1/conversations/{cid}/participants"
+    ws = await sc_ws(client, member.access_token)
+    r = await client.patch(f"{base}/{member.user_id}", json={"role": "admin"},
+                           headers=owner.headers)
+    assert r.status == 200, await r.text()
+    expected = {"conversation_id": cid, "user_id": member.user_id, "role": "admin",
+                "by": owner.user_id}
+    assert await r.json() == expected
+    frame = await ws.expect("conversation.updated", lambda f: f["data"].get("role") == "admin")
+    assert frame["data"] == expected
+
+    refusals = [
+        (owner.user_id, 422, "invalid_role", "the owner's role is passed on by leaving"),
+        (outsider.user_id, 404, "participant_not_found", "that user is not a participant"),
+    ]
+    for target, status, code, detail in refusals:
+        r = await client.patch(f"{base}/{target}", json={"role": "member"},
+                               headers=owner.headers)
+        body = await r.json()
+        assert (r.status, body["code"], body["detail"]) == (status, code, detail)
+    r = await client.patch(f"{base}/{owner.user_id}", json={"role": "member"},
+                           headers=member.headers)  # an admin, not the owner
+    body = await r.json()
+    assert (r.status, body["code"], body["detail"]) == (
+        403, "admin_required", "only the owner changes roles")
+    assert await _roles(client, cid, owner) == {owner.user_id: "owner", member.user_id: "admin"}
