@@ -130,3 +130,43 @@ async def test_role_change_answer_event_and_refusals(sc_client, sc_ws):
     assert (r.status, body["code"], body["detail"]) == (
         403, "admin_required", "only the owner changes roles")
     assert await _roles(client, cid, owner) == {owner.user_id: "owner", member.user_id: "admin"}
+
+
+async def test_group_settings_answer_event_and_refusals(sc_client, sc_ws):
+    """A settings change: who may (owner and admins; never on a direct conversation,
+    each refusal with code and message), what the answer says for the one who changed
+    it, and the members' event, field by field."""
+    client = await sc_client({"database": {"url": SQLITE_FILE}})
+    owner, admin, member = await users(client, 3)
+    cid = await create_group(client, owner, [admin, member])
+    r = await client.patch(f"/v1/conversations/{cid}/participants/{admin.user_id}",
+                           json={"role": "admin"}, headers=owner.headers)
+    assert r.status == 200, await r.text()
+    ws = await sc_ws(client, member.access_token)
+
+    r = await client.patch(f"/v1/conversations/{cid}", json={"description": "plans"},
+                           headers=member.headers)
+    body = await r.json()
+    assert (r.status, body["code"], body["detail"]) == (
+        403, "admin_required", "only the group's owner or admins change its settings")
+
+    r = await client.patch(f"/v1/conversations/{cid}",
+                           json={"name": "renamed", "description": "plans"},
+                           headers=admin.headers)
+    assert r.status == 200, await r.text()
+    view = await r.json()
+    assert (view["name"], view["description"], view["role"]) == ("renamed", "plans", "admin")
+    frame = await ws.expect("conversation.updated", lambda f: f["data"].get("id") == cid)
+    fields = {k: view[k] for k in ("id", "type", "name", "description", "created_by",
+                                   "created_at", "updated_at", "last_message_at", "last_seq")}
+    assert frame["data"] == fields
+
+    r = await client.post("/v1/conversations", json={
+        "type": "direct", "participant_ids": [member.user_id]}, headers=owner.headers)
+    assert r.status in (200, 201), await r.text()
+    direct = (await r.json())["id"]
+    r = await client.patch(f"/v1/conversations/{direct}", json={"name": "x"},
+                           headers=owner.headers)
+    body = await r.json()
+    assert (r.status, body["code"], body["detail"]) == (
+        422, "direct_conversation", "direct conversations have no settings to change")
