@@ -161,3 +161,33 @@ async def test_an_expired_session_refreshes_no_more(sc_client):
     body = await r.json()
     assert (r.status, body["code"], body["detail"]) == (
         401, "token_expired", "the session has expired; log in again")
+
+
+async def test_cleanup_deletes_only_sessions_ended_past_the_grace(sc_client):
+    """`delete_expired` (the cleanup job's work): a session is deleted once it has been
+    expired for the grace period, not before; live sessions stay; the counts are exact."""
+    from datetime import timedelta
+
+    from secureconnect.app import KERNEL
+
+    client = await sc_client()  # (a fresh database of its own: exact counts)
+    kernel = client.app[KERNEL]
+    old, live = await register_and_login(client), await register_and_login(client)
+    ttl = int(kernel.settings.auth.refresh_token_ttl)
+    started = kernel.auth.now()
+    kernel.auth.now = lambda: started + timedelta(seconds=ttl + 50)
+    # the sessions expired 50 s ago: within the grace, kept (the two verification links,
+    # 24 h, go); the other user logs in "now"
+    assert await kernel.auth.delete_expired(session_grace=100) == (2, 0)
+    r = await client.post("/v1/auth/login", json={"email": live.email, "password": live.password})
+    fresh = await r.json()
+    # ... and 150 s later both of the first sessions have ended 150 s before: deleted
+    kernel.auth.now = lambda: started + timedelta(seconds=ttl + 150)
+    assert await kernel.auth.delete_expired(session_grace=100) == (0, 2)
+    assert await kernel.auth.delete_expired(session_grace=100) == (0, 0)
+    kernel.auth.now = lambda: started
+    for token in (old.refresh_token, live.refresh_token):
+        r = await client.post("/v1/auth/refresh", json={"refresh_token": token})
+        assert (r.status, (await r.json())["code"]) == (401, "invalid_token")
+    r = await client.post("/v1/auth/refresh", json={"refresh_token": fresh["refresh_token"]})
+    assert r.status == 200, await r.text()
