@@ -194,6 +194,9 @@ async def test_participant_changes_answer_events_and_refusals(sc_client, sc_ws):
     await refused(await client.post(base, json={"user_id": newcomer.user_id, "role": "admin"},
                                     headers=admin.headers),
                   403, "admin_required", "only the owner makes admins; there is one owner")
+    r = await client.post(base, json={"user_id": "no-such-user"}, headers=owner.headers)
+    body = await r.json()
+    assert (r.status, body["code"], body["user_ids"]) == (422, "unknown_users", ["no-such-user"])
     r = await client.post(base, json={"user_id": newcomer.user_id}, headers=admin.headers)
     assert r.status == 201, await r.text()
     added = {"conversation_id": cid, "user_id": newcomer.user_id, "role": "member"}
