@@ -43,6 +43,11 @@ class Job:
 
 
 class JobScheduler:
+    #: seconds :meth:`stop` waits for the job loops to end
+    STOP_TIMEOUT = 5.0
+    #: seconds between two cancellations of a loop that is still running in :meth:`stop`
+    RECANCEL_EVERY = 0.2
+
     def __init__(self, kernel: Kernel) -> None:
         self.kernel = kernel
         self.settings = kernel.settings.jobs
@@ -50,6 +55,7 @@ class JobScheduler:
         self.jobs: dict[str, Job] = {}
         self.owners: dict[str, str] = {}
         self._tasks: list[asyncio.Task[None]] = []
+        self._stopping = False
         #: job name → ``{at, status, seconds, result}`` of its last run on this instance
         self.last_runs: dict[str, dict[str, Any]] = {}
         m = kernel.metrics
@@ -71,14 +77,33 @@ class JobScheduler:
     async def start(self) -> None:
         if not self.settings.enabled:
             return
+        self._stopping = False
         for job in self.jobs.values():
             self._tasks.append(asyncio.create_task(self._loop(job), name=f"job:{job.name}"))
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._tasks.clear()
+        """End every job loop, waiting at most :attr:`STOP_TIMEOUT` seconds.
+
+        A ``cancel()`` can be lost on the way (Python 3.11's ``wait_for``, used by
+        libraries, returns a result that was ready instead of raising), and a loop that
+        lost it would run on and hold up the app's shutdown for ever: each loop also
+        checks ``_stopping`` before every await of its own, and a loop still running is
+        cancelled again every :attr:`RECANCEL_EVERY` seconds. Past the bound the
+        stragglers are logged and left behind."""
+        self._stopping = True
+        tasks, self._tasks = self._tasks, []
+        pending = {task for task in tasks if not task.done()}
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.STOP_TIMEOUT
+        while pending:
+            for task in pending:
+                task.cancel()
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                log.error("job loops still running %g s after stop: %s", self.STOP_TIMEOUT,
+                          ", ".join(sorted(task.get_name() for task in pending)))
+                return
+            _, pending = await asyncio.wait(pending, timeout=min(self.RECANCEL_EVERY, remaining))
 
     def _until_next_slot(self, job: Job) -> float:
         """Seconds to the start of the next interval window, plus jitter inside it."""
@@ -89,14 +114,16 @@ class JobScheduler:
     async def _loop(self, job: Job) -> None:
         if not job.run_at_start:
             await asyncio.sleep(self._until_next_slot(job))
-        while True:
+        while not self._stopping:
             try:
-                if await self._acquire(job):
+                if await self._acquire(job) and not self._stopping:
                     await self.run(job.name)
             except asyncio.CancelledError:
                 raise
             except Exception:  # the scheduler itself must survive anything
                 log.exception("job scheduler error for %s", job.name)
+            if self._stopping:
+                return
             await asyncio.sleep(self._until_next_slot(job))
 
     async def _acquire(self, job: Job) -> bool:

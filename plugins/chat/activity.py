@@ -24,6 +24,9 @@ log = logging.getLogger(__name__)
 
 
 class ActivityRecorder:
+    #: seconds :meth:`close` gives the last write
+    CLOSE_TIMEOUT = 5.0
+
     def __init__(self, repo: ConversationRepository, interval: float = 0.0) -> None:
         self.repo = repo
         self.interval = interval
@@ -36,11 +39,22 @@ class ActivityRecorder:
         self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def close(self) -> None:
+        """Stop the writer and write what is pending, within :attr:`CLOSE_TIMEOUT`; a
+        failure (the database down at shutdown) is logged once and never raised: the
+        shutdown goes on, and those markers catch up with the conversations' next
+        messages."""
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
-        await self.flush()
+        if not self._pending:
+            return
+        try:
+            async with asyncio.timeout(self.CLOSE_TIMEOUT):
+                await self.flush()
+        except Exception as exc:
+            log.warning("conversation activity of %d conversation(s) not written at "
+                        "shutdown (%s)", len(self._pending), type(exc).__name__)
 
     def note(
         self, conversation_id: str, *, seq: int, at: datetime, sender_id: str, message_id: str

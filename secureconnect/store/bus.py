@@ -133,16 +133,22 @@ class RedisBus(InProcessBus):
         from redis.asyncio.retry import Retry
         from redis.backoff import NoBackoff
 
+        from .cache import cancel_safe_connection_class
+
         self.instance = uuid.uuid4().hex.encode()
         # This class is the only place retries happen (one resend of a batch, the
         # reader's reconnect loop): redis-py ≥ 6 would otherwise retry each command 3
         # times with back-off, holding a publish or a reconnect far past socket_timeout.
+        # (connections whose send never swallows a cancellation: see cache.py)
+        connection_class = cancel_safe_connection_class(url)
         self._redis: Any = aioredis.from_url(url, socket_timeout=socket_timeout,
                                         socket_connect_timeout=socket_timeout,
-                                        retry=Retry(NoBackoff(), 0))
+                                        retry=Retry(NoBackoff(), 0),
+                                        connection_class=connection_class)
         # the reader's connection blocks on reads: no socket timeout there
         self._reader_redis: Any = aioredis.from_url(url, socket_connect_timeout=socket_timeout,
-                                               retry=Retry(NoBackoff(), 0))
+                                               retry=Retry(NoBackoff(), 0),
+                                               connection_class=connection_class)
         self._pubsub: Any = None
         self._reader: asyncio.Task[None] | None = None
         self.max_pending = max_pending

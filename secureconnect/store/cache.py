@@ -46,7 +46,49 @@ def blocking_pool(url: str, settings: Any, **kwargs: Any) -> Any:
     timeout = float(settings.socket_timeout)
     return BlockingConnectionPool.from_url(
         url, max_connections=int(settings.max_connections), timeout=timeout,
-        socket_timeout=timeout, socket_connect_timeout=timeout, **kwargs)
+        socket_timeout=timeout, socket_connect_timeout=timeout,
+        connection_class=cancel_safe_connection_class(url), **kwargs)
+
+
+_CANCEL_SAFE: dict[str, type[Any]] = {}
+
+
+def cancel_safe_connection_class(url: str) -> type[Any]:
+    """The redis-py connection class for ``url`` (TCP, TLS or Unix socket) whose
+    command send never swallows a cancellation.
+
+    redis-py bounds a send with ``asyncio.wait_for(send, socket_timeout)``. On Python
+    3.11, ``wait_for`` *returns* the inner result when the caller is cancelled after the
+    send finished but before ``wait_for`` woke up (fixed in 3.12): the command then
+    completes and the task goes on as if never cancelled. A loop stopped by one
+    ``cancel()`` (a job, the bus sender) kept running, and whoever awaited it waited
+    forever. Here a cancel that arrived during the send is raised once the send
+    returns, and the connection, whose reply will not be read, is dropped."""
+    from redis.asyncio.connection import (
+        Connection,
+        SSLConnection,
+        UnixDomainSocketConnection,
+    )
+
+    scheme = url.split("://", 1)[0].lower()
+    base: type[Any] = {"rediss": SSLConnection, "unix": UnixDomainSocketConnection}.get(
+        scheme, Connection)
+    found = _CANCEL_SAFE.get(base.__name__)
+    if found is None:
+
+        async def send_packed_command(self: Any, command: Any, check_health: bool = True) -> None:
+            task = asyncio.current_task()
+            cancels = task.cancelling() if task is not None else 0
+            await base.send_packed_command(self, command, check_health)
+            if task is not None and task.cancelling() > cancels:
+                with contextlib.suppress(Exception):
+                    await self.disconnect(nowait=True)
+                raise asyncio.CancelledError
+
+        found = _CANCEL_SAFE[base.__name__] = type(
+            f"CancelSafe{base.__name__}", (base,),
+            {"send_packed_command": send_packed_command, "__module__": __name__})
+    return found
 
 
 class MemoryStore:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from secureconnect.testing.accounts import DEFAULT_PASSWORD, register_and_login, unique_email
 
 
@@ -86,8 +88,14 @@ async def test_reused_rotated_refresh_token_revokes_the_whole_session(sc_client)
     assert 'auth_sessions_revoked_total{reason="refresh_token_reuse"} 1.0' in metrics
 
 
-async def test_concurrent_refresh_with_one_token_yields_one_pair(sc_client):
-    client = await sc_client()
+@pytest.mark.parametrize("store", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+async def test_concurrent_refresh_with_one_token_yields_one_pair(sc_client, request, store):
+    # on PostgreSQL the refreshes' transactions really overlap: the rotation's condition
+    # (the token not yet rotated) is what lets only one of them win
+    overrides = {}
+    if store == "postgres":
+        overrides = {"database": {"url": request.getfixturevalue("postgres_url")}}
+    client = await sc_client(overrides)
     user = await register_and_login(client)
     results = await asyncio.gather(
         *(
@@ -121,3 +129,65 @@ async def test_wrong_password_and_unknown_email_look_the_same(sc_client):
     metrics = await (await client.get("/metrics")).text()
     assert 'auth_attempts_total{result="invalid_credentials"} 2.0' in metrics
     assert 'auth_attempts_total{result="success"} 1.0' in metrics
+
+
+async def test_refreshing_one_session_leaves_the_others_tokens_alone(sc_client):
+    """The rotation retires the presented token only: another session of the same user
+    (and another user's) still refreshes, once."""
+    client = await sc_client()
+    user = await register_and_login(client)
+    other = await register_and_login(client)
+    r = await client.post("/v1/auth/login", json={"email": user.email, "password": user.password})
+    second_session = await r.json()
+    r = await client.post("/v1/auth/refresh", json={"refresh_token": user.refresh_token})
+    assert r.status == 200, await r.text()
+    for token in (second_session["refresh_token"], other.refresh_token):
+        r = await client.post("/v1/auth/refresh", json={"refresh_token": token})
+        assert r.status == 200, await r.text()
+
+
+async def test_an_expired_session_refreshes_no_more(sc_client):
+    from datetime import timedelta
+
+    from secureconnect.app import KERNEL
+
+    client = await sc_client()
+    user = await register_and_login(client)
+    kernel = client.app[KERNEL]
+    ttl = int(kernel.settings.auth.refresh_token_ttl)
+    started = kernel.auth.now()
+    kernel.auth.now = lambda: started + timedelta(seconds=ttl + 1)
+    r = await client.post("/v1/auth/refresh", json={"refresh_token": user.refresh_token})
+    body = await r.json()
+    assert (r.status, body["code"], body["detail"]) == (
+        401, "token_expired", "the session has expired; log in again")
+
+
+async def test_cleanup_deletes_only_sessions_ended_past_the_grace(sc_client):
+    """`delete_expired` (the cleanup job's work): a session is deleted once it has been
+    expired for the grace period, not before; live sessions stay; the counts are exact."""
+    from datetime import timedelta
+
+    from secureconnect.app import KERNEL
+
+    client = await sc_client()  # (a fresh database of its own: exact counts)
+    kernel = client.app[KERNEL]
+    old, live = await register_and_login(client), await register_and_login(client)
+    ttl = int(kernel.settings.auth.refresh_token_ttl)
+    started = kernel.auth.now()
+    kernel.auth.now = lambda: started + timedelta(seconds=ttl + 50)
+    # the sessions expired 50 s ago: within the grace, kept (the two verification links,
+    # 24 h, go); the other user logs in "now"
+    assert await kernel.auth.delete_expired(session_grace=100) == (2, 0)
+    r = await client.post("/v1/auth/login", json={"email": live.email, "password": live.password})
+    fresh = await r.json()
+    # ... and 150 s later both of the first sessions have ended 150 s before: deleted
+    kernel.auth.now = lambda: started + timedelta(seconds=ttl + 150)
+    assert await kernel.auth.delete_expired(session_grace=100) == (0, 2)
+    assert await kernel.auth.delete_expired(session_grace=100) == (0, 0)
+    kernel.auth.now = lambda: started
+    for token in (old.refresh_token, live.refresh_token):
+        r = await client.post("/v1/auth/refresh", json={"refresh_token": token})
+        assert (r.status, (await r.json())["code"]) == (401, "invalid_token")
+    r = await client.post("/v1/auth/refresh", json={"refresh_token": fresh["refresh_token"]})
+    assert r.status == 200, await r.text()

@@ -95,3 +95,138 @@ async def test_role_matrix(sc_client):
             if after != want:
                 failures.append(f"{actor_name} {action}: roles {after} != {want}")
     assert failures == []
+
+
+async def test_role_change_answer_event_and_refusals(sc_client, sc_ws):
+    """What a role change says (its answer and the members' event, field by field) and
+    the changes the owner may not make: its own role (the group would lose its owner),
+    a non-participant's; each refusal with its code and message."""
+    client = await sc_client({"database": {"url": SQLITE_FILE}})
+    owner, member, outsider = await users(client, 3)
+    cid = await create_group(client, owner, [member])
+    base = f"/v1/conversations/{cid}/participants"
+    ws = await sc_ws(client, member.access_token)
+    r = await client.patch(f"{base}/{member.user_id}", json={"role": "admin"},
+                           headers=owner.headers)
+    assert r.status == 200, await r.text()
+    expected = {"conversation_id": cid, "user_id": member.user_id, "role": "admin",
+                "by": owner.user_id}
+    assert await r.json() == expected
+    frame = await ws.expect("conversation.updated", lambda f: f["data"].get("role") == "admin")
+    assert frame["data"] == expected
+
+    refusals = [
+        (owner.user_id, 422, "invalid_role", "the owner's role is passed on by leaving"),
+        (outsider.user_id, 404, "participant_not_found", "that user is not a participant"),
+    ]
+    for target, status, code, detail in refusals:
+        r = await client.patch(f"{base}/{target}", json={"role": "member"},
+                               headers=owner.headers)
+        body = await r.json()
+        assert (r.status, body["code"], body["detail"]) == (status, code, detail)
+    r = await client.patch(f"{base}/{owner.user_id}", json={"role": "member"},
+                           headers=member.headers)  # an admin, not the owner
+    body = await r.json()
+    assert (r.status, body["code"], body["detail"]) == (
+        403, "admin_required", "only the owner changes roles")
+    assert await _roles(client, cid, owner) == {owner.user_id: "owner", member.user_id: "admin"}
+
+
+async def test_group_settings_answer_event_and_refusals(sc_client, sc_ws):
+    """A settings change: who may (owner and admins; never on a direct conversation,
+    each refusal with code and message), what the answer says for the one who changed
+    it, and the members' event, field by field."""
+    client = await sc_client({"database": {"url": SQLITE_FILE}})
+    owner, admin, member = await users(client, 3)
+    cid = await create_group(client, owner, [admin, member])
+    r = await client.patch(f"/v1/conversations/{cid}/participants/{admin.user_id}",
+                           json={"role": "admin"}, headers=owner.headers)
+    assert r.status == 200, await r.text()
+    ws = await sc_ws(client, member.access_token)
+
+    r = await client.patch(f"/v1/conversations/{cid}", json={"description": "plans"},
+                           headers=member.headers)
+    body = await r.json()
+    assert (r.status, body["code"], body["detail"]) == (
+        403, "admin_required", "only the group's owner or admins change its settings")
+
+    r = await client.patch(f"/v1/conversations/{cid}",
+                           json={"name": "renamed", "description": "plans"},
+                           headers=admin.headers)
+    assert r.status == 200, await r.text()
+    view = await r.json()
+    assert (view["name"], view["description"], view["role"]) == ("renamed", "plans", "admin")
+    frame = await ws.expect("conversation.updated", lambda f: f["data"].get("id") == cid)
+    fields = {k: view[k] for k in ("id", "type", "name", "description", "created_by",
+                                   "created_at", "updated_at", "last_message_at", "last_seq")}
+    assert frame["data"] == fields
+
+    r = await client.post("/v1/conversations", json={
+        "type": "direct", "participant_ids": [member.user_id]}, headers=owner.headers)
+    assert r.status in (200, 201), await r.text()
+    direct = (await r.json())["id"]
+    r = await client.patch(f"/v1/conversations/{direct}", json={"name": "x"},
+                           headers=owner.headers)
+    body = await r.json()
+    assert (r.status, body["code"], body["detail"]) == (
+        422, "direct_conversation", "direct conversations have no settings to change")
+
+
+async def test_participant_changes_answer_events_and_refusals(sc_client, sc_ws):
+    """Adding and removing: the answer and the events (the members', and the removed
+    user's own), field by field; each refusal with its code and message."""
+    client = await sc_client({"database": {"url": SQLITE_FILE}})
+    owner, admin, member, newcomer, outsider = await users(client, 5)
+    cid = await create_group(client, owner, [admin, member])
+    base = f"/v1/conversations/{cid}/participants"
+    r = await client.patch(f"{base}/{admin.user_id}", json={"role": "admin"},
+                           headers=owner.headers)
+    assert r.status == 200, await r.text()
+    ws_member = await sc_ws(client, member.access_token)
+
+    async def refused(r: Any, status: int, code: str, detail: str) -> None:
+        body = await r.json()
+        assert (r.status, body["code"], body["detail"]) == (status, code, detail)
+
+    await refused(await client.post(base, json={"user_id": newcomer.user_id},
+                                    headers=member.headers),
+                  403, "admin_required", "only the group's owner or admins add participants")
+    await refused(await client.post(base, json={"user_id": newcomer.user_id, "role": "admin"},
+                                    headers=admin.headers),
+                  403, "admin_required", "only the owner makes admins; there is one owner")
+    r = await client.post(base, json={"user_id": "no-such-user"}, headers=owner.headers)
+    body = await r.json()
+    assert (r.status, body["code"], body["user_ids"]) == (422, "unknown_users", ["no-such-user"])
+    r = await client.post(base, json={"user_id": newcomer.user_id}, headers=admin.headers)
+    assert r.status == 201, await r.text()
+    added = {"conversation_id": cid, "user_id": newcomer.user_id, "role": "member"}
+    assert await r.json() == added
+    frame = await ws_member.expect("conversation.participant_added")
+    assert frame["data"] == {**added, "by": admin.user_id}
+    # adding again: 200, the participant as it is
+    r = await client.post(base, json={"user_id": newcomer.user_id, "role": "member"},
+                          headers=owner.headers)
+    assert (r.status, await r.json()) == (200, added)
+
+    ws_newcomer = await sc_ws(client, newcomer.access_token)
+    await refused(await client.delete(f"{base}/{outsider.user_id}", headers=admin.headers),
+                  404, "participant_not_found", "that user is not a participant")
+    await refused(await client.delete(f"{base}/{newcomer.user_id}", headers=member.headers),
+                  403, "admin_required", "only the group's owner or admins remove participants")
+    await refused(await client.delete(f"{base}/{owner.user_id}", headers=admin.headers),
+                  403, "admin_required", "admins cannot remove the owner or other admins")
+    r = await client.delete(f"{base}/{newcomer.user_id}", headers=admin.headers)
+    assert r.status == 204, await r.text()
+    removed = {"conversation_id": cid, "user_id": newcomer.user_id, "by": admin.user_id,
+               "new_owner_id": None}
+    frame = await ws_newcomer.expect("conversation.participant_removed")
+    assert frame["data"] == removed
+    frame = await ws_member.expect("conversation.participant_removed")
+    assert frame["data"] == removed
+
+    r = await client.post("/v1/conversations", json={
+        "type": "direct", "participant_ids": [member.user_id]}, headers=owner.headers)
+    direct = (await r.json())["id"]
+    await refused(await client.post(f"/v1/conversations/{direct}/participants",
+                                    json={"user_id": newcomer.user_id}, headers=owner.headers),
+                  422, "direct_conversation", "a direct conversation has exactly two participants")

@@ -144,8 +144,12 @@ async def test_list_orders_by_activity_with_unread_counts(chat_client):
     )
     assert r.status == 200, await r.text()
     assert (await r.json())["unread_count"] == 0
+    r = await client.get("/v1/conversations", headers=me.headers)
+    mine = (await r.json())["conversations"][0]
+    assert (mine["id"], mine["role"], mine["last_read_seq"]) == (first, "owner", last["seq"])
     r = await client.get("/v1/conversations", headers=x.headers)
-    assert (await r.json())["conversations"][0]["unread_count"] == 0
+    theirs = (await r.json())["conversations"][0]
+    assert (theirs["unread_count"], theirs["role"]) == (0, "member")
 
 
 async def test_deleted_account_leaves_every_conversation(chat_client):

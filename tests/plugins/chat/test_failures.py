@@ -87,3 +87,32 @@ async def test_slow_reader_loses_queued_messages_counted_and_is_told_to_resync(
     slow.ws._conn.transport.resume_reading()
     await slow.expect("resync", lambda f: f["data"]["reason"] == "slow_consumer", timeout=20)
     assert [m["id"] for m in await all_messages(client, b, cid)] == [sent[0]["id"]]
+
+
+@pytest.mark.postgres
+async def test_shutdown_with_the_database_down_is_clean_and_bounded(
+    sc_client, private_postgres, caplog
+):
+    """Activity noted while the database was up, then PostgreSQL stopped: the app shuts
+    down without an error, within the writer's bound, and says once what it dropped."""
+    client = await sc_client({
+        "database": {"url": private_postgres.url, "acquire_timeout": 1.0,
+                     "query_timeout": 1.0},
+        # the first note is written at once, the next waits out the interval: pending
+        "chat": {"activity_flush_interval": 10},
+    })
+    a, b = await users(client, 2)
+    cid = await create_group(client, a, [b])
+    await send(client, a, cid, "written at once")
+    await send(client, b, cid, "still pending at shutdown")
+    activity = kernel_of(client).state["chat"].activity
+    assert activity._pending  # (what the shutdown must write)
+    private_postgres.stop()
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    async with asyncio.timeout(10):
+        await client.close()  # raised the database error out of the app's cleanup
+    assert loop.time() - started < 7  # (the last write is given 5 s at most)
+    dropped = [r for r in caplog.records if "not written at shutdown" in r.getMessage()]
+    assert len(dropped) == 1
+    assert dropped[0].getMessage().startswith("conversation activity of 1 conversation(s)")
