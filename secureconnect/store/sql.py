@@ -120,7 +120,8 @@ class Database:
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
                 self._writer = _WriterThread(self.url, timeout=self.acquire_timeout)
                 self._instrument(self._writer.engine)
-                self._reader = _LoopReader(self.url, timeout=self.query_timeout)
+                self._reader = _LoopReader(self.url, timeout=self.query_timeout,
+                                           observe=self.query_duration.observe)
                 self._instrument(self._reader.engine)
             kwargs["connect_args"] = {"timeout": self.acquire_timeout}
         else:
