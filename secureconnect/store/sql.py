@@ -47,6 +47,7 @@ from sqlalchemy.ext.asyncio import (
 from ..errors import ServiceUnavailable
 from ..metrics import Metrics
 from .sqlite import LoopReader as _LoopReader
+from .sqlite import Plans as _Plans
 from .sqlite import ReaderBusy as _ReaderBusy
 from .sqlite import ReaderSlow as _ReaderSlow
 from .sqlite import Turns as _Turns
@@ -85,6 +86,8 @@ class Database:
             _Turns() if self.is_sqlite and ":memory:" in self.url else None
         )
         self._reader: _LoopReader | None = None
+        self._read_slots: asyncio.Semaphore | None = None
+        self._pg_plans: _Plans | None = None
         self.acquire_timeouts = metrics.counter(
             "db_connection_acquire_timeout_total", "Connection acquisitions that timed out")
         self.acquire_duration = metrics.histogram(
@@ -152,6 +155,14 @@ class Database:
         self._engine = engine
         # the same pool, each checkout in autocommit (one statement, no transaction)
         self._reads = engine.execution_options(isolation_level="AUTOCOMMIT")
+        # Small reads take turns on the pool's kept connections instead of overflowing:
+        # an overflow connection is closed when it comes back to a full pool, so under
+        # more concurrent reads than pool_size every extra read paid a fresh connect
+        # (TCP, TLS probe, authentication) — most of a PostgreSQL read's cost under load.
+        self._read_slots = asyncio.Semaphore(max(1, int(s.pool_size))) if not self.is_sqlite \
+            else None
+        # PostgreSQL: a prebuilt read runs on the asyncpg connection directly (below)
+        self._pg_plans = _Plans(engine.dialect) if self.is_postgres else None
         self._sessions = async_sessionmaker(engine, expire_on_commit=False)
 
     async def close(self) -> None:
@@ -296,15 +307,43 @@ class Database:
     async def _fetch_pooled(self, statement: Executable,
                             params: dict[str, Any] | None) -> Sequence[Row[Any]]:
         start = time.perf_counter()
+        slots = self._read_slots
+        if slots is None:
+            return await self._fetch_on(start, statement, params)
+        # the wait for a slot counts against the acquisition deadline
+        try:
+            async with asyncio.timeout(self.acquire_timeout):
+                await slots.acquire()
+        except TimeoutError:
+            self.acquire_timeouts.inc()
+            raise DatabaseUnavailable(
+                f"no database connection within {self.acquire_timeout:g} s; retry shortly"
+            ) from None
+        try:
+            return await self._fetch_on(start, statement, params)
+        finally:
+            slots.release()
+
+    async def _fetch_on(self, start: float, statement: Executable,
+                        params: dict[str, Any] | None) -> Sequence[Row[Any]]:
         # autocommit: no BEGIN/COMMIT round trips around one statement; acquisition and
         # statement under the same deadlines as connect(), and a statement cut by its
         # deadline drops its connection at once (no rollback round trip to wait for)
         conn = await self._acquire(self._reads)
         self.acquire_duration.observe(time.perf_counter() - start)
         deadline = _StatementDeadline(conn, self.query_timeout, cut=self.is_postgres)
+        plan = None
+        if params is not None and self._pg_plans is not None:
+            plan = self._pg_plans.get(statement)
         try:
             async with deadline.timeout:
-                rows = (await conn.execute(statement, params)).all()
+                # a statement built once: compiled once, run on the asyncpg connection
+                # itself (its own prepared-statement cache) without SQLAlchemy's
+                # per-execution work, under the same deadlines
+                fast = None if plan is None else await self._fetch_asyncpg(
+                    conn, plan, params or {})
+                rows = fast if fast is not None else (
+                    await conn.execute(statement, params)).all()
         except BaseException:
             if deadline.timeout.expired() or deadline.cut:
                 await self._discard(conn)
@@ -314,6 +353,24 @@ class Database:
         finally:
             deadline.stop()
         await conn.close()
+        return rows
+
+    async def _fetch_asyncpg(self, conn: AsyncConnection, plan: Any,
+                             params: dict[str, Any]) -> list[Any] | None:
+        try:
+            args = plan.args(params)
+        except Exception:
+            return None  # (a missing or unbindable parameter: SQLAlchemy's error)
+        sync = conn.sync_connection
+        assert sync is not None
+        raw: Any = sync.connection.dbapi_connection
+        start = time.perf_counter()
+        try:
+            records = await raw.driver_connection.fetch(plan.sql, *args)
+        except Exception:
+            return None  # SQLAlchemy runs it again and words the error (or succeeds)
+        self.query_duration.observe(time.perf_counter() - start)
+        rows: list[Any] = plan.rows(records)
         return rows
 
     async def fetch_one(self, statement: Executable,

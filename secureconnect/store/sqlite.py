@@ -149,6 +149,33 @@ class _Plan:
                 for r in raw]
 
 
+class Plans:
+    """Plans by statement (identity), at most ``limit`` of them: statements built once
+    at import time, not one per call."""
+
+    def __init__(self, dialect: Any, limit: int = 512) -> None:
+        self.dialect = dialect
+        self.limit = limit
+        # id(statement) -> (statement, plan): the statement is kept so its id stays its own
+        self._plans: dict[int, tuple[Executable, _Plan | None]] = {}
+
+    def get(self, statement: Executable) -> _Plan | None:
+        found = self._plans.get(id(statement))
+        if found is not None and found[0] is statement:
+            return found[1]
+        if len(self._plans) >= self.limit:
+            return None
+        try:
+            plan = _Plan.build(statement, self.dialect)
+        except Exception:
+            plan = None  # (SQLAlchemy runs it, and words any error)
+        self._plans[id(statement)] = (statement, plan)
+        return plan
+
+    def clear(self) -> None:
+        self._plans.clear()
+
+
 class LoopReader:
     """One synchronous SQLite connection used on the event loop for small reads.
 
@@ -177,8 +204,7 @@ class LoopReader:
         self._raw: Any = None
         self._deadline = 0.0
         self._observe = observe
-        # id(statement) -> (statement, plan): the statement is kept so its id stays its own
-        self._plans: dict[int, tuple[Executable, _Plan | None]] = {}
+        self._plans = Plans(self.engine.dialect, self.MAX_PLANS)
 
     def _connection(self) -> Connection:
         if self._conn is None:
@@ -193,20 +219,10 @@ class LoopReader:
     def _progress(self) -> int:
         return 1 if time.monotonic() > self._deadline else 0
 
-    def _plan(self, statement: Executable) -> _Plan | None:
-        found = self._plans.get(id(statement))
-        if found is not None and found[0] is statement:
-            return found[1]
-        if len(self._plans) >= self.MAX_PLANS:
-            return None
-        plan = _Plan.build(statement, self.engine.dialect)
-        self._plans[id(statement)] = (statement, plan)
-        return plan
-
     def fetch(self, statement: Executable,
               params: dict[str, Any] | None) -> Sequence[Row[Any]]:
         conn = self._connection()
-        plan = self._plan(statement) if params is not None else None
+        plan = self._plans.get(statement) if params is not None else None
         if plan is not None:
             rows: Sequence[Any] | None = self._fetch_plan(plan, params or {})
             if rows is not None:

@@ -186,12 +186,14 @@ async def test_small_reads_on_a_sqlite_file_see_every_commit_and_are_bounded(
     assert (await kernel.db.fetch_one(text("SELECT max(n) FROM t")))[0] == 1000
 
 
-async def test_prebuilt_reads_on_a_sqlite_file_run_without_sqlalchemy_and_agree_with_it(
-        sc_client: Any, tmp_path: Any) -> None:
-    """A statement built once and read with ``params`` runs on the sqlite3 connection
-    directly (compiled once): the same values and types as SQLAlchemy gives (aware UTC
-    datetimes, booleans, None), by index, attribute and ``_mapping``; every commit seen;
-    a slow one still leaves the loop; a missing parameter is SQLAlchemy's error."""
+@pytest.mark.parametrize("store", ["sqlite", "postgres"])
+async def test_prebuilt_reads_run_without_sqlalchemy_and_agree_with_it(
+        sc_client: Any, tmp_path: Any, store: str, request: pytest.FixtureRequest) -> None:
+    """A statement built once and read with ``params`` runs on the driver's connection
+    directly (compiled once; sqlite3 on the loop, asyncpg on a pooled connection): the
+    same values and types as SQLAlchemy gives (aware UTC datetimes, booleans, None), by
+    index, attribute and ``_mapping``; every commit seen; on SQLite a slow one still
+    leaves the loop; a missing parameter is SQLAlchemy's error."""
     from datetime import UTC, datetime
 
     from sqlalchemy import (
@@ -209,8 +211,13 @@ async def test_prebuilt_reads_on_a_sqlite_file_run_without_sqlalchemy_and_agree_
 
     from secureconnect.models import UtcDateTime
 
-    client = await sc_client({"database": {"url": f"sqlite+aiosqlite:///{tmp_path}/p.db",
-                                           "query_timeout": 2.0}})
+    if store == "sqlite":
+        settings = {"database": {"url": f"sqlite+aiosqlite:///{tmp_path}/p.db",
+                                 "query_timeout": 2.0}}
+    else:
+        settings = _pg(request.getfixturevalue("postgres_url"), query_timeout=2.0)
+        settings["plugins"] = {"push": False}
+    client = await sc_client(settings)
     kernel = client.app[KERNEL]
     meta = MetaData()
     t = Table("typed", meta, Column("id", Integer, primary_key=True), Column("name", String),
@@ -248,6 +255,8 @@ async def test_prebuilt_reads_on_a_sqlite_file_run_without_sqlalchemy_and_agree_
     with pytest.raises(StatementError):
         await kernel.db.fetch(by_id, {})
 
+    if store != "sqlite":
+        return
     # slow: interrupted on the loop, answered by the pool
     slow = text("WITH RECURSIVE r(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM r "
                 "WHERE i < :n) SELECT count(*) AS c FROM r").columns(column("c", Integer))
