@@ -379,6 +379,25 @@ class Database:
         rows = await self.fetch(statement, params)
         return rows[0] if rows else None
 
+    async def read(self, fn: Callable[[Callable[..., Sequence[Any]]], T]) -> T:
+        """``fn(fetch)`` — ``fetch(statement, params=None)`` returns all rows — with its
+        reads in one transaction: several small reads that must agree (one snapshot on
+        SQLite; on PostgreSQL one transaction, as :meth:`session` gives). On a SQLite
+        file on the loop reader (no thread hand-off; statements built once run on
+        sqlite3 directly), else — or past the loop's budget — on a pooled connection
+        in one hand-off. ``fn`` is synchronous and may run twice (after a fallback)."""
+        if self._reader is not None:
+            try:
+                return self._reader.read(fn)
+            except (_ReaderSlow, _ReaderBusy):
+                self.slow_reads.inc()
+
+        def run(conn: Any) -> T:
+            return fn(lambda statement, params=None: conn.execute(statement, params).all())
+
+        async with self.connect() as conn:
+            return await conn.run_sync(run)
+
     async def write(self, fn: Callable[..., T], *args: Any) -> T:
         """``fn(connection, *args)`` — ``connection`` a synchronous SQLAlchemy
         ``Connection`` — in one write transaction (committed on success), handed off in

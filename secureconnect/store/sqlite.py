@@ -18,6 +18,8 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.pool import StaticPool
 
 T = TypeVar("T")
+#: ``fetch(statement, params=None)`` → rows, inside :meth:`Database.read`
+Fetch = Callable[..., Sequence[Any]]
 
 
 class Turns:
@@ -241,6 +243,37 @@ class LoopReader:
                 raise ReaderBusy from None
             raise
 
+    def read(self, fn: Callable[[Fetch], T]) -> T:
+        """``fn(fetch)`` with every ``fetch(statement, params)`` in one read transaction
+        (one snapshot: WAL gives the state of the last commit before the first read),
+        on the loop, under one budget. Raises :class:`ReaderSlow`/:class:`ReaderBusy`
+        as :meth:`fetch` does; the caller then runs ``fn`` off the loop."""
+        conn = self._connection()
+        raw = self._raw
+        self._deadline = time.monotonic() + self.timeout
+
+        def fetch(statement: Executable, params: dict[str, Any] | None = None) -> Any:
+            plan = self._plans.get(statement) if params is not None else None
+            if plan is not None:
+                try:
+                    return plan.rows(raw.execute(plan.sql, plan.args(params or {})).fetchall())
+                except (sqlite3.Error, KeyError) as exc:
+                    _reader_error(exc)
+            try:
+                return conn.execute(statement, params).all()
+            except OperationalError as exc:
+                _reader_error(exc.orig or exc)
+                raise
+
+        try:
+            raw.execute("BEGIN")
+            return fn(fetch)
+        finally:
+            if conn.in_transaction():
+                conn.rollback()  # (ends SQLAlchemy's, and the sqlite3 transaction)
+            if raw.in_transaction:
+                raw.rollback()
+
     def _fetch_plan(self, plan: _Plan, params: dict[str, Any]) -> list[Any] | None:
         """The rows, or ``None`` to let SQLAlchemy run it (and word any error)."""
         try:
@@ -275,6 +308,15 @@ class LoopReader:
             self._raw = None
         self._plans.clear()
         self.engine.dispose()
+
+
+def _reader_error(exc: BaseException) -> None:
+    """Raise ReaderSlow/ReaderBusy for an interrupted or busy read; else return."""
+    message = str(exc).lower()
+    if "interrupted" in message:
+        raise ReaderSlow from None
+    if "locked" in message or "busy" in message:
+        raise ReaderBusy from None
 
 
 def sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:

@@ -266,3 +266,45 @@ async def test_prebuilt_reads_run_without_sqlalchemy_and_agree_with_it(
     assert (await kernel.db.fetch_one(slow, {"n": 10})).c == 10
     await kernel.db.write(put, 6, True)
     assert (await kernel.db.fetch_one(by_id, {"id": 6})).flag is True
+
+
+async def test_read_runs_several_reads_in_one_snapshot(sc_client: Any, tmp_path: Any) -> None:
+    """``Database.read(fn)`` on a SQLite file: the reads of ``fn`` agree (a commit made
+    between two of them is not seen by the second), the next read sees it (no snapshot
+    left open), and a read past the loop's budget runs the whole ``fn`` off the loop."""
+    import sqlite3
+
+    from sqlalchemy import bindparam
+
+    db_file = tmp_path / "s.db"
+    client = await sc_client({"database": {"url": f"sqlite+aiosqlite:///{db_file}",
+                                           "query_timeout": 2.0}})
+    kernel = client.app[KERNEL]
+
+    def create(conn: Connection) -> None:
+        conn.execute(text("CREATE TABLE t (n INTEGER PRIMARY KEY)"))
+        conn.execute(text("INSERT INTO t VALUES (1)"))
+
+    await kernel.db.write(create)
+    count = text("SELECT count(*) AS c FROM t WHERE n > :floor").bindparams(
+        bindparam("floor")).columns()
+
+    def two_reads(fetch: Any) -> tuple[int, int]:
+        first = fetch(count, {"floor": 0})[0][0]
+        other = sqlite3.connect(db_file)  # another writer commits in between
+        with other:
+            other.execute("INSERT INTO t VALUES (2)")
+        other.close()
+        return first, fetch(text("SELECT count(*) FROM t"))[0][0]
+
+    assert await kernel.db.read(two_reads) == (1, 1)
+    assert (await kernel.db.fetch_one(text("SELECT count(*) FROM t")))[0] == 2
+
+    slow = text("WITH RECURSIVE r(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM r "
+                "WHERE i < 300000) SELECT count(*) FROM r")
+    fallbacks = kernel.metrics.value("db_loop_read_fallback_total") or 0
+    got = await kernel.db.read(lambda fetch: (fetch(count, {"floor": 0})[0][0],
+                                              fetch(slow)[0][0]))
+    assert got == (2, 300_000)
+    assert kernel.metrics.value("db_loop_read_fallback_total") == fallbacks + 1
+    assert (await kernel.db.fetch_one(text("SELECT max(n) FROM t")))[0] == 2
