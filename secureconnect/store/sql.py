@@ -43,6 +43,7 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
+from sqlalchemy.util import await_only
 
 from ..errors import ServiceUnavailable
 from ..metrics import Metrics
@@ -392,8 +393,30 @@ class Database:
             except (_ReaderSlow, _ReaderBusy):
                 self.slow_reads.inc()
 
+        plans = self._pg_plans
+
         def run(conn: Any) -> T:
-            return fn(lambda statement, params=None: conn.execute(statement, params).all())
+            raw: Any = conn.connection.dbapi_connection if plans is not None else None
+
+            def fetch(statement: Executable, params: dict[str, Any] | None = None) -> Any:
+                plan = plans.get(statement) if plans is not None and params is not None \
+                    else None
+                if plan is not None:
+                    # (in run_sync's greenlet: the asyncpg call awaited from sync code,
+                    # inside the transaction; a statement built once skips SQLAlchemy)
+                    try:
+                        args = plan.args(params or {})
+                    except Exception:
+                        args = None
+                    if args is not None:
+                        try:
+                            return plan.rows(await_only(raw.driver_connection.fetch(
+                                plan.sql, *args)))
+                        except Exception:
+                            pass  # SQLAlchemy runs it again and words the error
+                return conn.execute(statement, params).all()
+
+            return fn(fetch)
 
         async with self.connect() as conn:
             return await conn.run_sync(run)
