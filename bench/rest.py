@@ -14,8 +14,12 @@ history page, ``GET /v1/polls/{id}`` (each against ``bare`` GET and ``same``), a
 ``POST /v1/conversations/{id}/messages`` at 10 concurrent without and with a unique
 ``Idempotency-Key`` per request (against ``bare`` POST). Each route runs ``--rounds``
 rounds, the servers alternating (bare, sc, same, then same, sc, bare, ...); the table
-gives the median round of each and the median of the per-round ratios. Rate limits
-off, and on with generous limits (``--rate-limits off,on``).
+gives the median round of each and the median of the per-round ratios, and each
+server's CPU time per request (from /proc; it hardly depends on what else the machine
+runs, unlike req/s). Rate limits off, and on with generous limits
+(``--rate-limits off,on``). Last, the keyed POST at a fixed rate — half the keyed
+maximum just measured, and half the issue's target rate (15 % of the bare POST) —
+from an open-loop aiohttp client: p50/p99/max latency.
 
     .venv/bin/python bench/rest.py [--store sqlite|postgres] [--seconds 3] [--rounds 3]
 """
@@ -236,8 +240,25 @@ async def populate(base: str, history: int) -> Fixture:
     return fx
 
 
+_TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def cpu_seconds(pid: int | None) -> float:
+    """User + system CPU time of a process, all its threads (Linux /proc)."""
+    if pid is None:
+        return 0.0
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / _TICK
+
+
 def wrk(url: str, seconds: float, connections: int, *, token: str | None = None,
-        script: str | None = None, script_args: tuple[str, ...] = ()) -> tuple[float, float, float]:
+        script: str | None = None, script_args: tuple[str, ...] = (),
+        pid: int | None = None) -> tuple[float, float, float, float]:
+    """req/s, p50 ms, p99 ms and the server's CPU time per request in µs (``pid``):
+    the last one barely depends on what else the machine runs, unlike req/s."""
     cmd = ["wrk", "-t2", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--latency",
            "--timeout", "5s"]
     if token:
@@ -247,7 +268,9 @@ def wrk(url: str, seconds: float, connections: int, *, token: str | None = None,
     cmd.append(url)
     if script_args:
         cmd += ["--", *script_args]
+    cpu = cpu_seconds(pid)
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    cpu = cpu_seconds(pid) - cpu
     bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
     if bad:
         print(f"    ! {url}: {bad.group(1)} non-2xx answers", flush=True)
@@ -258,17 +281,110 @@ def wrk(url: str, seconds: float, connections: int, *, token: str | None = None,
         return float(m.group(1)) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[m.group(2)]
 
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-    return rps, ms("50"), ms("99")
+    done = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    return rps, ms("50"), ms("99"), (cpu * 1e6 / done if done and pid else 0.0)
+
+
+async def post_buckets(base: str) -> dict[float, float]:
+    """The server's own latency histogram of successful message POSTs (cumulative
+    count per upper bound in seconds), from /metrics."""
+    async with aiohttp.ClientSession() as s, s.get(base + "/metrics") as r:
+        text = await r.text()
+    found: dict[float, float] = {}
+    for m in re.finditer(r'^request_duration_seconds_bucket\{(.*)\} (\S+)$', text,
+                         re.M):
+        labels = dict(re.findall(r'(\w+)="([^"]*)"', m.group(1)))
+        if (labels.get("method") == "POST" and labels.get("path", "").endswith("/messages")
+                and labels.get("status", "").startswith("2")):
+            le = float("inf") if labels["le"] == "+Inf" else float(labels["le"])
+            found[le] = found.get(le, 0.0) + float(m.group(2))
+    return found
+
+
+def server_p99(before: dict[float, float], after: dict[float, float]) -> str:
+    """The histogram bucket holding the 99th percentile of the requests between two
+    scrapes ("≤ 25 ms"): the server's own time, without the client's or the queue's."""
+    delta = sorted((le, after[le] - before.get(le, 0.0)) for le in after)
+    if not delta or not delta[-1][1]:
+        return "-"
+    total = delta[-1][1]
+    for le, count in delta:
+        if count >= 0.99 * total:
+            return "≤ inf" if le == float("inf") else f"≤ {le * 1000:g} ms"
+    return "-"
+
+
+async def fixed_rate(url: str, token: str, rate: float, seconds: float,
+                     run: str, connections: int = 32) -> tuple[float, float, float, float, int]:
+    """Keyed POSTs at a fixed rate (open loop: request i is due at ``i / rate`` s and its
+    latency counts from then, so a stall delays the clock of every later request, as
+    wrk2 does), over ``connections`` keep-alive sockets written with asyncio streams (a
+    light client: the aiohttp client fell behind the rate on a loaded machine). Returns
+    achieved req/s, p50, p99 and max ms, and the non-2xx count."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    body = b'{"content":"hello at a fixed rate","message_type":"text"}'
+    head = (f"POST {parts.path} HTTP/1.1\r\nHost: {parts.netloc}\r\n"
+            f"Authorization: Bearer {token}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n").encode()
+    total = max(1, int(rate * seconds))
+    latencies: list[float] = []
+    bad = 0
+    idle: asyncio.Queue[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = asyncio.Queue()
+    opened = []
+    for _ in range(connections):
+        pair = await asyncio.open_connection(parts.hostname, parts.port)
+        opened.append(pair[1])
+        idle.put_nowait(pair)
+    loop = asyncio.get_running_loop()
+    start = loop.time() + 0.05
+
+    async def one(i: int) -> None:
+        nonlocal bad
+        due = start + i / rate
+        delay = due - loop.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        reader, writer = await idle.get()
+        writer.write(head + f"Idempotency-Key: {run}-{i}\r\n\r\n".encode() + body)
+        status_line = await reader.readline()
+        length = 0
+        while (line := await reader.readline()) not in (b"\r\n", b""):
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"content-length":
+                length = int(value)
+        await reader.readexactly(length)
+        latencies.append((loop.time() - due) * 1000)
+        if not status_line.split(b" ", 2)[1].startswith(b"2"):
+            bad += 1
+        idle.put_nowait((reader, writer))
+
+    await asyncio.gather(*(one(i) for i in range(total)))
+    elapsed = loop.time() - start
+    for writer in opened:
+        writer.close()
+    latencies.sort()
+
+    def pct(q: float) -> float:
+        return latencies[min(len(latencies) - 1, int(q * len(latencies)))]
+
+    return total / elapsed, pct(0.50), pct(0.99), latencies[-1], bad
 
 
 @dataclass
 class Row:
     route: str
-    rounds: dict[str, list[tuple[float, float, float]]] = field(default_factory=dict)
+    rounds: dict[str, list[tuple[float, float, float, float]]] = field(default_factory=dict)
 
-    def median(self, who: str) -> tuple[float, float, float]:
+    def median(self, who: str) -> tuple[float, float, float, float]:
         runs = sorted(self.rounds.get(who, []))
-        return runs[len(runs) // 2] if runs else (0.0, 0.0, 0.0)
+        return runs[len(runs) // 2] if runs else (0.0, 0.0, 0.0, 0.0)
+
+    def cpu(self, who: str) -> float:
+        """Median server CPU µs per request over the rounds."""
+        runs = [r[3] for r in self.rounds.get(who, []) if r[3]]
+        return statistics.median(runs) if runs else 0.0
 
     def ratio(self, who: str, against: str) -> float | None:
         a, b = self.rounds.get(who, []), self.rounds.get(against, [])
@@ -283,7 +399,7 @@ def write_lua(tmp: str, keyed: bool, run: str) -> str:
 
 
 async def measure_config(args: argparse.Namespace, rate_limits: str, database_url: str | None,
-                         tmp: str) -> list[Row]:
+                         tmp: str, fixed: list[Any]) -> list[Row]:
     data_dir = tempfile.mkdtemp(prefix="sc-bench-rest-", dir=tmp)
     db_url = database_url or f"sqlite+aiosqlite:///{data_dir}/bench.db"
     overrides: dict[str, Any] = {
@@ -324,10 +440,12 @@ async def measure_config(args: argparse.Namespace, rate_limits: str, database_ur
             c = args.connections
             for name, sc_path, same_path in reads:
                 row = Row(name)
-                targets = [("bare", lambda: wrk(bare + "/bench", args.seconds, c)),
-                           ("sc", lambda p=sc_path: wrk(sc + p, args.seconds, c, token=fx.token)),
+                targets = [("bare", lambda: wrk(bare + "/bench", args.seconds, c,
+                                                pid=bare_proc.pid)),
+                           ("sc", lambda p=sc_path: wrk(sc + p, args.seconds, c, token=fx.token,
+                                                         pid=sc_proc.pid)),
                            ("same", lambda p=same_path: wrk(same + p, args.seconds, c,
-                                                             token=fx.token))]
+                                                             token=fx.token, pid=same_proc.pid))]
                 for r in range(args.rounds):
                     for who, fn in targets if r % 2 == 0 else targets[::-1]:
                         row.rounds.setdefault(who, []).append(await asyncio.to_thread(fn))
@@ -340,33 +458,63 @@ async def measure_config(args: argparse.Namespace, rate_limits: str, database_ur
                 url = f"{sc}/v1/conversations/{cid}/messages"
                 targets = [
                     ("bare", lambda b=bare_lua: wrk(bare + "/bench", args.seconds, 10,
-                                                      script=b)),
+                                                      script=b, pid=bare_proc.pid)),
                     ("sc", lambda u=url, s=lua: wrk(u, args.seconds, 10, token=fx.token,
-                                                     script=s)),
+                                                     script=s, pid=sc_proc.pid)),
                 ]
                 for r in range(args.rounds):
                     for who, fn in targets if r % 2 == 0 else targets[::-1]:
                         row.rounds.setdefault(who, []).append(await asyncio.to_thread(fn))
                 rows.append(row)
                 print(f"  {rate_limits:>3} {row.route:<28} done", flush=True)
+                if keyed:
+                    # p99 at half the rate: half the keyed max just measured, and half
+                    # the issue's target rate (15 % of the bare POST)
+                    rates = {"half of max": row.median("sc")[0] / 2,
+                             "half of target": row.median("bare")[0] * 0.15 / 2}
+                    for label, rate in rates.items():
+                        before = await post_buckets(sc)
+                        got = await fixed_rate(url, fx.token, rate, args.seconds * 2,
+                                               f"fixed-{os.getpid()}-{rate_limits}-{label}")
+                        inside = server_p99(before, await post_buckets(sc))
+                        fixed.append((rate_limits, label, rate, (*got, inside)))
     return rows
 
 
-def table(results: list[tuple[str, list[Row]]], args: argparse.Namespace) -> None:
+def table(results: list[tuple[str, list[Row]]], args: argparse.Namespace,
+          fixed: list[Any]) -> None:
     load = os.getloadavg()
     print(f"\nREST on {args.store}, wrk -t2 (GET -c{args.connections}, POST -c10), "
           f"{args.seconds:g} s x {args.rounds} rounds alternating; "
           f"load average at end {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f}")
     print(f"{'rate limits':<11} {'route':<30}{'sc req/s':>9}{'p50 ms':>8}{'p99 ms':>8}"
-          f"{'bare req/s':>11}{'sc/bare':>9}{'same req/s':>11}{'sc/same':>9}")
+          f"{'bare req/s':>11}{'sc/bare':>9}{'same req/s':>11}{'sc/same':>9}"
+          f"{'sc µs':>8}{'bare µs':>8}{'same µs':>8}{'cpu b/sc':>9}{'cpu s/sc':>9}")
     for rl, rows in results:
         for row in rows:
             sc, bare, same = row.median("sc"), row.median("bare"), row.median("same")
             r_bare, r_same = row.ratio("sc", "bare"), row.ratio("sc", "same")
+            c_sc, c_bare, c_same = row.cpu("sc"), row.cpu("bare"), row.cpu("same")
             print(f"{rl:<11} {row.route:<30}{sc[0]:>9.0f}{sc[1]:>8.2f}{sc[2]:>8.2f}"
                   f"{bare[0]:>11.0f}{(r_bare or 0):>9.1%}"
                   + (f"{same[0]:>11.0f}{r_same:>9.1%}" if r_same is not None else
-                     f"{'-':>11}{'-':>9}"))
+                     f"{'-':>11}{'-':>9}")
+                  + f"{c_sc:>8.0f}{c_bare:>8.0f}"
+                  + (f"{c_same:>8.0f}" if c_same else f"{'-':>8}")
+                  + (f"{c_bare / c_sc:>9.1%}" if c_sc else f"{'-':>9}")
+                  + (f"{c_same / c_sc:>9.1%}" if c_sc and c_same else f"{'-':>9}"))
+    print(f"\nKeyed POST at a fixed rate (asyncio-streams client, open loop, "
+          f"{args.seconds * 2:g} s each):")
+    print(f"{'rate limits':<11} {'rate':<16}{'target/s':>9}{'got/s':>8}{'p50 ms':>8}"
+          f"{'p99 ms':>8}{'max ms':>8}{'non-2xx':>8}  server p99")
+    for rl, label, rate, (got, p50, p99, worst, bad, inside) in fixed:
+        print(f"{rl:<11} {label:<16}{rate:>9.0f}{got:>8.0f}{p50:>8.2f}{p99:>8.2f}"
+              f"{worst:>8.1f}{bad:>8}  {inside}")
+    print("server p99: the bucket of the server's own request_duration_seconds holding "
+          "the 99th percentile (its time in the handler chain, not the client's)")
+    print("µs: the server's CPU time (all threads) per request, median of the rounds; "
+          "cpu b/sc and s/sc: bare's and same-work's CPU per request over SecureConnect's "
+          "(the CPU-bound ceiling of sc/bare and sc/same, nearly independent of the load)")
 
 
 async def main_async(args: argparse.Namespace) -> None:
@@ -377,11 +525,12 @@ async def main_async(args: argparse.Namespace) -> None:
 
             pg = services.enter_context(PostgresServer())
         results = []
+        fixed: list[Any] = []
         for i, rl in enumerate(args.rate_limits.split(",")):
             # a fresh database per configuration (same server)
             url = None if pg is None else pg.create_database(f"bench_rest_{os.getpid()}_{i}")
-            results.append((rl, await measure_config(args, rl, url, tmp)))
-        table(results, args)
+            results.append((rl, await measure_config(args, rl, url, tmp, fixed)))
+        table(results, args, fixed)
 
 
 def main() -> None:

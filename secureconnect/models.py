@@ -14,6 +14,7 @@ Timestamps leave the API as RFC 3339 UTC; ids are time-ordered UUIDs (version 7,
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import DateTime, MetaData, String
 from sqlalchemy.engine import Dialect
@@ -62,6 +63,30 @@ class UtcDateTime(TypeDecorator[datetime]):
             return None
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
+    def result_processor(self, dialect: Dialect, coltype: Any) -> Any:
+        general = super().result_processor(dialect, coltype)
+        if dialect.name != "sqlite":
+            return general
+        # SQLite stores the text SQLAlchemy wrote ("2026-12-07 08:30:15.123456"): one
+        # C-level parse instead of SQLAlchemy's regular expression plus a second step
+        # (a third of a history page's reading); anything else goes the general way
+        parse = datetime.fromisoformat
+
+        def process(value: Any) -> datetime | None:
+            if value is None:
+                return None
+            if isinstance(value, str) and len(value) >= 19:
+                try:
+                    found = parse(value)
+                except ValueError:
+                    pass
+                else:
+                    if found.tzinfo is None:
+                        return found.replace(tzinfo=UTC)
+            return general(value) if general is not None else value
+
+        return process
+
 
 def utcnow() -> datetime:
     """The current time, timezone-aware UTC."""
@@ -77,4 +102,6 @@ def rfc3339(value: datetime | None) -> str | None:
     """``2026-11-29T06:00:00.123456Z`` — the API's one timestamp format."""
     if value is None:
         return None
-    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    if value.tzinfo is not UTC:
+        value = value.astimezone(UTC)
+    return value.isoformat()[:-6] + "Z"  # (the "+00:00" of an aware UTC value)

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
-from sqlalchemy import Connection, and_, insert, or_, select, update
+from sqlalchemy import Connection, Integer, and_, bindparam, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -394,15 +394,28 @@ class SqlMessageStore:
         return existing
 
     async def page(self, conversation_id: str, *, before: str | None, limit: int) -> Page:
-        query = select(messages).where(messages.c.conversation_id == conversation_id)
-        if before is not None:
-            query = query.where(messages.c.seq < decode_cursor(before))
-        query = query.order_by(messages.c.seq.desc()).limit(limit + 1)
-        rows: Sequence[Any] = await self.db.fetch(query)
+        params: dict[str, Any] = {"cid": conversation_id, "limit": limit + 1}
+        if before is None:
+            query = _PAGE
+        else:
+            query = _PAGE_BEFORE
+            params["before"] = decode_cursor(before)
+        rows: Sequence[Any] = await self.db.fetch(query, params)
         found = [_from_row(r) for r in rows[:limit]]
         more = len(rows) > limit and found
         return Page(found, encode_cursor(found[-1].seq) if more else None)
 
+
+
+# the history page, built once (bound per call)
+_PAGE = (select(messages).where(messages.c.conversation_id == bindparam("cid"))
+         .order_by(messages.c.seq.desc()).limit(bindparam("limit", type_=Integer)))
+_PAGE_BEFORE = (
+    select(messages)
+    .where(messages.c.conversation_id == bindparam("cid"),
+           messages.c.seq < bindparam("before", type_=Integer))
+    .order_by(messages.c.seq.desc()).limit(bindparam("limit", type_=Integer))
+)
 
 def _append_batch(conn: Connection, batch: list[NewMessage]) -> list[tuple[StoredMessage, bool]]:
     """Store a batch in one transaction (the caller's): idempotency lookups, one counter

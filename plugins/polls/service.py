@@ -22,7 +22,7 @@ from collections import defaultdict
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import and_, delete, func, insert, or_, select, update
+from sqlalchemy import and_, bindparam, delete, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from secureconnect.errors import Forbidden, Problem
@@ -119,12 +119,17 @@ class PollService:
 
     # -- read ------------------------------------------------------------------------
     async def get(self, user_id: str, poll_id: str) -> dict[str, Any]:
-        poll = await self._authorized_poll(user_id, poll_id)
-        if self._is_due(poll):
+        # the poll, its options and tallies in one read (one snapshot), then the
+        # membership check (404 for an unknown poll, 403 for outsiders, as before)
+        def read(fetch: Any) -> PollState:
+            return _read_state(fetch, poll_id, user_id)
+
+        state = await self.kernel.db.read(read)
+        await self.conversations.require_participant(state.poll["conversation_id"], user_id)
+        if self._is_due(state.poll):
             # The expiry job is late: close now so nobody sees a poll past its deadline.
             await self.expire(poll_id)
-        async with self.kernel.db.session() as s:
-            state = await self._load(s, poll_id, viewer_id=user_id)
+            state = await self.kernel.db.read(read)
         return self.view(state, viewer_id=user_id)
 
     # -- vote / retract --------------------------------------------------------------
@@ -352,56 +357,11 @@ class PollService:
         return poll["closed_at"] is None and closes_at is not None and closes_at <= utcnow()
 
     async def _load(self, s: AsyncSession, poll_id: str, *, viewer_id: str | None) -> PollState:
-        row = (await s.execute(select(polls).where(polls.c.id == poll_id))).first()
-        if row is None:
-            raise PollNotFound("no such poll")
-        poll = dict(row._mapping)
-        options = [
-            dict(r._mapping)
-            for r in await s.execute(
-                select(poll_options.c.id, poll_options.c.position, poll_options.c.text)
-                .where(poll_options.c.poll_id == poll_id)
-                .order_by(poll_options.c.position)
-            )
-        ]
-        counts = {
-            str(o): int(n)
-            for o, n in await s.execute(
-                select(poll_votes.c.option_id, func.count())
-                .where(poll_votes.c.poll_id == poll_id)
-                .group_by(poll_votes.c.option_id)
-            )
-        }
-        voter_count = int(
-            (
-                await s.execute(
-                    select(func.count(func.distinct(poll_votes.c.user_id))).where(
-                        poll_votes.c.poll_id == poll_id
-                    )
-                )
-            ).scalar_one()
-        )
-        voters: dict[str, list[str]] = defaultdict(list)
-        if not poll["anonymous"]:
-            for option_id, voter in await s.execute(
-                select(poll_votes.c.option_id, poll_votes.c.user_id)
-                .where(poll_votes.c.poll_id == poll_id)
-                .order_by(poll_votes.c.created_at, poll_votes.c.user_id)
-            ):
-                voters[str(option_id)].append(str(voter))
-        my_votes: list[str] = []
-        if viewer_id is not None:
-            my_votes = [
-                str(o)
-                for o in (
-                    await s.execute(
-                        select(poll_votes.c.option_id).where(
-                            and_(poll_votes.c.poll_id == poll_id, poll_votes.c.user_id == viewer_id)
-                        )
-                    )
-                ).scalars()
-            ]
-        return PollState(poll, options, counts, voter_count, dict(voters), my_votes)
+        def read(session: Any) -> PollState:
+            return _read_state(lambda st, params=None: session.execute(st, params).all(),
+                               poll_id, viewer_id)
+
+        return await s.run_sync(read)
 
     def view(self, state: PollState, *, viewer_id: str | None) -> dict[str, Any]:
         """The poll as a client sees it. ``viewer_id=None`` is the shared view sent to
@@ -461,6 +421,42 @@ class PollService:
 
 class _ClosedOrGone(Exception):
     """Raised inside a vote transaction to roll it back; translated by the caller."""
+
+
+# a poll's state, each statement built once (bound per read)
+_POLL = select(polls).where(polls.c.id == bindparam("pid"))
+_OPTIONS = (select(poll_options.c.id, poll_options.c.position, poll_options.c.text)
+            .where(poll_options.c.poll_id == bindparam("pid")).order_by(poll_options.c.position))
+_COUNTS = (select(poll_votes.c.option_id, func.count())
+           .where(poll_votes.c.poll_id == bindparam("pid")).group_by(poll_votes.c.option_id))
+_VOTER_COUNT = select(func.count(func.distinct(poll_votes.c.user_id))).where(
+    poll_votes.c.poll_id == bindparam("pid"))
+_VOTERS = (select(poll_votes.c.option_id, poll_votes.c.user_id)
+           .where(poll_votes.c.poll_id == bindparam("pid"))
+           .order_by(poll_votes.c.created_at, poll_votes.c.user_id))
+_MY_VOTES = select(poll_votes.c.option_id).where(
+    and_(poll_votes.c.poll_id == bindparam("pid"), poll_votes.c.user_id == bindparam("uid")))
+
+
+def _read_state(fetch: Any, poll_id: str, viewer_id: str | None) -> PollState:
+    """The poll's state from ``fetch(statement, params)`` — all in the caller's one
+    transaction (an ORM session's, or :meth:`Database.read`'s)."""
+    pid = {"pid": poll_id}
+    rows = fetch(_POLL, pid)
+    if not rows:
+        raise PollNotFound("no such poll")
+    poll = dict(rows[0]._mapping)
+    options = [dict(r._mapping) for r in fetch(_OPTIONS, pid)]
+    counts = {str(o): int(n) for o, n in fetch(_COUNTS, pid)}
+    voter_count = int(fetch(_VOTER_COUNT, pid)[0][0])
+    voters: dict[str, list[str]] = defaultdict(list)
+    if not poll["anonymous"]:
+        for option_id, voter in fetch(_VOTERS, pid):
+            voters[str(option_id)].append(str(voter))
+    my_votes: list[str] = []
+    if viewer_id is not None:
+        my_votes = [str(r[0]) for r in fetch(_MY_VOTES, {"pid": poll_id, "uid": viewer_id})]
+    return PollState(poll, options, counts, voter_count, dict(voters), my_votes)
 
 
 def _poll_type(poll: dict[str, Any]) -> str:

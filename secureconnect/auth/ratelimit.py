@@ -99,6 +99,7 @@ class RateLimits:
         self.errors = m.counter(
             "rate_limit_errors_total", "Rate-limit checks skipped (fail-open) after an error"
         )
+        self._hits: dict[tuple[str, str], Any] = {}
 
     def _redis_storage(self, url: str, redis_settings: Any) -> aio_storage.RedisStorage:
         """Redis storage on a connection pool this object owns (closed in :meth:`close`)."""
@@ -169,8 +170,12 @@ class RateLimits:
     async def _check(
         self, cls: RateClass, scope: str, items: tuple[RateLimitItem, ...], key: str
     ) -> None:
+        hits = self._hits.get((cls.name, scope))
+        if hits is None:
+            # (.labels() takes a lock and builds a tuple: once per class and scope)
+            hits = self._hits[(cls.name, scope)] = self.hits.labels(cls.name, scope)
         for item in items:
-            self.hits.labels(cls.name, scope).inc()
+            hits.inc()
             allowed = await self._hit(item, cls.name, scope, key)
             if allowed is None or allowed:
                 continue

@@ -258,9 +258,10 @@ class SessionsMixin(AuthCore):
         jti_key = _CACHE_JTI + claims.jti
         if session_key in self.revoked or jti_key in self.revoked:
             raise _revoked()
-        if await self._cache_get(jti_key) == _REVOKED:
+        # one round trip for both (MGET on Redis)
+        jti_state, state = await self._cache_get_many(jti_key, session_key)
+        if jti_state == _REVOKED:
             raise _revoked()
-        state = await self._cache_get(session_key)
         if state == _ACTIVE:
             return
         if state == _REVOKED:
@@ -272,12 +273,12 @@ class SessionsMixin(AuthCore):
             raise _revoked()
         await self._cache_set(session_key, _ACTIVE, self.settings.session_cache_ttl)
 
-    async def _cache_get(self, key: str) -> str | None:
+    async def _cache_get_many(self, *keys: str) -> list[str | None]:
         try:
-            return await self.kernel.cache.get(key)
+            return await self.kernel.cache.get_many(*keys)
         except Exception:
             self.cache_errors.inc()
-            return None
+            return [None] * len(keys)
 
     async def _cache_set(self, key: str, value: str, ttl: float) -> None:
         try:

@@ -26,6 +26,11 @@ from ..errors import (
 from ..models import rfc3339
 from .context import KERNEL, PRINCIPAL, ROUTE
 
+try:
+    import orjson as _orjson
+except ImportError:  # pragma: no cover - a dependency; json is the fallback
+    _orjson = None  # type: ignore[assignment]
+
 if TYPE_CHECKING:
     from ..kernel import Kernel
     from ..routing import Route
@@ -155,11 +160,30 @@ def json_response(data: Any, status: int = 200, headers: Mapping[str, str] | Non
                   ) -> web.Response:
     """Serialise a pydantic model (or plain JSON-able data) into a response."""
     if isinstance(data, BaseModel):
-        text = data.model_dump_json()
+        body = data.__pydantic_serializer__.to_json(data)
     else:
-        text = json.dumps(data, default=_default)
-    return web.Response(text=text, status=status, content_type="application/json",
-                        headers=headers)
+        body = dumps(data)
+    return web.Response(body=body, status=status, content_type="application/json",
+                        charset="utf-8", headers=headers)
+
+
+if _orjson is not None:
+    # datetimes and dataclasses go to _default as with json (RFC 3339 with "Z", str)
+    _ORJSON_OPTIONS = (_orjson.OPT_PASSTHROUGH_DATETIME | _orjson.OPT_PASSTHROUGH_DATACLASS
+                       | _orjson.OPT_NON_STR_KEYS)
+
+
+def dumps(data: Any) -> bytes:
+    """Compact JSON of ``data`` as UTF-8 bytes: orjson when installed (several times
+    faster than json on a page of messages), json for what orjson refuses (an integer
+    past 64 bits, a key it cannot render) and where it is missing."""
+    if _orjson is not None:
+        try:
+            return _orjson.dumps(data, default=_default, option=_ORJSON_OPTIONS)
+        except TypeError:
+            pass
+    return json.dumps(data, default=_default, separators=(",", ":"),
+                      ensure_ascii=False).encode()
 
 
 def _default(value: Any) -> Any:

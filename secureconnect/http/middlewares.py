@@ -63,6 +63,9 @@ def build_middlewares(kernel: Kernel) -> list[Any]:
     access_log = bool(s.logging.access_log)
 
     durations: dict[tuple[str, str, int], Any] = {}
+    # requests in flight: a plain count the gauge reads when scraped (no lock per request)
+    in_flight = [0]
+    metrics.in_flight.set_function(lambda: float(in_flight[0]))
 
     def observe(method: str, path: str, status: int, seconds: float) -> None:
         # cache label children: .labels() takes a lock and builds a tuple per call
@@ -80,7 +83,7 @@ def build_middlewares(kernel: Kernel) -> list[Any]:
             rid = os.urandom(16).hex()
         request[REQUEST_ID] = rid
         token = request_id_var.set(rid)
-        metrics.in_flight.inc()
+        in_flight[0] += 1
         start = time.perf_counter()
         try:
             resp = await _errors(request, handler)
@@ -89,7 +92,7 @@ def build_middlewares(kernel: Kernel) -> list[Any]:
             if access_log:
                 log_request(request, path, resp.status, seconds)
         finally:
-            metrics.in_flight.dec()
+            in_flight[0] -= 1
             request_id_var.reset(token)
         observe(request.method, path, resp.status, seconds)
         return resp

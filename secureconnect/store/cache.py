@@ -308,6 +308,14 @@ class Cache:
 
         return await self._run("get", command, lambda: self.memory.get(key))
 
+    async def get_many(self, *keys: str) -> list[str | None]:
+        """The values of ``keys`` in one round trip (``MGET``), ``None`` where absent."""
+        async def command(r: Any) -> list[str | None]:
+            values: list[str | None] = await r.mget(keys)
+            return values
+
+        return await self._run("get", command, lambda: [self.memory.get(k) for k in keys])
+
     async def set(self, key: str, value: str, *, ttl: float | None = None) -> None:
         async def command(r: Any) -> None:
             await r.set(key, value, px=None if ttl is None else max(1, int(ttl * 1000)))

@@ -43,10 +43,12 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
+from sqlalchemy.util import await_only
 
 from ..errors import ServiceUnavailable
 from ..metrics import Metrics
 from .sqlite import LoopReader as _LoopReader
+from .sqlite import Plans as _Plans
 from .sqlite import ReaderBusy as _ReaderBusy
 from .sqlite import ReaderSlow as _ReaderSlow
 from .sqlite import Turns as _Turns
@@ -85,6 +87,8 @@ class Database:
             _Turns() if self.is_sqlite and ":memory:" in self.url else None
         )
         self._reader: _LoopReader | None = None
+        self._read_slots: asyncio.Semaphore | None = None
+        self._pg_plans: _Plans | None = None
         self.acquire_timeouts = metrics.counter(
             "db_connection_acquire_timeout_total", "Connection acquisitions that timed out")
         self.acquire_duration = metrics.histogram(
@@ -120,7 +124,8 @@ class Database:
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
                 self._writer = _WriterThread(self.url, timeout=self.acquire_timeout)
                 self._instrument(self._writer.engine)
-                self._reader = _LoopReader(self.url, timeout=self.query_timeout)
+                self._reader = _LoopReader(self.url, timeout=self.query_timeout,
+                                           observe=self.query_duration.observe)
                 self._instrument(self._reader.engine)
             kwargs["connect_args"] = {"timeout": self.acquire_timeout}
         else:
@@ -151,6 +156,14 @@ class Database:
         self._engine = engine
         # the same pool, each checkout in autocommit (one statement, no transaction)
         self._reads = engine.execution_options(isolation_level="AUTOCOMMIT")
+        # Small reads take turns on the pool's kept connections instead of overflowing:
+        # an overflow connection is closed when it comes back to a full pool, so under
+        # more concurrent reads than pool_size every extra read paid a fresh connect
+        # (TCP, TLS probe, authentication) — most of a PostgreSQL read's cost under load.
+        self._read_slots = asyncio.Semaphore(max(1, int(s.pool_size))) if not self.is_sqlite \
+            else None
+        # PostgreSQL: a prebuilt read runs on the asyncpg connection directly (below)
+        self._pg_plans = _Plans(engine.dialect) if self.is_postgres else None
         self._sessions = async_sessionmaker(engine, expire_on_commit=False)
 
     async def close(self) -> None:
@@ -295,15 +308,43 @@ class Database:
     async def _fetch_pooled(self, statement: Executable,
                             params: dict[str, Any] | None) -> Sequence[Row[Any]]:
         start = time.perf_counter()
+        slots = self._read_slots
+        if slots is None:
+            return await self._fetch_on(start, statement, params)
+        # the wait for a slot counts against the acquisition deadline
+        try:
+            async with asyncio.timeout(self.acquire_timeout):
+                await slots.acquire()
+        except TimeoutError:
+            self.acquire_timeouts.inc()
+            raise DatabaseUnavailable(
+                f"no database connection within {self.acquire_timeout:g} s; retry shortly"
+            ) from None
+        try:
+            return await self._fetch_on(start, statement, params)
+        finally:
+            slots.release()
+
+    async def _fetch_on(self, start: float, statement: Executable,
+                        params: dict[str, Any] | None) -> Sequence[Row[Any]]:
         # autocommit: no BEGIN/COMMIT round trips around one statement; acquisition and
         # statement under the same deadlines as connect(), and a statement cut by its
         # deadline drops its connection at once (no rollback round trip to wait for)
         conn = await self._acquire(self._reads)
         self.acquire_duration.observe(time.perf_counter() - start)
         deadline = _StatementDeadline(conn, self.query_timeout, cut=self.is_postgres)
+        plan = None
+        if params is not None and self._pg_plans is not None:
+            plan = self._pg_plans.get(statement)
         try:
             async with deadline.timeout:
-                rows = (await conn.execute(statement, params)).all()
+                # a statement built once: compiled once, run on the asyncpg connection
+                # itself (its own prepared-statement cache) without SQLAlchemy's
+                # per-execution work, under the same deadlines
+                fast = None if plan is None else await self._fetch_asyncpg(
+                    conn, plan, params or {})
+                rows = fast if fast is not None else (
+                    await conn.execute(statement, params)).all()
         except BaseException:
             if deadline.timeout.expired() or deadline.cut:
                 await self._discard(conn)
@@ -315,11 +356,70 @@ class Database:
         await conn.close()
         return rows
 
+    async def _fetch_asyncpg(self, conn: AsyncConnection, plan: Any,
+                             params: dict[str, Any]) -> list[Any] | None:
+        try:
+            args = plan.args(params)
+        except Exception:
+            return None  # (a missing or unbindable parameter: SQLAlchemy's error)
+        sync = conn.sync_connection
+        assert sync is not None
+        raw: Any = sync.connection.dbapi_connection
+        start = time.perf_counter()
+        try:
+            records = await raw.driver_connection.fetch(plan.sql, *args)
+        except Exception:
+            return None  # SQLAlchemy runs it again and words the error (or succeeds)
+        self.query_duration.observe(time.perf_counter() - start)
+        rows: list[Any] = plan.rows(records)
+        return rows
+
     async def fetch_one(self, statement: Executable,
                         params: dict[str, Any] | None = None) -> Row[Any] | None:
         """The first row of one small read, or ``None``."""
         rows = await self.fetch(statement, params)
         return rows[0] if rows else None
+
+    async def read(self, fn: Callable[[Callable[..., Sequence[Any]]], T]) -> T:
+        """``fn(fetch)`` — ``fetch(statement, params=None)`` returns all rows — with its
+        reads in one transaction: several small reads that must agree (one snapshot on
+        SQLite; on PostgreSQL one transaction, as :meth:`session` gives). On a SQLite
+        file on the loop reader (no thread hand-off; statements built once run on
+        sqlite3 directly), else — or past the loop's budget — on a pooled connection
+        in one hand-off. ``fn`` is synchronous and may run twice (after a fallback)."""
+        if self._reader is not None:
+            try:
+                return self._reader.read(fn)
+            except (_ReaderSlow, _ReaderBusy):
+                self.slow_reads.inc()
+
+        plans = self._pg_plans
+
+        def run(conn: Any) -> T:
+            raw: Any = conn.connection.dbapi_connection if plans is not None else None
+
+            def fetch(statement: Executable, params: dict[str, Any] | None = None) -> Any:
+                plan = plans.get(statement) if plans is not None and params is not None \
+                    else None
+                if plan is not None:
+                    # (in run_sync's greenlet: the asyncpg call awaited from sync code,
+                    # inside the transaction; a statement built once skips SQLAlchemy)
+                    try:
+                        args = plan.args(params or {})
+                    except Exception:
+                        args = None
+                    if args is not None:
+                        try:
+                            return plan.rows(await_only(raw.driver_connection.fetch(
+                                plan.sql, *args)))
+                        except Exception:
+                            pass  # SQLAlchemy runs it again and words the error
+                return conn.execute(statement, params).all()
+
+            return fn(fetch)
+
+        async with self.connect() as conn:
+            return await conn.run_sync(run)
 
     async def write(self, fn: Callable[..., T], *args: Any) -> T:
         """``fn(connection, *args)`` — ``connection`` a synchronous SQLAlchemy

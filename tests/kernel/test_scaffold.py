@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -101,7 +102,7 @@ def sc_routes(kernel):
             assert proc.poll() is None, proc.communicate()[1][-3000:]
             assert time.monotonic() < deadline
             time.sleep(0.2)
-        assert body == b'{"hello": "from a file"}'
+        assert json.loads(body) == {"hello": "from a file"}
     finally:
         proc.send_signal(signal.SIGINT)
         proc.communicate(timeout=20)

@@ -34,6 +34,8 @@ async def test_cache_api(cache: Cache) -> None:
     assert await cache.get("k") is None
     await cache.set("k", "v", ttl=10)
     assert await cache.get("k") == "v"
+    # several keys in one round trip: values in order, None where absent
+    assert await cache.get_many("k", "absent", "k") == ["v", None, "v"]
     assert await cache.set_if_absent("k", "other") is False
     assert await cache.set_if_absent("fresh", "1", ttl=10) is True
     assert await cache.incr("n", 2, ttl=10) == 2
@@ -101,6 +103,7 @@ async def test_cache_falls_back_to_memory_and_resyncs(redis_server: Any) -> None
         redis_server.stop()
         await cache.set("during", "2", ttl=60)  # no exception reaches the caller
         assert await cache.get("during") == "2"
+        assert await cache.get_many("during", "never") == ["2", None]
         assert await cache.incr("count") == 1
         assert metrics.value("redis_fallback_total", {"operation": "set"}) >= 1
         assert metrics.value("redis_available") == 0

@@ -184,3 +184,127 @@ async def test_small_reads_on_a_sqlite_file_see_every_commit_and_are_bounded(
     # the interrupted statement left no read transaction open (no stale snapshot)
     await kernel.db.write(insert, 1000)
     assert (await kernel.db.fetch_one(text("SELECT max(n) FROM t")))[0] == 1000
+
+
+@pytest.mark.parametrize("store", ["sqlite", "postgres"])
+async def test_prebuilt_reads_run_without_sqlalchemy_and_agree_with_it(
+        sc_client: Any, tmp_path: Any, store: str, request: pytest.FixtureRequest) -> None:
+    """A statement built once and read with ``params`` runs on the driver's connection
+    directly (compiled once; sqlite3 on the loop, asyncpg on a pooled connection): the
+    same values and types as SQLAlchemy gives (aware UTC datetimes, booleans, None), by
+    index, attribute and ``_mapping``; every commit seen; on SQLite a slow one still
+    leaves the loop; a missing parameter is SQLAlchemy's error."""
+    from datetime import UTC, datetime
+
+    from sqlalchemy import (
+        Boolean,
+        Column,
+        Integer,
+        MetaData,
+        String,
+        Table,
+        bindparam,
+        column,
+        select,
+    )
+    from sqlalchemy.exc import StatementError
+
+    from secureconnect.models import UtcDateTime
+
+    if store == "sqlite":
+        settings = {"database": {"url": f"sqlite+aiosqlite:///{tmp_path}/p.db",
+                                 "query_timeout": 2.0}}
+    else:
+        settings = _pg(request.getfixturevalue("postgres_url"), query_timeout=2.0)
+        settings["plugins"] = {"push": False}
+    client = await sc_client(settings)
+    kernel = client.app[KERNEL]
+    meta = MetaData()
+    t = Table("typed", meta, Column("id", Integer, primary_key=True), Column("name", String),
+              Column("flag", Boolean), Column("at", UtcDateTime(timezone=True)),
+              Column("count", Integer))
+    await kernel.db.write(lambda conn: meta.create_all(conn))
+    by_id = select(t).where(t.c.id == bindparam("id"))
+    since = (select(t.c.id, t.c.at).where(t.c.at >= bindparam("since"))
+             .order_by(t.c.id).limit(bindparam("limit", type_=Integer)))
+    at = datetime(2026, 12, 7, 8, 30, 15, 123456, tzinfo=UTC)
+
+    def put(conn: Connection, n: int, flag: bool | None) -> None:
+        conn.execute(t.insert().values(id=n, name=f"n{n}", flag=flag, at=at, count=n * 2))
+
+    queries = kernel.metrics.value("db_query_duration_seconds_count")
+    for n in range(1, 6):
+        await kernel.db.write(put, n, None if n == 3 else n % 2 == 0)
+        row = await kernel.db.fetch_one(by_id, {"id": n})  # read-your-writes
+        assert row is not None
+        async with kernel.db.connect() as conn:
+            expected = (await conn.execute(by_id, {"id": n})).one()
+        assert tuple(row) == tuple(expected)
+        assert row._mapping == dict(expected._mapping)
+        assert (row.id, row.name, row.flag, row.at) == (n, f"n{n}", expected.flag, at)
+        assert row.at.tzinfo is UTC and row[4] == n * 2
+        assert row.flag is (None if n == 3 else n % 2 == 0)
+    assert type(row).__name__ == "FastRow"  # the direct path, not SQLAlchemy's Row
+    assert kernel.metrics.value("db_query_duration_seconds_count") > queries
+    assert await kernel.db.fetch_one(by_id, {"id": 99}) is None
+    # a bound datetime goes through the column type's bind processor; limit and order
+    rows = await kernel.db.fetch(since, {"since": at, "limit": 3})
+    assert [(r.id, r.at) for r in rows] == [(1, at), (2, at), (3, at)]
+    assert await kernel.db.fetch(since, {"since": datetime(2027, 1, 1, tzinfo=UTC),
+                                         "limit": 3}) == []
+    with pytest.raises(StatementError):
+        await kernel.db.fetch(by_id, {})
+
+    if store != "sqlite":
+        return
+    # slow: interrupted on the loop, answered by the pool
+    slow = text("WITH RECURSIVE r(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM r "
+                "WHERE i < :n) SELECT count(*) AS c FROM r").columns(column("c", Integer))
+    fallbacks = kernel.metrics.value("db_loop_read_fallback_total") or 0
+    assert (await kernel.db.fetch_one(slow, {"n": 300_000})).c == 300_000
+    assert kernel.metrics.value("db_loop_read_fallback_total") == fallbacks + 1
+    assert (await kernel.db.fetch_one(slow, {"n": 10})).c == 10
+    await kernel.db.write(put, 6, True)
+    assert (await kernel.db.fetch_one(by_id, {"id": 6})).flag is True
+
+
+async def test_read_runs_several_reads_in_one_snapshot(sc_client: Any, tmp_path: Any) -> None:
+    """``Database.read(fn)`` on a SQLite file: the reads of ``fn`` agree (a commit made
+    between two of them is not seen by the second), the next read sees it (no snapshot
+    left open), and a read past the loop's budget runs the whole ``fn`` off the loop."""
+    import sqlite3
+
+    from sqlalchemy import bindparam
+
+    db_file = tmp_path / "s.db"
+    client = await sc_client({"database": {"url": f"sqlite+aiosqlite:///{db_file}",
+                                           "query_timeout": 2.0}})
+    kernel = client.app[KERNEL]
+
+    def create(conn: Connection) -> None:
+        conn.execute(text("CREATE TABLE t (n INTEGER PRIMARY KEY)"))
+        conn.execute(text("INSERT INTO t VALUES (1)"))
+
+    await kernel.db.write(create)
+    count = text("SELECT count(*) AS c FROM t WHERE n > :floor").bindparams(
+        bindparam("floor")).columns()
+
+    def two_reads(fetch: Any) -> tuple[int, int]:
+        first = fetch(count, {"floor": 0})[0][0]
+        other = sqlite3.connect(db_file)  # another writer commits in between
+        with other:
+            other.execute("INSERT INTO t VALUES (2)")
+        other.close()
+        return first, fetch(text("SELECT count(*) FROM t"))[0][0]
+
+    assert await kernel.db.read(two_reads) == (1, 1)
+    assert (await kernel.db.fetch_one(text("SELECT count(*) FROM t")))[0] == 2
+
+    slow = text("WITH RECURSIVE r(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM r "
+                "WHERE i < 300000) SELECT count(*) FROM r")
+    fallbacks = kernel.metrics.value("db_loop_read_fallback_total") or 0
+    got = await kernel.db.read(lambda fetch: (fetch(count, {"floor": 0})[0][0],
+                                              fetch(slow)[0][0]))
+    assert got == (2, 300_000)
+    assert kernel.metrics.value("db_loop_read_fallback_total") == fallbacks + 1
+    assert (await kernel.db.fetch_one(text("SELECT max(n) FROM t")))[0] == 2
