@@ -108,6 +108,20 @@ def build_middlewares(kernel: Kernel) -> list[Any]:
             return problem_response(request, from_http_exception(exc))
         except asyncio.CancelledError:
             raise
+        except ConnectionResetError:
+            transport = request.transport
+            if transport is not None and not transport.is_closing():
+                log.exception("unhandled error in %s %s", request.method, request.path)
+                return problem_response(request, Problem(
+                    "The server failed to handle the request; quote the request id "
+                    "when reporting it."))
+            # the client went away mid-request (e.g. while its body was read): nothing
+            # to answer and nothing wrong here — no traceback; counted as nginx's 499
+            log.debug("client closed the connection during %s %s", request.method,
+                      request.path)
+            return problem_response(request, Problem(
+                "the client closed the connection before the request was handled",
+                code="client_closed_request", status=499, title="Client Closed Request"))
         except Exception:
             log.exception("unhandled error in %s %s", request.method, request.path)
             return problem_response(

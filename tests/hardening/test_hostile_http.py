@@ -3,7 +3,10 @@ the outbox logs (issue 22, items 16, 21, 22, 23)."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import socket
+import struct
 
 from secureconnect.config import load_settings
 from secureconnect.testing.accounts import register_and_login
@@ -125,3 +128,41 @@ async def test_outbox_logs_links_in_development():
     sender = build_sender(settings.auth, "production")
     assert getattr(sender, "log_bodies", None) is False
 
+
+
+async def test_a_client_gone_mid_body_is_no_error_and_counted_as_499(sc_client, caplog):
+    """A client that closes its connection while its body is read (a load tool
+    stopping, a phone losing its network) is nothing the server did wrong: no ERROR
+    line, no traceback, and the request is counted with nginx's 499."""
+    client = await sc_client()
+    # as served by `secureconnect serve` (aiohttp's default): a handler is not cancelled
+    # when its client leaves, it sees the loss (aiohttp's test server cancels instead)
+    client.server.runner.server.handler_cancellation = False
+    caplog.set_level(logging.DEBUG)
+    host, port = client.server.host, client.server.port
+    reader, writer = await asyncio.open_connection(host, port)
+    writer.write(b"POST /v1/auth/login HTTP/1.1\r\nHost: x\r\n"
+                 b"Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n"
+                 b'{"email": "a')
+    await writer.drain()
+    # gone at once: a reset, as a killed client or a lost network does
+    writer.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                                               struct.pack("ii", 1, 0))
+    writer.close()
+
+    async def counted() -> str:
+        while True:
+            text = await (await client.get("/metrics")).text()
+            lines = [line for line in text.splitlines()
+                     if line.startswith("request_duration_seconds_count")
+                     and 'status="499"' in line and "/v1/auth/login" in line]
+            if lines:
+                return lines[0]
+            await asyncio.sleep(0.05)
+
+    line = await asyncio.wait_for(counted(), 10)
+    assert line.endswith(" 1.0"), line
+    errors = [rec.getMessage() for rec in caplog.records if rec.levelno >= logging.ERROR]
+    assert not errors, errors
+    assert not any(rec.exc_info for rec in caplog.records)
+    assert (await client.get("/health/live")).status == 200
