@@ -140,7 +140,7 @@ async def test_a_client_gone_mid_body_is_no_error_and_counted_as_499(sc_client, 
     client.server.runner.server.handler_cancellation = False
     caplog.set_level(logging.DEBUG)
     host, port = client.server.host, client.server.port
-    reader, writer = await asyncio.open_connection(host, port)
+    _reader, writer = await asyncio.open_connection(host, port)
     writer.write(b"POST /v1/auth/login HTTP/1.1\r\nHost: x\r\n"
                  b"Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n"
                  b'{"email": "a')
