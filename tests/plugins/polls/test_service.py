@@ -272,3 +272,21 @@ async def test_an_option_of_another_poll_is_refused_by_the_database_too(world: W
     ]
     got = await svc.get(member, first["id"])
     assert got["my_votes"] == [] and got["total_votes"] == 0
+
+
+async def test_a_retraction_is_published_as_poll_updated_and_an_empty_one_is_not(
+    world: World,
+) -> None:
+    svc = world.service
+    cid, (owner, member) = world.conversation(1)
+    poll = await svc.create(owner, cid, PollDraft("Lunch?", ["pizza", "soup"]))
+    await svc.vote(member, poll["id"], [poll["options"][0]["id"]])
+    before = len(world.ws.events)
+    after = await svc.retract(member, poll["id"])
+    assert after["my_votes"] == [] and after["total_votes"] == 0
+    (topic, event_type, data), = world.ws.events[before:]
+    assert (topic, event_type) == (f"conversation:{cid}", "poll.updated")
+    assert data["id"] == poll["id"] and data["total_votes"] == 0 and "my_votes" not in data
+    # nothing to retract: no event
+    await svc.retract(member, poll["id"])
+    assert len(world.ws.events) == before + 1
