@@ -24,11 +24,13 @@ def _attempts(kernel, result: str) -> float:
 
 async def test_a_password_of_exactly_the_maximum_length_signs_in(sc_client):
     client = await sc_client()
+    kernel = client.server.app[KERNEL]
     longest = "L" * 256
     user = await register_and_login(client, password=longest)
     assert (await _login(client, user.email, longest))[0] == 200
     assert await _login(client, user.email, longest + "L") == (
         401, "invalid_credentials", "the email or password is wrong")
+    assert _attempts(kernel, "invalid_credentials") == 1
 
 
 async def test_a_disabled_account_is_told_only_with_the_right_password(sc_client):
