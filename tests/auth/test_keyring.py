@@ -84,9 +84,9 @@ def test_a_valid_token_yields_its_claims() -> None:
         (_token(_claims(sid="not-a-uuid")),
          ("invalid_token", "the access token's claims are malformed")),
     ],
-    ids=["non_ascii", "surrogate", "oversize", "garbage", "other_alg", "unknown_kid", "no_kid", "expired",
-         "wrong_aud", "wrong_iss", "wrong_key", "no_jti", "no_sid", "future_iat", "bad_sub",
-         "bad_sid"],
+    ids=["non_ascii", "surrogate", "oversize", "garbage", "other_alg", "unknown_kid", "no_kid",
+         "expired", "wrong_aud", "wrong_iss", "wrong_key", "no_jti", "no_sid", "future_iat",
+         "bad_sub", "bad_sid"],
 )
 def test_refusals_have_a_code_and_a_detail(token: str, expected: tuple[str, str]) -> None:
     assert _refused(_ring(), token) == expected
