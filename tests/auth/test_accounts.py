@@ -220,6 +220,18 @@ async def test_create_user_makes_admins(sc_client):
     assert (await kernel.auth.authenticate(access_token)).is_admin
 
 
+async def test_create_user_without_admin_makes_a_plain_user(sc_client):
+    client = await sc_client()
+    kernel = client.server.app[KERNEL]
+    email = unique_email("plain")
+    created = await create_user(kernel, email, DEFAULT_PASSWORD, "Plain")
+    assert created["role"] == "user" and created["email"] == email
+    r = await client.post("/v1/auth/login", json={"email": email, "password": DEFAULT_PASSWORD})
+    assert r.status == 200
+    principal = await kernel.auth.authenticate((await r.json())["access_token"])
+    assert principal.role == "user" and not principal.is_admin
+
+
 async def test_registration_notifies_plugins(sc_client):
     seen: list[dict] = []
 

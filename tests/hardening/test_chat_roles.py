@@ -5,8 +5,12 @@ group itself (a refused change leaves the roles as they were)."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
+from secureconnect.app import KERNEL
+from secureconnect.testing import wait_for
+from secureconnect_plugins.chat.announcements import BUS_TOPIC
 from tests.plugins.chat.helpers import SQLITE_FILE, create_group, users
 
 # actor → action → expected status
@@ -230,3 +234,56 @@ async def test_participant_changes_answer_events_and_refusals(sc_client, sc_ws):
     await refused(await client.post(f"/v1/conversations/{direct}/participants",
                                     json={"user_id": newcomer.user_id}, headers=owner.headers),
                   422, "direct_conversation", "a direct conversation has exactly two participants")
+
+
+async def test_participant_announcements_carry_every_field(sc_client):
+    """What chat posts on ``chat:participants`` (the observers' hooks on every instance
+    run from it): additions with role and actor, removals with actor, and the
+    conversation's deletion once its last participant leaves. A re-add is no addition
+    and answers the stored role, not the requested one."""
+    client = await sc_client({"database": {"url": SQLITE_FILE}})
+    kernel = client.server.app[KERNEL]
+    posted: list[dict[str, Any]] = []
+    sub = await kernel.bus.subscribe(
+        BUS_TOPIC, lambda _topic, raw: posted.append(json.loads(raw))
+    )
+    try:
+        owner, member, late = await users(client, 3)
+        cid = await create_group(client, owner, [member])
+        base = f"/v1/conversations/{cid}/participants"
+        r = await client.post(base, json={"user_id": late.user_id, "role": "admin"},
+                              headers=owner.headers)
+        assert r.status == 201, await r.text()
+        # a re-add with another role changes nothing and says so
+        r = await client.post(base, json={"user_id": late.user_id, "role": "member"},
+                              headers=owner.headers)
+        assert r.status == 200, await r.text()
+        assert (await r.json())["role"] == "admin"
+        r = await client.delete(f"{base}/{member.user_id}", headers=late.headers)
+        assert r.status == 204, await r.text()
+        for user in (late, owner):  # everyone else leaves
+            r = await client.delete(f"{base}/{user.user_id}", headers=user.headers)
+            assert r.status == 204, await r.text()
+        await wait_for(lambda: any(p["op"] == "deleted" for p in posted), timeout=5,
+                       message="the deletion announced")
+    finally:
+        await sub.close()
+    for p in posted:
+        assert p.pop("origin")
+    added = [p for p in posted if p["op"] == "added"]
+    assert added[2:] == [{"op": "added", "conversation_id": cid, "user_id": late.user_id,
+                          "role": "admin", "by": owner.user_id}]  # once: the re-add is none
+    assert sorted(added[:2], key=lambda p: p["role"]) == [
+        {"op": "added", "conversation_id": cid, "user_id": member.user_id, "role": "member",
+         "by": owner.user_id},
+        {"op": "added", "conversation_id": cid, "user_id": owner.user_id, "role": "owner",
+         "by": owner.user_id},
+    ]
+    assert [p for p in posted if p["op"] != "added"] == [
+        {"op": "removed", "conversation_id": cid, "user_id": member.user_id,
+         "by": late.user_id},
+        {"op": "removed", "conversation_id": cid, "user_id": late.user_id, "by": late.user_id},
+        {"op": "removed", "conversation_id": cid, "user_id": owner.user_id,
+         "by": owner.user_id},
+        {"op": "deleted", "conversation_id": cid},
+    ]

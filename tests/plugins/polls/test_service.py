@@ -238,3 +238,55 @@ async def test_outsider_and_validation(world: World) -> None:
         await svc.create(owner, cid, PollDraft("Q?", ["a", "a"]))
     assert world.ws.events[0][0] == f"conversation:{cid}"
     assert world.chat.posted[0]["metadata"] == {"poll_id": poll["id"]}
+
+
+async def test_a_ballot_on_one_poll_leaves_the_voters_other_polls_alone(world: World) -> None:
+    svc = world.service
+    cid, (owner, member) = world.conversation(1)
+    first = await svc.create(owner, cid, PollDraft("Lunch?", ["pizza", "soup"]))
+    second = await svc.create(owner, cid, PollDraft("Dinner?", ["rice", "pasta"]))
+    await svc.vote(member, first["id"], [first["options"][0]["id"]])
+    await svc.vote(member, second["id"], [second["options"][1]["id"]])
+    got_first = await svc.get(member, first["id"])
+    assert got_first["my_votes"] == [first["options"][0]["id"]]
+    assert [o["votes"] for o in got_first["options"]] == [1, 0]
+    got_second = await svc.get(member, second["id"])
+    assert got_second["my_votes"] == [second["options"][1]["id"]]
+    assert [o["votes"] for o in got_second["options"]] == [0, 1]
+
+
+async def test_an_option_of_another_poll_is_refused_by_the_database_too(world: World) -> None:
+    # validate_ballot refuses it first; the composite foreign key is the second line
+    # (a ballot checked against a stale option list): it must answer 422, not 500.
+    svc = world.service
+    cid, (owner, member) = world.conversation(1)
+    first = await svc.create(owner, cid, PollDraft("Lunch?", ["pizza", "soup"]))
+    second = await svc.create(owner, cid, PollDraft("Dinner?", ["rice", "pasta"]))
+    poll = await svc._authorized_poll(member, first["id"])
+    with pytest.raises(PollInvalid) as caught:
+        await svc._replace_ballot(poll, member, [second["options"][0]["id"]])
+    assert caught.value.code == "unknown_option"
+    assert caught.value.detail == "option_ids: unknown option for this poll"
+    assert caught.value.extra["errors"] == [
+        {"loc": ["option_ids"], "msg": "unknown option for this poll", "type": "unknown_option"}
+    ]
+    got = await svc.get(member, first["id"])
+    assert got["my_votes"] == [] and got["total_votes"] == 0
+
+
+async def test_a_retraction_is_published_as_poll_updated_and_an_empty_one_is_not(
+    world: World,
+) -> None:
+    svc = world.service
+    cid, (owner, member) = world.conversation(1)
+    poll = await svc.create(owner, cid, PollDraft("Lunch?", ["pizza", "soup"]))
+    await svc.vote(member, poll["id"], [poll["options"][0]["id"]])
+    before = len(world.ws.events)
+    after = await svc.retract(member, poll["id"])
+    assert after["my_votes"] == [] and after["total_votes"] == 0
+    (topic, event_type, data), = world.ws.events[before:]
+    assert (topic, event_type) == (f"conversation:{cid}", "poll.updated")
+    assert data["id"] == poll["id"] and data["total_votes"] == 0 and "my_votes" not in data
+    # nothing to retract: no event
+    await svc.retract(member, poll["id"])
+    assert len(world.ws.events) == before + 1
