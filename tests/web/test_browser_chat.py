@@ -350,6 +350,9 @@ def test_access_tokens_rotate_before_they_expire(world: World) -> None:
 
     a.wait(lambda: server.call(generations()) >= 2, timeout=45, what="a rotated refresh token")
     a.wait(lambda: a.find("#conn-status").text == "online", what="still online")
+    # both have the conversation open (also when xdist runs this test first on a worker)
+    open_conversation(a, world.conversation)
+    open_conversation(b, world.conversation)
     send(a, "after rotation")
     b.wait(lambda: message_texts(b)[-1:] == ["after rotation"], what="still delivered")
     assert_clean(a, b)
