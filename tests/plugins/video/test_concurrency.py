@@ -13,7 +13,10 @@ from .helpers import call_api, conversation, users
 @pytest.mark.parametrize("store", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 async def test_concurrent_initiates_make_one_call_and_joins_respect_the_limit(
         video_client: Any, request: pytest.FixtureRequest, store: str) -> None:
-    overrides: dict[str, Any] = {"video": {"max_participants": 3}}
+    # timers far beyond the test's length: on a busy CI machine the fast test timers
+    # (1.5 s ring, 1 s grace) once ended the call before the joins arrived
+    overrides: dict[str, Any] = {"video": {"max_participants": 3, "ring_timeout": 60,
+                                           "reconnect_grace": 60}}
     if store == "postgres":
         overrides["database"] = {"url": request.getfixturevalue("postgres_url")}
     client = await video_client(overrides)
@@ -37,6 +40,8 @@ async def test_concurrent_initiates_make_one_call_and_joins_respect_the_limit(
 
     async def join(user: Any) -> int:
         r = await client.post(f"/v1/calls/{call_id}/join", headers=user.headers)
+        if r.status != 200:
+            assert (await r.json())["code"] == "call_full"
         return r.status
 
     others = [u for u in people if u.user_id != caller]
