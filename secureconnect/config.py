@@ -56,6 +56,13 @@ def environ(name: str, default: str | None = None) -> str | None:
     return os.environ.get(name, default)
 
 
+def set_environ(values: Mapping[str, str]) -> None:
+    """Set process environment variables (the single sanctioned place to write them):
+    for native libraries that read their own variables when they load, e.g. the thread
+    caps a worker process sets before importing its math libraries. Never settings."""
+    os.environ.update(values)
+
+
 def load_settings(
     files: Iterable[str | Path] = (),
     *,

@@ -26,6 +26,8 @@ import logging
 import os
 import sys
 
+from secureconnect.config import set_environ
+
 log = logging.getLogger(__name__)
 
 #: one thread per library: the worker is one job at a time on one core at most
@@ -67,7 +69,7 @@ def lower_process_priority(nice: int, sched_idle: bool) -> None:
 
 def init(nice: int, sched_idle: bool) -> None:
     """The pool initializer: threads capped, priority lowered, then the model loaded."""
-    os.environ.update(THREAD_ENV)
+    set_environ(THREAD_ENV)
     if "numpy" in sys.modules:
         # spawn imported the parent's main module again, and it imports numpy: its
         # thread pool is already sized (the threads are still lowered below)
