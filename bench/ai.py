@@ -28,7 +28,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import itertools
+import math
 import multiprocessing
 import os
 import shutil
@@ -91,7 +91,84 @@ def serve(port: int, data_dir: str) -> None:
     )
     app = create_app(settings)
     freeze_after_startup(app)
+    watch = LoopWatch()
+    app.router.add_get(LoopWatch.PATH, watch.report)
+    app.on_startup.append(watch.start)
     web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None)
+
+
+def _where(handle: asyncio.Handle) -> str:
+    """Where a slow callback's task stands after the step (its innermost awaits), or
+    the callback's name: the code that ran is just before that await."""
+    callback = getattr(handle, "_callback", None)
+    task = getattr(callback, "__self__", None)
+    if isinstance(task, asyncio.Task):
+        frames: list[str] = []
+        coro: Any = task.get_coro()
+        while coro is not None:
+            frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
+            if frame is not None:
+                frames.append(f"{Path(frame.f_code.co_filename).name}:{frame.f_lineno} "
+                              f"{frame.f_code.co_name}")
+            coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
+        if not frames:
+            return f"{getattr(task.get_coro(), '__qualname__', '?')} (finished)"
+        return " < ".join(reversed(frames[-3:]))
+    return str(getattr(callback, "__qualname__", callback))
+
+
+class LoopWatch:
+    """In the server process: how long the event loop's callbacks run, and how late a
+    1 ms timer fires (the wait a ready request sees). Read and reset over HTTP by the
+    bench between rounds; costs two clock reads per callback, the same idle and busy."""
+
+    PATH = "/_bench/loop"
+    SLOW = 0.002  # callbacks at least this long are kept with where they ran
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.callbacks = 0
+        self.busy = 0.0
+        self.slow: list[tuple[float, str]] = []
+        self.lags: list[float] = []
+        self.since = time.perf_counter()
+
+    async def start(self, _app: web.Application) -> None:
+        run = asyncio.Handle._run
+        watch = self
+
+        def timed(handle: asyncio.Handle) -> None:
+            t0 = time.perf_counter()
+            run(handle)
+            spent = time.perf_counter() - t0
+            watch.callbacks += 1
+            watch.busy += spent
+            if spent >= watch.SLOW:
+                watch.slow.append((spent, _where(handle)))
+
+        asyncio.Handle._run = timed  # type: ignore[method-assign,assignment]
+        self.probe = asyncio.get_running_loop().create_task(self._probe())
+
+    async def _probe(self) -> None:
+        while True:
+            t0 = time.perf_counter()
+            await asyncio.sleep(0.001)
+            self.lags.append(time.perf_counter() - t0 - 0.001)
+
+    async def report(self, _request: web.Request) -> web.Response:
+        wall = time.perf_counter() - self.since
+        sites: dict[str, list[float]] = {}
+        for spent, where in self.slow:
+            sites.setdefault(where, []).append(spent)
+        body = {
+            "wall": wall, "callbacks": self.callbacks, "busy": self.busy,
+            "lags": sorted(self.lags), "slow": sorted(s for s, _ in self.slow),
+            "sites": {k: [len(v), sum(v), max(v)] for k, v in sites.items()},
+        }
+        self.reset()
+        return web.json_response(body)
 
 
 @contextlib.asynccontextmanager
@@ -310,15 +387,29 @@ async def run(args: argparse.Namespace) -> None:
               f"{args.concurrency} in flight, alternating idle / busy; busy = "
               f"{args.summarizers} users each asking for a summary of the 2,000 messages "
               f"every {interval:g} s ({args.summary_rate:g} summaries/s offered in all)")
-        ratios: list[float] = []
-        idle_p99: list[float] = []
-        idle_all: list[float] = []
-        busy_all: list[float] = []
+        idle_rounds: list[list[float]] = []
+        busy_rounds: list[list[float]] = []
         total = Stats()
         busy_seconds = 0.0
         worker_cpu = 0.0
-        for r in range(args.rounds):
+        watch = {"idle": LoopFigures(), "busy": LoopFigures()}
+
+        async def loop_figures() -> dict[str, Any]:
+            async with session.get(base + LoopWatch.PATH) as r:
+                return dict(await r.json())
+
+        async def idle_round() -> None:
+            await loop_figures()  # reset
             idle = await send_round(args.round_seconds)
+            idle_rounds.append(idle)
+            line = watch["idle"].add(await loop_figures())
+            print(f"  idle {len(idle_rounds)}: p50 {ms(pct(idle, 0.5))} p99 "
+                  f"{ms(pct(idle, 0.99))} (n={len(idle)}) | loop: {line}")
+
+        # idle, busy, idle, busy, ..., idle: every busy round between two idle ones
+        await idle_round()
+        for _ in range(args.rounds):
+            await loop_figures()  # reset
             cpu.take()
             stats, stop = Stats(), asyncio.Event()
             loops = [asyncio.create_task(summarizer(tok, k * interval / len(users), stats,
@@ -326,30 +417,23 @@ async def run(args: argparse.Namespace) -> None:
                      for k, tok in enumerate(users)]
             t0 = time.monotonic()
             busy = await send_round(args.round_seconds)
+            line = watch["busy"].add(await loop_figures())
             stop.set()
             # the summaries under way finish before the next idle round starts
             await asyncio.gather(*loops)
             busy_seconds += time.monotonic() - t0
             worker_cpu += cpu.take()[1]
             total.add(stats)
-            idle_all += idle
-            busy_all += busy
-            idle_p99.append(pct(idle, 0.99))
-            ratio = pct(busy, 0.99) / pct(idle, 0.99)
-            ratios.append(ratio)
-            print(f"  round {r + 1}: idle p50 {ms(pct(idle, 0.5))} p99 {ms(pct(idle, 0.99))}"
-                  f" (n={len(idle)}) | busy p50 {ms(pct(busy, 0.5))} p99 "
-                  f"{ms(pct(busy, 0.99))} (n={len(busy)}) | p99 ratio {ratio:.2f} | "
-                  f"summaries {stats.line()}")
-        noise = [max(a, b) / min(a, b) for a, b in itertools.pairwise(idle_p99)]
-        print(f"  all rounds: idle p99 {ms(pct(idle_all, 0.99))}, busy p99 "
-              f"{ms(pct(busy_all, 0.99))}; median p99 ratio busy/idle "
-              f"{statistics.median(ratios):.2f} (rounds: "
-              f"{', '.join(f'{x:.2f}' for x in ratios)})")
-        if noise:
-            print(f"  noise: idle p99 from round to round {ms(min(idle_p99))} .. "
-                  f"{ms(max(idle_p99))}; adjacent idle rounds differ by x"
-                  f"{statistics.median(noise):.2f} (median), x{max(noise):.2f} (most)")
+            busy_rounds.append(busy)
+            print(f"  BUSY {len(busy_rounds)}: p50 {ms(pct(busy, 0.5))} p99 "
+                  f"{ms(pct(busy, 0.99))} (n={len(busy)}) | loop: {line} | summaries "
+                  f"{stats.line()}")
+            await idle_round()
+        report_ratios(idle_rounds, busy_rounds)
+        for kind, figures in watch.items():
+            print(f"  event loop, {kind} rounds pooled: {figures.pooled()}")
+            for line in figures.top_sites(args.sites):
+                print(f"    {line}")
         done = len(total.done)
         print(f"  model worker CPU in busy rounds: {worker_cpu:.1f} s = "
               f"{worker_cpu / max(1, done) * 1000:.0f} ms a summary")
@@ -357,6 +441,71 @@ async def run(args: argparse.Namespace) -> None:
               f"{done / busy_seconds:.2f}/s of {args.summary_rate:g}/s offered"
               + (f"; latency p50 {ms(pct(total.done, 0.5))} p99 {ms(pct(total.done, 0.99))}"
                  if done else ""))
+
+
+def report_ratios(idle_rounds: list[list[float]], busy_rounds: list[list[float]]) -> None:
+    """The send p99 of busy rounds against their idle neighbours, and the same
+    statistic for idle rounds against theirs (a placebo: what noise alone gives)."""
+    idle99 = [pct(r, 0.99) for r in idle_rounds]
+    busy99 = [pct(r, 0.99) for r in busy_rounds]
+    # busy round k sits between idle rounds k and k + 1: ratio to their geometric mean
+    ratios = [b / math.sqrt(idle99[k] * idle99[k + 1]) for k, b in enumerate(busy99)]
+    placebo = [idle99[k] / math.sqrt(idle99[k - 1] * idle99[k + 1])
+               for k in range(1, len(idle99) - 1)]
+    print(f"  send p99 of each busy round / its two idle neighbours: median "
+          f"{statistics.median(ratios):.2f} ({', '.join(f'{x:.2f}' for x in ratios)})")
+    if placebo:
+        print(f"  noise, the same ratio for each inner idle round (no summaries): median "
+              f"{statistics.median(placebo):.2f}, {min(placebo):.2f} .. {max(placebo):.2f} "
+              f"({', '.join(f'{x:.2f}' for x in placebo)})")
+    idle_all = [x for r in idle_rounds for x in r]
+    busy_all = [x for r in busy_rounds for x in r]
+    halves = ([x for r in idle_rounds[0::2] for x in r], [x for r in idle_rounds[1::2] for x in r])
+    print(f"  pooled: idle p50 {ms(pct(idle_all, 0.5))} p99 {ms(pct(idle_all, 0.99))} "
+          f"(n={len(idle_all)}), busy p50 {ms(pct(busy_all, 0.5))} p99 "
+          f"{ms(pct(busy_all, 0.99))} (n={len(busy_all)}): p99 ratio "
+          f"{pct(busy_all, 0.99) / pct(idle_all, 0.99):.2f}; idle odd/even rounds "
+          f"{pct(halves[0], 0.99) / pct(halves[1], 0.99):.2f}")
+
+
+class LoopFigures:
+    """The server's event-loop figures (:class:`LoopWatch`) of one kind of round."""
+
+    def __init__(self) -> None:
+        self.lags: list[float] = []
+        self.slow: list[float] = []
+        self.busy = self.wall = 0.0
+        self.sites: dict[str, list[float]] = {}
+
+    def add(self, body: dict[str, Any]) -> str:
+        """Pool one round's figures; its one-line summary."""
+        self.lags += body["lags"]
+        self.slow += body["slow"]
+        self.busy += body["busy"]
+        self.wall += body["wall"]
+        for where, (n, total, most) in body["sites"].items():
+            site = self.sites.setdefault(where, [0, 0.0, 0.0])
+            site[0] += n
+            site[1] += total
+            site[2] = max(site[2], most)
+        return _loop_line(body["lags"], body["slow"], body["busy"], body["wall"])
+
+    def pooled(self) -> str:
+        return _loop_line(self.lags, self.slow, self.busy, self.wall)
+
+    def top_sites(self, n: int) -> list[str]:
+        top = sorted(self.sites.items(), key=lambda kv: -kv[1][1])[:n]
+        return [f"{count:4d}x {ms(total)} in all, max {ms(most)}: {where}"
+                for where, (count, total, most) in top]
+
+
+def _loop_line(lags: list[float], slow: list[float], busy: float, wall: float) -> str:
+    if not lags:
+        return "no figures"
+    return (f"timer lag p50 {pct(lags, 0.5) * 1000:.2f} p99 {pct(lags, 0.99) * 1000:.2f}"
+            f" max {max(lags) * 1000:.1f} ms; "
+            f"callbacks >=2 ms: {len(slow)} ({sum(slow) * 1000:.0f} ms); loop busy "
+            f"{busy / max(wall, 1e-9):.0%}")
 
 
 class Stats:
@@ -388,6 +537,8 @@ def main() -> None:
                    help="users asking for summaries in busy rounds")
     p.add_argument("--summary-rate", type=float, default=1.0,
                    help="summaries per second the users ask for in all (open loop)")
+    p.add_argument("--sites", type=int, default=8,
+                   help="slowest event-loop call sites listed per kind of round")
     asyncio.run(run(p.parse_args()))
 
 
