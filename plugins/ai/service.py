@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from secureconnect.errors import Forbidden, GatewayTimeout, Problem, RateLimited, ServiceUnavailable
 from secureconnect_plugins.chat.api import CONVERSATIONS, ChatMessage, Conversations
 
-from .chunking import line_cost, summarize_all
+from .chunking import STEP_LINES, line_cost, summarize_all
 from .config import AiSettings
 from .metrics import AiMetrics
 from .providers.base import (
@@ -101,6 +101,8 @@ class CallContext:
     feature: str
     #: audit rows of this request's provider calls, written together at its end
     entries: list[AuditEntry] = field(default_factory=list)
+    #: the UTC day whose quota counted the request
+    day: date | None = None
 
 
 def seconds_to_midnight(now: datetime) -> int:
@@ -210,6 +212,11 @@ class AiService:
                 # one write for the whole request (SQLite has one writer: chat's sends
                 # must not queue behind a row per chunk)
                 await asyncio.shield(self._record(ctx))
+            elif status != "ok":
+                # refused or failed before any provider call (503 ai_busy, a timeout
+                # while reading, a cancelled request): it cost nothing, so it does not
+                # count against the daily quota
+                await asyncio.shield(self._refund(ctx))
 
     async def _admit(self, ctx: CallContext) -> UserAiSettings:
         prefs = await self.store.user_settings(ctx.user_id)
@@ -226,7 +233,8 @@ class AiService:
                 f"the conversation's admins switched AI feature {ctx.feature!r} off")
         now = self.clock()
         s = self.settings
-        if not await self.store.take_request(ctx.user_id, now.date(),
+        ctx.day = now.date()
+        if not await self.store.take_request(ctx.user_id, ctx.day,
                                              max_requests=s.daily_requests,
                                              max_tokens=s.daily_tokens):
             self.metrics.requests.labels(ctx.feature, self.provider.name,
@@ -272,7 +280,7 @@ class AiService:
         window = max(1, min(limit or s.default_limit, s.max_messages))
         fetched = await self.conversations.messages(ctx.conversation_id, after_seq=after,
                                                     limit=window)
-        readable = self._readable(fetched, reader_id=ctx.user_id)
+        readable = await self._readable_in_steps(fetched, reader_id=ctx.user_id)
         if readable.lines:
             outcome = await summarize_all(
                 self.provider, readable.lines, budget=s.max_input_chars,
@@ -337,9 +345,13 @@ class AiService:
                 "replies": list(result.replies)}
 
     # -- shared -------------------------------------------------------------------------
-    def _readable(self, messages: Sequence[ChatMessage], *, reader_id: str) -> Readable:
+    def _readable(self, messages: Sequence[ChatMessage], *, reader_id: str,
+                  speakers: dict[str, str] | None = None) -> Readable:
+        """The readable lines of ``messages``; ``speakers`` maps sender ids to their
+        labels (shared by the steps of one window, so a sender keeps one label)."""
         limit = self.settings.max_message_chars
-        speakers: dict[str, str] = {reader_id: READER}
+        if speakers is None:
+            speakers = {reader_id: READER}
         lines: list[Line] = []
         encrypted = other = truncated = 0
         for m in messages:
@@ -360,6 +372,23 @@ class AiService:
         if encrypted:
             self.metrics.encrypted_skipped.inc(encrypted)
         return Readable(lines, encrypted, other, truncated)
+
+    async def _readable_in_steps(self, messages: Sequence[ChatMessage], *,
+                                 reader_id: str) -> Readable:
+        """:meth:`_readable` of a long window, ``STEP_LINES`` messages a turn of the
+        event loop (chat's sends run between the turns)."""
+        speakers = {reader_id: READER}
+        total = Readable([], 0, 0, 0)
+        for start in range(0, len(messages), STEP_LINES):
+            if start:
+                await asyncio.sleep(0)
+            part = self._readable(messages[start:start + STEP_LINES], reader_id=reader_id,
+                                  speakers=speakers)
+            total.lines += part.lines
+            total.encrypted_skipped += part.encrypted_skipped
+            total.other_skipped += part.other_skipped
+            total.truncated += part.truncated
+        return total
 
     async def _metered(self, ctx: CallContext, stage: str, message_count: int,
                        call: Callable[[], Awaitable[R]]) -> R:
@@ -399,6 +428,13 @@ class AiService:
         except Exception:
             log.exception("ai: could not record the usage and audit of %d %s call(s) by "
                           "user %s", len(ctx.entries), self.provider.name, ctx.user_id)
+
+    async def _refund(self, ctx: CallContext) -> None:
+        try:
+            await self.store.refund_request(ctx.user_id, ctx.day or self.clock().date())
+        except Exception:
+            log.exception("ai: could not give back the quota of a refused request by "
+                          "user %s", ctx.user_id)
 
     async def prune(self) -> int:
         return await self.store.prune(self.settings.audit_retention_days)

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import Connection, bindparam, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from .models import (
@@ -77,10 +77,7 @@ class AiStore:
 
     # -- user settings ------------------------------------------------------------------
     async def user_settings(self, user_id: str) -> UserAiSettings:
-        async with self.db.session() as s:
-            row = (await s.execute(
-                select(ai_user_settings).where(ai_user_settings.c.user_id == user_id)
-            )).first()
+        row = await self.db.fetch_one(_SETTINGS, {"uid": user_id})
         if row is None:
             return UserAiSettings()
         features = dict.fromkeys(FEATURES, True)
@@ -102,11 +99,7 @@ class AiStore:
 
     # -- conversation policy ------------------------------------------------------------
     async def policy(self, conversation_id: str) -> Policy:
-        async with self.db.session() as s:
-            row = (await s.execute(
-                select(ai_conversation_policy)
-                .where(ai_conversation_policy.c.conversation_id == conversation_id)
-            )).first()
+        row = await self.db.fetch_one(_POLICY, {"cid": conversation_id})
         if row is None:
             return Policy()
         return Policy(bool(row.summary), bool(row.smart_replies), row.updated_by, row.updated_at)
@@ -129,56 +122,34 @@ class AiStore:
     async def take_request(self, user_id: str, day: date, *, max_requests: int,
                            max_tokens: int) -> bool:
         """Count one request for today unless the user is at a limit; atomic (one
-        conditional UPDATE), so concurrent requests cannot overshoot the request count."""
-        key = day.isoformat()
+        conditional UPDATE), so concurrent requests cannot overshoot the request count.
+        One write hand-off (on a SQLite file: the database's single writer thread, in
+        line with chat's sends rather than contending with them for the file's lock)."""
         for _ in range(2):
-            async with self.db.session() as s:
-                result = await s.execute(
-                    update(ai_usage)
-                    .where(ai_usage.c.user_id == user_id, ai_usage.c.day == key,
-                           ai_usage.c.requests < max_requests, ai_usage.c.tokens < max_tokens)
-                    .values(requests=ai_usage.c.requests + 1)
-                )
-                if _rowcount(result):
-                    return True
-                exists = (await s.execute(
-                    select(ai_usage.c.requests)
-                    .where(ai_usage.c.user_id == user_id, ai_usage.c.day == key)
-                )).first()
-            if exists is not None:
-                return False
             try:
-                async with self.db.session() as s:
-                    await s.execute(insert(ai_usage).values(
-                        user_id=user_id, day=key, requests=1, tokens=0))
-                return True
+                return await self.db.write(_take_request, user_id, day.isoformat(),
+                                           max_requests, max_tokens)
             except IntegrityError:
-                continue  # a concurrent first request inserted it: count again
+                continue  # a concurrent first request inserted the row: count again
         return False
 
+    async def refund_request(self, user_id: str, day: date) -> None:
+        """Give back the request :meth:`take_request` counted (refused before any
+        provider call: it cost nothing)."""
+        await self.db.write(_refund_request, user_id, day.isoformat())
+
     async def usage(self, user_id: str, day: date) -> tuple[int, int]:
-        async with self.db.session() as s:
-            row = (await s.execute(
-                select(ai_usage.c.requests, ai_usage.c.tokens)
-                .where(ai_usage.c.user_id == user_id, ai_usage.c.day == day.isoformat())
-            )).first()
+        row = await self.db.fetch_one(_USAGE, {"uid": user_id, "day": day.isoformat()})
         return (int(row.requests), int(row.tokens)) if row else (0, 0)
 
     # -- audit ----------------------------------------------------------------------------
     async def record(self, user_id: str, day: date, entries: list[AuditEntry]) -> None:
         """One transaction: the request's tokens onto today's counter and one audit row
-        per provider call."""
+        per provider call, in one write hand-off (see :meth:`take_request`)."""
         tokens = sum(e.input_tokens + e.output_tokens for e in entries)
         now = utcnow()
-        async with self.db.session() as s:
-            if tokens > 0:
-                await s.execute(
-                    update(ai_usage)
-                    .where(ai_usage.c.user_id == user_id, ai_usage.c.day == day.isoformat())
-                    .values(tokens=ai_usage.c.tokens + tokens)
-                )
-            await s.execute(insert(ai_audit), [
-                {"id": new_id(), "created_at": now, **e.__dict__} for e in entries])
+        rows = [{"id": new_id(), "created_at": now, **e.__dict__} for e in entries]
+        await self.db.write(_record, user_id, day.isoformat(), tokens, rows)
 
     async def audit_rows(self, user_id: str) -> list[dict[str, Any]]:
         async with self.db.session() as s:
@@ -208,6 +179,47 @@ class AiStore:
                 return
             except IntegrityError:
                 continue  # inserted concurrently: update it
+
+
+# -- statements built once (bound per call) and the write transactions ---------------
+_SETTINGS = select(ai_user_settings).where(ai_user_settings.c.user_id == bindparam("uid"))
+_POLICY = select(ai_conversation_policy).where(
+    ai_conversation_policy.c.conversation_id == bindparam("cid"))
+_USAGE = select(ai_usage.c.requests, ai_usage.c.tokens).where(
+    ai_usage.c.user_id == bindparam("uid"), ai_usage.c.day == bindparam("day"))
+
+
+def _take_request(conn: Connection, user_id: str, day: str, max_requests: int,
+                  max_tokens: int) -> bool:
+    u = ai_usage.c
+    counted = conn.execute(
+        update(ai_usage)
+        .where(u.user_id == user_id, u.day == day, u.requests < max_requests,
+               u.tokens < max_tokens)
+        .values(requests=u.requests + 1))
+    if _rowcount(counted):
+        return True
+    if conn.execute(select(u.requests).where(u.user_id == user_id, u.day == day)).first():
+        return False  # at a limit
+    conn.execute(insert(ai_usage).values(user_id=user_id, day=day, requests=1, tokens=0))
+    return True
+
+
+def _refund_request(conn: Connection, user_id: str, day: str) -> None:
+    u = ai_usage.c
+    conn.execute(update(ai_usage)
+                 .where(u.user_id == user_id, u.day == day, u.requests > 0)
+                 .values(requests=u.requests - 1))
+
+
+def _record(conn: Connection, user_id: str, day: str, tokens: int,
+            rows: list[dict[str, Any]]) -> None:
+    if tokens > 0:
+        u = ai_usage.c
+        conn.execute(update(ai_usage).where(u.user_id == user_id, u.day == day)
+                     .values(tokens=u.tokens + tokens))
+    if rows:
+        conn.execute(insert(ai_audit), rows)
 
 
 def _rowcount(result: Any) -> int:

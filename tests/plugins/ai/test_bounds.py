@@ -75,6 +75,44 @@ async def test_a_full_queue_is_refused_at_once_with_503_ai_busy(ai_client, fake_
     assert await queued() == 0
 
 
+async def test_requests_refused_before_any_provider_call_do_not_count_against_the_quota(
+        ai_client, fake_openai):
+    # the quota is taken before a slot: three requests in flight at once fit in it
+    client = await ai_client(openai_settings(
+        fake_openai, daily_requests=3, max_concurrent=1, max_queued=1, queue_timeout=0.3,
+        openai_total_timeout=6.0, openai_read_timeout=10.0))
+    room = await make_room(client, 1)
+    bob = room.members[0]
+    await send(room, room.owner, "Ready for the demo?")
+    await opt_in(client, bob)
+    fake_openai.mode = "hang"
+    first = asyncio.create_task(post(room, bob, "smart-replies"))
+    await wait_for(lambda: fake_openai.calls == 1, message="the first call to reach the provider")
+    # one waits for the slot past queue_timeout, one more is refused at once (queue
+    # full), then another waits and times out: three 503 ai_busy, no provider call
+    waited = asyncio.create_task(post(room, bob, "summary"))
+    await wait_for(lambda: metric(client, "ai_queued_requests"),
+                   message="a request waiting for the slot")
+    at_once = await post(room, bob, "summary")
+    refused = [at_once, await waited, await post(room, bob, "smart-replies")]
+    for r in refused:
+        assert r.status == 503 and (await r.json())["code"] == "ai_busy"
+    assert fake_openai.calls == 1
+    assert (await first).status == 504  # it reached the provider: it counts
+    store = client.server.app[KERNEL].state["ai"].store
+    assert (await store.usage(bob.user_id, utcnow().date()))[0] == 1
+    fake_openai.mode = "ok"
+    # the refusals gave their requests back: two more of three run (four were
+    # counted without that) ...
+    for _ in range(2):
+        r = await post(room, bob, "smart-replies")
+        assert r.status == 200, await r.text()
+    # ... and the count is exact: the next is over the quota
+    r = await post(room, bob, "smart-replies")
+    assert r.status == 429 and (await r.json())["code"] == "quota_exceeded"
+    assert (await store.usage(bob.user_id, utcnow().date()))[0] == 3
+
+
 async def test_deleted_conversation_loses_its_policy(ai_client):
     client = await ai_client()
     room = await make_room(client, 1)
