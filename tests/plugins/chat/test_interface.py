@@ -117,3 +117,37 @@ async def test_interface_reads_messages_unread_and_presence(chat_client, sc_ws):
     ws = await sc_ws(client, member.access_token)
     assert (await read())["online"] is True
     await ws.close()
+
+
+async def test_interface_reads_long_windows_across_pages(chat_client):
+    # messages() reads the window in pages (interface._PAGE rows each) from the newest
+    # back: windows that start and end on, before and after page boundaries
+    from secureconnect_plugins.chat.interface import _PAGE
+
+    client = await chat_client({"rate_limits": {"enabled": False}}, plugins=[Probe()])
+    owner, member = await users(client, 2)
+    cid = await create_group(client, owner, [member])
+    total = 2 * _PAGE + 7
+    for i in range(total):
+        r = await client.post(f"/v1/conversations/{cid}/messages", headers=owner.headers,
+                              json={"content": f"m{i}", "message_type": "text"})
+        assert r.status == 201
+
+    async def seqs(**query: int) -> list[int]:
+        r = await client.get(f"/v1/probe/{cid}/reader/{member.user_id}",
+                             params={k: str(v) for k, v in query.items()},
+                             headers=owner.headers)
+        assert r.status == 200
+        return list((await r.json())["seqs"])
+
+    def span(first: int, last: int) -> list[int]:
+        return list(range(first, last + 1))
+
+    assert await seqs(limit=1000) == span(1, total)
+    for limit in (_PAGE - 1, _PAGE, _PAGE + 1, 2 * _PAGE):
+        assert await seqs(limit=limit) == span(total - limit + 1, total)
+    for after in (total - _PAGE, total - _PAGE - 1, 3, 0):
+        assert await seqs(after=after, limit=1000) == span(after + 1, total)
+    # the limit, not after_seq, ends the window
+    assert await seqs(after=5, limit=_PAGE + 3) == span(total - _PAGE - 2, total)
+    assert await seqs(after=total) == []
