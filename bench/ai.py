@@ -120,7 +120,12 @@ def _where(handle: asyncio.Handle) -> str:
 class LoopWatch:
     """In the server process: how long the event loop's callbacks run, and how late a
     1 ms timer fires (the wait a ready request sees). Read and reset over HTTP by the
-    bench between rounds; costs two clock reads per callback, the same idle and busy."""
+    bench between rounds; costs four clock reads per callback, the same idle and busy.
+
+    A slow callback is kept with its thread CPU time: a callback whose wall time is far
+    above its CPU time did not compute all along — the loop's thread was descheduled by
+    the OS (other processes on the cores) or waited for the GIL (another thread of the
+    server) — while one whose CPU time is high blocked the loop with work."""
 
     PATH = "/_bench/loop"
     SLOW = 0.002  # callbacks at least this long are kept with where they ran
@@ -131,7 +136,7 @@ class LoopWatch:
     def reset(self) -> None:
         self.callbacks = 0
         self.busy = 0.0
-        self.slow: list[tuple[float, str]] = []
+        self.slow: list[tuple[float, float, str]] = []
         self.lags: list[float] = []
         self.since = time.perf_counter()
 
@@ -140,13 +145,13 @@ class LoopWatch:
         watch = self
 
         def timed(handle: asyncio.Handle) -> None:
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.thread_time()
             run(handle)
             spent = time.perf_counter() - t0
             watch.callbacks += 1
             watch.busy += spent
             if spent >= watch.SLOW:
-                watch.slow.append((spent, _where(handle)))
+                watch.slow.append((spent, time.thread_time() - c0, _where(handle)))
 
         asyncio.Handle._run = timed  # type: ignore[method-assign,assignment]
         self.probe = asyncio.get_running_loop().create_task(self._probe())
@@ -160,12 +165,18 @@ class LoopWatch:
     async def report(self, _request: web.Request) -> web.Response:
         wall = time.perf_counter() - self.since
         sites: dict[str, list[float]] = {}
-        for spent, where in self.slow:
-            sites.setdefault(where, []).append(spent)
+        for spent, cpu, where in self.slow:
+            site = sites.setdefault(where, [0, 0.0, 0.0, 0.0, 0.0])
+            site[0] += 1
+            site[1] += spent
+            site[2] = max(site[2], spent)
+            site[3] += cpu
+            site[4] = max(site[4], cpu)
         body = {
             "wall": wall, "callbacks": self.callbacks, "busy": self.busy,
-            "lags": sorted(self.lags), "slow": sorted(s for s, _ in self.slow),
-            "sites": {k: [len(v), sum(v), max(v)] for k, v in sites.items()},
+            "lags": sorted(self.lags), "slow": sorted(s for s, _, _ in self.slow),
+            "slow_cpu": sum(c for _, c, _ in self.slow),
+            "sites": sites,
         }
         self.reset()
         return web.json_response(body)
@@ -232,10 +243,12 @@ async def bounded(n: int, concurrency: int, job: Callable[[int], Awaitable[None]
     await asyncio.gather(*(worker() for _ in range(concurrency)))
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU of one process, all its threads (Linux /proc; else 0)."""
+def cpu_seconds(pid: int, tid: int | None = None) -> float:
+    """User + system CPU of one process, all its threads, or of its thread ``tid``
+    (Linux /proc; else 0)."""
+    path = f"/proc/{pid}/stat" if tid is None else f"/proc/{pid}/task/{tid}/stat"
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        fields = Path(path).read_text().rsplit(")", 1)[1].split()
     except OSError:
         return 0.0
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
@@ -253,21 +266,28 @@ def children(pid: int) -> list[int]:
 
 
 class Cpu:
-    """CPU seconds the server process and its children spent since the last ``take``."""
+    """CPU seconds the server process (all threads), its children and the server's
+    main thread (the event loop) spent since the last ``take``."""
 
     def __init__(self, server_pid: int) -> None:
         self.pid = server_pid
         self.last = self.now()
 
-    def now(self) -> tuple[float, float]:
+    def now(self) -> tuple[float, float, float]:
         return (cpu_seconds(self.pid),
-                sum(cpu_seconds(child) for child in children(self.pid)))
+                sum(cpu_seconds(child) for child in children(self.pid)),
+                cpu_seconds(self.pid, self.pid))
 
-    def take(self) -> tuple[float, float]:
+    def take(self) -> tuple[float, float, float]:
         now = self.now()
-        spent = (now[0] - self.last[0], now[1] - self.last[1])
+        spent = (now[0] - self.last[0], now[1] - self.last[1], now[2] - self.last[2])
         self.last = now
         return spent
+
+    def threads(self) -> tuple[float, float, float]:
+        """Since the last take: the loop thread, the server's other threads, children."""
+        server, kids, loop = self.take()
+        return loop, server - loop, kids
 
 
 def pct(values: list[float], q: float) -> float:
@@ -318,7 +338,7 @@ async def run(args: argparse.Namespace) -> None:
                 out = await c.call("POST", f"/v1/ai/conversations/{conv_id}/summary", a_tok,
                                    json={"limit": size})
                 times.append(time.perf_counter() - t0)
-            server_s, worker_s = cpu.take()
+            server_s, worker_s, _ = cpu.take()
             print(f"  {size:5d} messages: p50 {ms(statistics.median(times))}  "
                   f"max {ms(max(times))}  ({out['chunks']} chunks, "
                   f"{len(out['citations'])} cited, n={args.reps}); CPU a summary: server "
@@ -400,9 +420,10 @@ async def run(args: argparse.Namespace) -> None:
 
         async def idle_round() -> None:
             await loop_figures()  # reset
+            cpu.take()
             idle = await send_round(args.round_seconds)
             idle_rounds.append(idle)
-            line = watch["idle"].add(await loop_figures())
+            line = watch["idle"].add(await loop_figures(), cpu.threads())
             print(f"  idle {len(idle_rounds)}: p50 {ms(pct(idle, 0.5))} p99 "
                   f"{ms(pct(idle, 0.99))} (n={len(idle)}) | loop: {line}")
 
@@ -417,12 +438,13 @@ async def run(args: argparse.Namespace) -> None:
                      for k, tok in enumerate(users)]
             t0 = time.monotonic()
             busy = await send_round(args.round_seconds)
-            line = watch["busy"].add(await loop_figures())
+            threads = cpu.threads()
+            line = watch["busy"].add(await loop_figures(), threads)
             stop.set()
             # the summaries under way finish before the next idle round starts
             await asyncio.gather(*loops)
             busy_seconds += time.monotonic() - t0
-            worker_cpu += cpu.take()[1]
+            worker_cpu += threads[2] + cpu.take()[1]
             total.add(stats)
             busy_rounds.append(busy)
             print(f"  BUSY {len(busy_rounds)}: p50 {ms(pct(busy, 0.5))} p99 "
@@ -474,38 +496,50 @@ class LoopFigures:
     def __init__(self) -> None:
         self.lags: list[float] = []
         self.slow: list[float] = []
-        self.busy = self.wall = 0.0
+        self.busy = self.wall = self.slow_cpu = 0.0
+        self.threads: tuple[float, ...] = (0.0, 0.0, 0.0)
         self.sites: dict[str, list[float]] = {}
 
-    def add(self, body: dict[str, Any]) -> str:
-        """Pool one round's figures; its one-line summary."""
+    def add(self, body: dict[str, Any], threads: tuple[float, float, float]) -> str:
+        """Pool one round's figures (and the CPU seconds of the server's loop thread,
+        its other threads and the model worker); its one-line summary."""
         self.lags += body["lags"]
         self.slow += body["slow"]
+        self.slow_cpu += body["slow_cpu"]
         self.busy += body["busy"]
         self.wall += body["wall"]
-        for where, (n, total, most) in body["sites"].items():
-            site = self.sites.setdefault(where, [0, 0.0, 0.0])
+        self.threads = tuple(a + b for a, b in zip(self.threads, threads, strict=True))
+        for where, (n, total, most, cpu, most_cpu) in body["sites"].items():
+            site = self.sites.setdefault(where, [0, 0.0, 0.0, 0.0, 0.0])
             site[0] += n
             site[1] += total
             site[2] = max(site[2], most)
-        return _loop_line(body["lags"], body["slow"], body["busy"], body["wall"])
+            site[3] += cpu
+            site[4] = max(site[4], most_cpu)
+        return _loop_line(body["lags"], body["slow"], body["slow_cpu"], body["busy"],
+                          body["wall"], threads)
 
     def pooled(self) -> str:
-        return _loop_line(self.lags, self.slow, self.busy, self.wall)
+        return _loop_line(self.lags, self.slow, self.slow_cpu, self.busy, self.wall,
+                          self.threads)
 
     def top_sites(self, n: int) -> list[str]:
         top = sorted(self.sites.items(), key=lambda kv: -kv[1][1])[:n]
-        return [f"{count:4d}x {ms(total)} in all, max {ms(most)}: {where}"
-                for where, (count, total, most) in top]
+        return [f"{count:4d}x wall {ms(total)} (max {ms(most)}), CPU {ms(cpu)} (max "
+                f"{ms(most_cpu)}): {where}"
+                for where, (count, total, most, cpu, most_cpu) in top]
 
 
-def _loop_line(lags: list[float], slow: list[float], busy: float, wall: float) -> str:
+def _loop_line(lags: list[float], slow: list[float], slow_cpu: float, busy: float,
+               wall: float, threads: tuple[float, ...]) -> str:
     if not lags:
         return "no figures"
+    per_s = [f"{x / max(wall, 1e-9) * 1000:.0f}" for x in threads]
     return (f"timer lag p50 {pct(lags, 0.5) * 1000:.2f} p99 {pct(lags, 0.99) * 1000:.2f}"
             f" max {max(lags) * 1000:.1f} ms; "
-            f"callbacks >=2 ms: {len(slow)} ({sum(slow) * 1000:.0f} ms); loop busy "
-            f"{busy / max(wall, 1e-9):.0%}")
+            f"callbacks >=2 ms: {len(slow)} (wall {sum(slow) * 1000:.0f} ms, CPU "
+            f"{slow_cpu * 1000:.0f} ms); loop busy {busy / max(wall, 1e-9):.0%}; CPU ms/s: "
+            f"loop thread {per_s[0]}, other threads {per_s[1]}, model worker {per_s[2]}")
 
 
 class Stats:
