@@ -10,16 +10,25 @@ at start-up) in a child process on a file SQLite database, then from this proces
 3. times chat sends (``POST /v1/conversations/{id}/messages``, ``--concurrency`` in
    flight, rounds of ``--round-seconds``) with no AI work (idle), then while
    ``--summarizers`` users each ask for a summary of the 2,000-message conversation at a
-   fixed pace (``--summary-rate`` summaries/s offered in all, open loop) (busy); the
-   rounds alternate (idle, busy, idle, busy, …). Reported: send p50/p99 per round, the
-   p99 ratio busy/idle of each pair and their median; the noise (how much the idle p99
-   moves from one idle round to the next); and the summaries asked, done, refused
-   (503 ``ai_busy``) and failed with their throughput and latency — a "fix" that kept
-   chat fast by refusing summaries shows there. The model computes in a worker process
-   at idle CPU priority (``ai.local_executor = "process"``, ``local_sched_idle``), so
-   the target is a ratio within the noise.
+   fixed pace (``--summary-rate`` summaries/s offered in all, open loop) (busy), in the
+   order idle, busy, idle, …, busy, idle. Reported: send p50/p99 per round; each busy
+   round's p99 against the geometric mean of its two idle neighbours (slow drifts of
+   the machine cancel), and — the noise band — the same ratio for every inner idle
+   round, which had no summaries (a placebo with the same sample counts); pooled p99s
+   with an idle odd/even split; the summaries asked, done, refused (503 ``ai_busy``)
+   and failed with their throughput and latency — a "fix" that kept chat fast by
+   refusing summaries shows there. The model computes in a worker process at idle CPU
+   priority (``ai.local_executor = "process"``, ``local_sched_idle``), so the target is
+   a ratio within the noise band.
+4. watches the server's event loop (:class:`LoopWatch`, in the server process): how
+   late a 1 ms timer fires, each callback's wall time, and for callbacks of 2 ms or
+   more where they ran and their thread CPU time — a step that computed (CPU ≈ wall)
+   blocks the loop; one far above its CPU time was descheduled by the OS or waited for
+   the GIL. Plus the CPU per second of the loop thread, the server's other threads and
+   the model worker (``/proc``), idle vs busy. ``--pin`` puts the client on one CPU and
+   the server (with its worker) on the others.
 
-    .venv/bin/python bench/ai.py                  # about a minute
+    .venv/bin/python bench/ai.py                  # about 1.5 minutes
     .venv/bin/python bench/ai.py --rounds 6 --summary-rate 2
 """
 
@@ -68,8 +77,11 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def serve(port: int, data_dir: str) -> None:
+def serve(port: int, data_dir: str, cpus: set[int] | None = None) -> None:
     import logging
+
+    if cpus:  # the model's worker, started by the server, inherits it
+        os.sched_setaffinity(0, cpus)
 
     from secureconnect.app import create_app, freeze_after_startup
     from secureconnect.testing.helpers import make_settings
@@ -183,11 +195,12 @@ class LoopWatch:
 
 
 @contextlib.asynccontextmanager
-async def server() -> AsyncIterator[tuple[str, int]]:
+async def server(cpus: set[int] | None = None) -> AsyncIterator[tuple[str, int]]:
     port = _free_port()
     data_dir = tempfile.mkdtemp(prefix="sc-bench-ai-")
     # not daemonic: the server starts the model's worker processes itself
-    proc = multiprocessing.get_context("spawn").Process(target=serve, args=(port, data_dir))
+    proc = multiprocessing.get_context("spawn").Process(target=serve,
+                                                             args=(port, data_dir, cpus))
     proc.start()
     base = f"http://127.0.0.1:{port}"
     try:
@@ -254,6 +267,17 @@ def cpu_seconds(pid: int, tid: int | None = None) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def preemptions(pid: int, tid: int) -> float:
+    """How often the OS took the CPU from a runnable thread (Linux; else 0)."""
+    try:
+        for line in Path(f"/proc/{pid}/task/{tid}/status").read_text().splitlines():
+            if line.startswith("nonvoluntary_ctxt_switches:"):
+                return float(line.split()[1])
+    except OSError:
+        pass
+    return 0.0
+
+
 def children(pid: int) -> list[int]:
     """The child processes of ``pid`` (the model's worker, the resource tracker)."""
     found = []
@@ -273,21 +297,24 @@ class Cpu:
         self.pid = server_pid
         self.last = self.now()
 
-    def now(self) -> tuple[float, float, float]:
+    def now(self) -> tuple[float, ...]:
         return (cpu_seconds(self.pid),
                 sum(cpu_seconds(child) for child in children(self.pid)),
-                cpu_seconds(self.pid, self.pid))
+                cpu_seconds(self.pid, self.pid),
+                cpu_seconds(os.getpid()),
+                preemptions(self.pid, self.pid))
 
-    def take(self) -> tuple[float, float, float]:
+    def take(self) -> tuple[float, ...]:
         now = self.now()
-        spent = (now[0] - self.last[0], now[1] - self.last[1], now[2] - self.last[2])
+        spent = tuple(a - b for a, b in zip(now, self.last, strict=True))
         self.last = now
         return spent
 
-    def threads(self) -> tuple[float, float, float]:
-        """Since the last take: the loop thread, the server's other threads, children."""
-        server, kids, loop = self.take()
-        return loop, server - loop, kids
+    def threads(self) -> tuple[float, ...]:
+        """Since the last take: CPU of the loop thread, of the server's other threads,
+        of its children, of this client; and how often the OS preempted the loop."""
+        server, kids, loop, client, preempted = self.take()
+        return loop, server - loop, kids, client, preempted
 
 
 def pct(values: list[float], q: float) -> float:
@@ -300,7 +327,17 @@ def ms(v: float) -> str:
 
 
 async def run(args: argparse.Namespace) -> None:
-    async with server() as (base, server_pid), aiohttp.ClientSession() as session:
+    server_cpus = None
+    if args.pin:
+        # the client on the first CPU, the server and its model worker on the others
+        cpus = sorted(os.sched_getaffinity(0))
+        if len(cpus) < 2:
+            raise SystemExit("--pin needs at least two CPUs")
+        os.sched_setaffinity(0, {cpus[0]})
+        server_cpus = set(cpus[1:])
+        print(f"pinned: client on CPU {cpus[0]}, server and model worker on "
+              f"{sorted(server_cpus)}")
+    async with server(server_cpus) as (base, server_pid), aiohttp.ClientSession() as session:
         c = Client(session, base)
         (_, a_tok), (bob, b_tok) = await c.account("alice"), await c.account("bob")
         # the users asking for summaries in the busy rounds: alice and readers
@@ -338,7 +375,7 @@ async def run(args: argparse.Namespace) -> None:
                 out = await c.call("POST", f"/v1/ai/conversations/{conv_id}/summary", a_tok,
                                    json={"limit": size})
                 times.append(time.perf_counter() - t0)
-            server_s, worker_s, _ = cpu.take()
+            server_s, worker_s, *_ = cpu.take()
             print(f"  {size:5d} messages: p50 {ms(statistics.median(times))}  "
                   f"max {ms(max(times))}  ({out['chunks']} chunks, "
                   f"{len(out['citations'])} cited, n={args.reps}); CPU a summary: server "
@@ -497,12 +534,12 @@ class LoopFigures:
         self.lags: list[float] = []
         self.slow: list[float] = []
         self.busy = self.wall = self.slow_cpu = 0.0
-        self.threads: tuple[float, ...] = (0.0, 0.0, 0.0)
+        self.threads: tuple[float, ...] = (0.0,) * 5
         self.sites: dict[str, list[float]] = {}
 
-    def add(self, body: dict[str, Any], threads: tuple[float, float, float]) -> str:
-        """Pool one round's figures (and the CPU seconds of the server's loop thread,
-        its other threads and the model worker); its one-line summary."""
+    def add(self, body: dict[str, Any], threads: tuple[float, ...]) -> str:
+        """Pool one round's figures and ``threads`` (:meth:`Cpu.threads`); its
+        one-line summary."""
         self.lags += body["lags"]
         self.slow += body["slow"]
         self.slow_cpu += body["slow_cpu"]
@@ -534,12 +571,14 @@ def _loop_line(lags: list[float], slow: list[float], slow_cpu: float, busy: floa
                wall: float, threads: tuple[float, ...]) -> str:
     if not lags:
         return "no figures"
-    per_s = [f"{x / max(wall, 1e-9) * 1000:.0f}" for x in threads]
+    per_s = [f"{x / max(wall, 1e-9) * 1000:.0f}" for x in threads[:4]]
+    preempted = threads[4] / max(wall, 1e-9)
     return (f"timer lag p50 {pct(lags, 0.5) * 1000:.2f} p99 {pct(lags, 0.99) * 1000:.2f}"
             f" max {max(lags) * 1000:.1f} ms; "
             f"callbacks >=2 ms: {len(slow)} (wall {sum(slow) * 1000:.0f} ms, CPU "
             f"{slow_cpu * 1000:.0f} ms); loop busy {busy / max(wall, 1e-9):.0%}; CPU ms/s: "
-            f"loop thread {per_s[0]}, other threads {per_s[1]}, model worker {per_s[2]}")
+            f"loop thread {per_s[0]}, other threads {per_s[1]}, model worker {per_s[2]}, "
+            f"bench client {per_s[3]}; loop thread preempted {preempted:.0f}/s")
 
 
 class Stats:
@@ -571,6 +610,10 @@ def main() -> None:
                    help="users asking for summaries in busy rounds")
     p.add_argument("--summary-rate", type=float, default=1.0,
                    help="summaries per second the users ask for in all (open loop)")
+    p.add_argument("--pin", action="store_true",
+                   help="client on one CPU, server and model worker on the others "
+                        "(separates the client's CPU from the server's; other "
+                        "processes of the machine still run anywhere)")
     p.add_argument("--sites", type=int, default=8,
                    help="slowest event-loop call sites listed per kind of round")
     asyncio.run(run(p.parse_args()))
