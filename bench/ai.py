@@ -106,7 +106,38 @@ def serve(port: int, data_dir: str, cpus: set[int] | None = None) -> None:
     watch = LoopWatch()
     app.router.add_get(LoopWatch.PATH, watch.report)
     app.on_startup.append(watch.start)
+    app.router.add_post("/_bench/part/{part}/{cid}", summary_part)
     web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None)
+
+
+_LINES: dict[str, Any] = {}
+
+
+async def summary_part(request: web.Request) -> web.Response:
+    """One part of a 2,000-message summary alone (``--busy read`` or ``--busy model``):
+    ``read`` is the server's own share (chat's read of the window, the readable filter,
+    the chunk split: all on the event loop), ``model`` the model's (the map-reduce over
+    the worker process, on lines read once and kept)."""
+    from secureconnect.app import KERNEL
+    from secureconnect_plugins.ai.chunking import split_in_steps, summarize_all
+
+    ai = request.app[KERNEL].state["ai"]
+    cid = request.match_info["cid"]
+
+    async def read() -> Any:
+        fetched = await ai.conversations.messages(cid, limit=2000)
+        return await ai._readable_in_steps(fetched, reader_id="bench")
+
+    if request.match_info["part"] == "read":
+        readable = await read()
+        chunks = await split_in_steps(readable.lines, ai.settings.max_input_chars)
+        return web.json_response({"lines": len(readable.lines), "chunks": len(chunks)})
+    if cid not in _LINES:
+        _LINES[cid] = (await read()).lines
+    outcome = await summarize_all(
+        ai.provider, _LINES[cid], budget=ai.settings.max_input_chars, language=None,
+        concurrency=ai.settings.map_concurrency, run=lambda _stage, _n, call: call())
+    return web.json_response({"chunks": outcome.chunks})
 
 
 def _where(handle: asyncio.Handle) -> str:
@@ -425,7 +456,9 @@ async def run(args: argparse.Namespace) -> None:
                 stats.offered += 1
                 t0 = time.perf_counter()
                 async with session.post(
-                        f"{base}/v1/ai/conversations/{rooms[2000]}/summary",
+                        f"{base}/v1/ai/conversations/{rooms[2000]}/summary"
+                        if args.busy == "summary"
+                        else f"{base}/_bench/part/{args.busy}/{rooms[2000]}",
                         json={"limit": 2000},
                         headers={"Authorization": f"Bearer {token}"}) as r:
                     body = await r.json()
@@ -443,7 +476,9 @@ async def run(args: argparse.Namespace) -> None:
         print(f"\nchat send latency: rounds of {args.round_seconds:g} s of sends, "
               f"{args.concurrency} in flight, alternating idle / busy; busy = "
               f"{args.summarizers} users each asking for a summary of the 2,000 messages "
-              f"every {interval:g} s ({args.summary_rate:g} summaries/s offered in all)")
+              f"every {interval:g} s ({args.summary_rate:g} summaries/s offered in all)"
+              + ("" if args.busy == "summary" else
+                 f" -- only its {args.busy} part (--busy {args.busy})"))
         idle_rounds: list[list[float]] = []
         busy_rounds: list[list[float]] = []
         total = Stats()
@@ -610,6 +645,10 @@ def main() -> None:
                    help="users asking for summaries in busy rounds")
     p.add_argument("--summary-rate", type=float, default=1.0,
                    help="summaries per second the users ask for in all (open loop)")
+    p.add_argument("--busy", choices=("summary", "read", "model"), default="summary",
+                   help="what the busy rounds ask for: whole summaries, or one part "
+                        "alone: the server's read and split of the window (event loop) "
+                        "or the model's map-reduce (worker process)")
     p.add_argument("--pin", action="store_true",
                    help="client on one CPU, server and model worker on the others "
                         "(separates the client's CPU from the server's; other "
