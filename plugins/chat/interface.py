@@ -10,6 +10,7 @@ send path (membership, limits, guards, persistence, delivery).
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import TYPE_CHECKING, Any, cast
 
 from secureconnect.models import rfc3339
@@ -26,6 +27,12 @@ MAX_MESSAGES = 10_000
 #: building a row's message costs some 15-20 µs: a page of 50 is about a millisecond of
 #: the loop, so a chat send waiting behind it waits no longer than behind another send)
 _PAGE = 50
+#: between the pages of a long read, a pause of this many times the loop-thread CPU the
+#: page took: a long window (an AI summary reads 2,000 messages) takes at most about a
+#: fifth of the loop while it is read, instead of a step in every turn of the loop —
+#: a chat send, which needs several turns, would meet one page in each of them
+_PAUSE_FACTOR = 4
+_MAX_PAUSE = 0.02
 
 
 class ChatConversations:
@@ -83,6 +90,7 @@ class ChatConversations:
         found: list[ChatMessage] = []
         cursor: str | None = None
         while len(found) < limit:
+            cpu = time.thread_time()
             page = await self._service.store.page(
                 str(conversation_id), before=cursor, limit=min(_PAGE, limit - len(found))
             )
@@ -100,7 +108,8 @@ class ChatConversations:
             if page.next_cursor is None or len(newer) < len(page.messages):
                 break
             cursor = page.next_cursor
-            await asyncio.sleep(0)  # let waiting requests run between pages
+            # let other requests run between pages, for longer than the page took
+            await asyncio.sleep(min(_MAX_PAUSE, (time.thread_time() - cpu) * _PAUSE_FACTOR))
         found.reverse()
         return found
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 from aiohttp import web
@@ -59,6 +60,27 @@ async def reader(request: web.Request) -> web.StreamResponse:
         "online": await chat.is_online(user_id),
         "can_moderate": await chat.can_moderate(user_id, cid),
     })
+
+
+@routes.get("/v1/probe/{conversation_id}/turns")
+async def turns(request: web.Request) -> web.StreamResponse:
+    """A long read with a task that counts its own turns of the event loop meanwhile."""
+    chat = _conversations(request)
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0)
+            ticks += 1
+
+    task = asyncio.create_task(ticker())
+    await asyncio.sleep(0)  # (the ticker starts)
+    before = ticks
+    found = await chat.messages(request.match_info["conversation_id"], limit=10_000)
+    during = ticks - before
+    task.cancel()
+    return json_response({"count": len(found), "ticks": during})
 
 
 class Probe:
@@ -151,3 +173,7 @@ async def test_interface_reads_long_windows_across_pages(chat_client):
     # the limit, not after_seq, ends the window
     assert await seqs(after=5, limit=_PAGE + 3) == span(total - _PAGE - 2, total)
     assert await seqs(after=total) == []
+    # the pages take turns with other work on the event loop
+    r = await client.get(f"/v1/probe/{cid}/turns", headers=owner.headers)
+    body = await r.json()
+    assert body["count"] == total and body["ticks"] >= 2  # 3 pages: 2 pauses at least
