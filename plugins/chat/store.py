@@ -30,6 +30,7 @@ import asyncio
 import base64
 import binascii
 import json
+import sqlite3
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -163,6 +164,10 @@ class MessageStore(Protocol):
 # ---------------------------------------------------------------------------
 
 
+class _KeyTaken(Exception):
+    """Raised inside an optimistic batch: an idempotency key was already stored."""
+
+
 class _AlreadyStored(Exception):
     """Raised inside the append transaction to roll back the seq it took."""
 
@@ -267,8 +272,15 @@ class SqlMessageStore:
                     future.set_result(result)
 
     async def _append_batch(self, batch: list[NewMessage]) -> list[tuple[StoredMessage, bool]]:
+        # First optimistically: the keys claimed by the insert itself (ON CONFLICT DO
+        # NOTHING on the unique key), no look-up statement; a key found taken rolls the
+        # transaction back (no seq consumed) and the batch runs again with its keys
+        # looked up first — retries and concurrent duplicates only.
         async with self._writing():
-            return await self.db.write(_append_batch, batch)
+            try:
+                return await self.db.write(_append_batch, batch, False, quick=True)
+            except _KeyTaken:
+                return await self.db.write(_append_batch, batch, True, quick=True)
 
     async def append_one(self, message: NewMessage) -> tuple[StoredMessage, bool]:
         """Append in a transaction of its own."""
@@ -417,12 +429,41 @@ _PAGE_BEFORE = (
     .order_by(messages.c.seq.desc()).limit(bindparam("limit", type_=Integer))
 )
 
-def _append_batch(conn: Connection, batch: list[NewMessage]) -> list[tuple[StoredMessage, bool]]:
-    """Store a batch in one transaction (the caller's): idempotency lookups, one counter
-    update per conversation, one multi-row insert."""
+def _claiming_insert(dialect: str) -> Any:
+    """The multi-row insert that claims idempotency keys itself: a row whose key is
+    already stored is skipped (``ON CONFLICT DO NOTHING``), the stored rows' ids come
+    back. ``None`` where the engine has no such statement."""
+    target = ["conversation_id", "sender_id", "idempotency_key"]
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        return pg_insert(messages).on_conflict_do_nothing(index_elements=target).returning(
+            messages.c.id)
+    if dialect == "sqlite" and sqlite3.sqlite_version_info >= (3, 35):  # RETURNING
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        return sqlite_insert(messages).on_conflict_do_nothing(
+            index_elements=target).returning(messages.c.id)
+    return None
+
+
+_CLAIMING: dict[str, Any] = {}
+
+
+def _append_batch(conn: Connection, batch: list[NewMessage],
+                  look_up: bool = True) -> list[tuple[StoredMessage, bool]]:
+    """Store a batch in one transaction (the caller's): idempotency look-ups (one
+    statement for every key of the batch; with ``look_up=False`` none — the insert
+    claims the keys and raises :class:`_KeyTaken` if one was taken), one counter update
+    per conversation, one multi-row insert."""
     results: list[tuple[StoredMessage, bool] | None] = [None] * len(batch)
     first_of_key: dict[tuple[str, str, str], int] = {}
-    stored = _stored_keys(conn, batch)  # one statement for every key of the batch
+    keyed = any(m.idempotency_key is not None for m in batch)
+    dialect = conn.dialect.name
+    if dialect not in _CLAIMING:
+        _CLAIMING[dialect] = _claiming_insert(dialect)
+    claiming = _CLAIMING[dialect] if keyed and not look_up else None
+    stored = _stored_keys(conn, batch) if keyed and claiming is None else {}
     fresh: list[int] = []
     for i, message in enumerate(batch):
         key = message.idempotency_key
@@ -461,7 +502,10 @@ def _append_batch(conn: Connection, batch: list[NewMessage]) -> list[tuple[Store
         next_seq[message.conversation_id] = seq + 1
         rows.append(_row(message, seq))
         results[i] = (_stored(message, seq), True)
-    if rows:
+    if rows and claiming is not None:
+        if len(conn.execute(claiming, rows).all()) != len(rows):
+            raise _KeyTaken  # (rolls back: no seq consumed)
+    elif rows:
         conn.execute(insert(messages), rows)
     out: list[tuple[StoredMessage, bool]] = []
     for i, message in enumerate(batch):

@@ -126,6 +126,43 @@ async def test_idempotency_key_returns_the_original_also_concurrently(chat_clien
     assert r.status == 400 and (await r.json())["code"] == "invalid_idempotency_key"
 
 
+
+async def test_a_retry_in_a_batch_of_fresh_sends_consumes_no_seq(chat_client):
+    """A retried key arriving with fresh keyed, unkeyed and duplicate-key sends (one
+    group commit, or a few): the retry gets the stored message back, the others are
+    stored once each, and the seqs stay gap-free — the batch that claimed its keys
+    optimistically and found one taken was rolled back whole and run again."""
+    client = await chat_client({"rate_limits": {"enabled": False}})
+    a, b = await users(client, 2)
+    cid = await create_group(client, a, [b])
+    first = await send(client, a, cid, "first", headers={"Idempotency-Key": "old"})
+
+    async def post(user, content, key=None):
+        headers = dict(user.headers)
+        if key is not None:
+            headers["Idempotency-Key"] = key
+        r = await client.post(f"/v1/conversations/{cid}/messages",
+                              json={"content": content}, headers=headers)
+        assert r.status in (200, 201), await r.text()
+        return r.status, await r.json()
+
+    for round_ in range(3):
+        results = await asyncio.gather(
+            post(a, "first", key="old"),
+            *(post(u, f"fresh {round_} {i}", key=f"fresh-{round_}-{i}")
+              for i in range(5) for u in (a, b)),
+            *(post(b, f"plain {round_} {i}") for i in range(4)),
+            *(post(a, "dup", key=f"dup-{round_}") for _ in range(3)),
+        )
+        retry, fresh, plain, dups = results[0], results[1:11], results[11:15], results[15:]
+        assert retry == (200, first)
+        assert [s for s, _ in fresh + plain] == [201] * 14
+        assert sorted(s for s, _ in dups) == [200, 200, 201]
+        assert len({m["id"] for _, m in dups}) == 1
+    stored = await all_messages(client, a, cid)
+    assert sorted(m["seq"] for m in stored) == list(range(1, 2 + 3 * 15))
+    assert len({m["id"] for m in stored}) == len(stored)
+
 async def test_history_pages_with_an_opaque_cursor(chat_client):
     client = await chat_client()
     a, b = await users(client, 2)
