@@ -451,7 +451,13 @@ async def measure_config(args: argparse.Namespace, rate_limits: str, database_ur
                                                              token=fx.token, pid=same_proc.pid))]
                 for r in range(args.rounds):
                     for who, fn in targets if r % 2 == 0 else targets[::-1]:
+                        spy = None
+                        if args.py_spy and who == "sc" and r == 0:
+                            spy = await py_spy(args, sc_proc.pid, args.seconds,
+                                               f"{rate_limits}-{name.split()[-1][:12]}")
                         row.rounds.setdefault(who, []).append(await asyncio.to_thread(fn))
+                        if spy is not None:
+                            await spy.wait()
                 rows.append(row)
                 print(f"  {rate_limits:>3} {name:<28} done", flush=True)
             for keyed in (False, True):
@@ -484,6 +490,18 @@ async def measure_config(args: argparse.Namespace, rate_limits: str, database_ur
     return rows
 
 
+async def py_spy(args: argparse.Namespace, pid: int, seconds: float,
+                 name: str) -> asyncio.subprocess.Process:
+    """py-spy recording ``pid`` for ``seconds`` (raw, with idle samples) to
+    ``<--py-spy>-<name>.txt``."""
+    name = re.sub(r"[^\w.-]+", "_", name)
+    return await asyncio.create_subprocess_exec(
+        str(Path(sys.executable).parent / "py-spy"), "record", "-p", str(pid),
+        "-d", str(max(1, int(seconds))), "-r", "250", "-f", "raw", "--threads", "--idle",
+        "-o", f"{args.py_spy}-{name}.txt",
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
 async def run_fixed(args: argparse.Namespace, sc: str, fx: Fixture, cid: str,
                     rate_limits: str, fixed: list[Any], rates: dict[str, float],
                     pid: int) -> None:
@@ -497,11 +515,7 @@ async def run_fixed(args: argparse.Namespace, sc: str, fx: Fixture, cid: str,
         seconds = args.fixed_seconds or args.seconds * 2
         spy = None
         if args.py_spy:
-            spy = await asyncio.create_subprocess_exec(
-                str(Path(sys.executable).parent / "py-spy"), "record", "-p", str(pid),
-                "-d", str(int(seconds)), "-r", "250", "-f", "raw", "--threads", "--idle",
-                "-o", f"{args.py_spy}-{rate_limits}-{n}.txt",
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            spy = await py_spy(args, pid, seconds, f"{rate_limits}-fixed-{n}")
         got = await fixed_rate(url, fx.token, rate, seconds,
                                f"fixed-{os.getpid()}-{rate_limits}-{label}")
         if spy is not None:
