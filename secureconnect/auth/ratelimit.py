@@ -134,8 +134,9 @@ class RateLimits:
         strategy = STRATEGIES[str(s.strategy)]
         # the per-instance limiter (also Redis's stand-in while it is down): the
         # default moving window natively, the other strategies with limits' storage
-        self.memory: Any = (MemoryMovingWindow() if strategy is strategies.MovingWindowRateLimiter
-                            else strategy(aio_storage.MemoryStorage()))
+        self.memory: MemoryMovingWindow | strategies.RateLimiter = (
+            MemoryMovingWindow() if strategy is strategies.MovingWindowRateLimiter
+            else strategy(aio_storage.MemoryStorage()))
         redis_url = str(kernel.settings.redis.url)
         self.shared: strategies.RateLimiter | None = None
         self._pool: Any = None
@@ -249,7 +250,7 @@ class RateLimits:
                 scope=scope,
             )
 
-    def _limiter(self) -> tuple[Any, bool]:
+    def _limiter(self) -> tuple[MemoryMovingWindow | strategies.RateLimiter, bool]:
         """The shared (Redis) limiter unless it failed within ``redis_retry_interval``."""
         if self.shared is not None and time.monotonic() >= self._shared_down_until:
             return self.shared, True
