@@ -474,8 +474,8 @@ def _pg_state() -> Any:
     from sqlalchemy.dialects.postgresql import aggregate_order_by
 
     o, v = poll_options.c, poll_votes.c
-    pid = bindparam("pid")
-    empty = literal_column("'[]'::json")
+    pid: Any = bindparam("pid")
+    empty: Any = literal_column("'[]'::json")
     options = select(func.coalesce(func.json_agg(aggregate_order_by(
         func.json_build_array(o.id, o.position, o.text), o.position)), empty)
     ).where(o.poll_id == pid).scalar_subquery()
