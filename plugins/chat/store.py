@@ -30,14 +30,26 @@ import asyncio
 import base64
 import binascii
 import json
+import re
 import sqlite3
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
-from sqlalchemy import Connection, Integer, and_, bindparam, insert, or_, select, update
+from sqlalchemy import (
+    Connection,
+    Integer,
+    String,
+    and_,
+    bindparam,
+    insert,
+    or_,
+    select,
+    type_coerce,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -417,6 +429,22 @@ class SqlMessageStore:
         more = len(rows) > limit and found
         return Page(found, encode_cursor(found[-1].seq) if more else None)
 
+    async def page_dicts(self, conversation_id: str, *, before: str | None,
+                         limit: int) -> tuple[list[dict[str, Any]], str | None]:
+        """:meth:`page` as the client representation (``as_dict`` of each message) and
+        the next cursor, built straight from the rows: no message objects, timestamps
+        SQLite stored as text turned into the API's format without parsing them."""
+        params: dict[str, Any] = {"cid": conversation_id, "limit": limit + 1}
+        if before is None:
+            query = _PAGE_RAW
+        else:
+            query = _PAGE_RAW_BEFORE
+            params["before"] = decode_cursor(before)
+        rows: Sequence[Any] = await self.db.fetch(query, params)
+        found = [_dict_of(r) for r in rows[:limit]]
+        more = len(rows) > limit and found
+        return found, encode_cursor(found[-1]["seq"]) if more else None
+
 
 
 # the history page, built once (bound per call)
@@ -428,6 +456,60 @@ _PAGE_BEFORE = (
            messages.c.seq < bindparam("before", type_=Integer))
     .order_by(messages.c.seq.desc()).limit(bindparam("limit", type_=Integer))
 )
+
+# the history page for page_dicts: the columns in as_dict's order, timestamps as the
+# driver gives them (SQLite: the stored text; PostgreSQL: aware datetimes)
+_m = messages.c
+_RAW_COLUMNS = (_m.id, _m.conversation_id, _m.seq, _m.sender_id, _m.message_type, _m.content,
+                _m.is_encrypted, _m["metadata"], _m.file_id,
+                type_coerce(_m.created_at, String).label("created_at"),
+                type_coerce(_m.edited_at, String).label("edited_at"),
+                type_coerce(_m.deleted_at, String).label("deleted_at"))
+_PAGE_RAW = (select(*_RAW_COLUMNS).where(_m.conversation_id == bindparam("cid"))
+             .order_by(_m.seq.desc()).limit(bindparam("limit", type_=Integer)))
+_PAGE_RAW_BEFORE = (
+    select(*_RAW_COLUMNS)
+    .where(_m.conversation_id == bindparam("cid"), _m.seq < bindparam("before", type_=Integer))
+    .order_by(_m.seq.desc()).limit(bindparam("limit", type_=Integer))
+)
+_SQLITE_TEXT = re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}\.\d{6}")
+
+
+def _timestamp(value: Any) -> str | None:
+    """A timestamp column's value → ``rfc3339``'s text, equal to what the UTC
+    datetime it stands for gives."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        if len(value) == 26 and _SQLITE_TEXT.fullmatch(value):
+            # naive UTC as SQLAlchemy writes it on SQLite ("2026-12-07 08:30:15.123456")
+            if value.endswith(".000000"):
+                return f"{value[:10]}T{value[11:19]}Z"
+            return f"{value[:10]}T{value[11:]}Z"
+        parsed = datetime.fromisoformat(value)  # (written some other way)
+        value = parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed
+    return rfc3339(value)
+
+
+def _dict_of(row: Any) -> dict[str, Any]:
+    """``StoredMessage.as_dict`` of a row of ``_PAGE_RAW`` (by position)."""
+    (id_, cid, seq, sender, message_type, content, encrypted, metadata, file_id, created,
+     edited, deleted) = row
+    return {
+        "id": id_,
+        "conversation_id": cid,
+        "seq": int(seq),
+        "sender_id": sender,
+        "message_type": message_type,
+        "content": content,
+        "is_encrypted": bool(encrypted),
+        "metadata": None if metadata is None else json.loads(metadata),
+        "file_id": file_id,
+        "created_at": _timestamp(created),
+        "edited_at": _timestamp(edited),
+        "deleted": deleted is not None,
+    }
+
 
 def _claiming_insert(dialect: str) -> Any:
     """The multi-row insert that claims idempotency keys itself: a row whose key is
