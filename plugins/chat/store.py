@@ -30,7 +30,6 @@ import asyncio
 import base64
 import binascii
 import json
-import re
 import sqlite3
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -457,11 +456,13 @@ _PAGE_BEFORE = (
     .order_by(messages.c.seq.desc()).limit(bindparam("limit", type_=Integer))
 )
 
-# the history page for page_dicts: the columns in as_dict's order, timestamps as the
-# driver gives them (SQLite: the stored text; PostgreSQL: aware datetimes)
+# the history page for page_dicts: the columns in as_dict's order, as the driver gives
+# them (no result processing): timestamps as SQLite's stored text or PostgreSQL's aware
+# datetimes, is_encrypted as 0/1 or a bool
 _m = messages.c
 _RAW_COLUMNS = (_m.id, _m.conversation_id, _m.seq, _m.sender_id, _m.message_type, _m.content,
-                _m.is_encrypted, _m["metadata"], _m.file_id,
+                type_coerce(_m.is_encrypted, Integer).label("is_encrypted"),
+                _m["metadata"], _m.file_id,
                 type_coerce(_m.created_at, String).label("created_at"),
                 type_coerce(_m.edited_at, String).label("edited_at"),
                 type_coerce(_m.deleted_at, String).label("deleted_at"))
@@ -472,7 +473,6 @@ _PAGE_RAW_BEFORE = (
     .where(_m.conversation_id == bindparam("cid"), _m.seq < bindparam("before", type_=Integer))
     .order_by(_m.seq.desc()).limit(bindparam("limit", type_=Integer))
 )
-_SQLITE_TEXT = re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}\.\d{6}")
 
 
 def _timestamp(value: Any) -> str | None:
@@ -481,7 +481,8 @@ def _timestamp(value: Any) -> str | None:
     if value is None:
         return None
     if isinstance(value, str):
-        if len(value) == 26 and _SQLITE_TEXT.fullmatch(value):
+        if (len(value) == 26 and value[10] == " " and value[19] == "." and value[4] == "-"
+                and value[7] == "-" and value[13] == ":" and value[16] == ":"):
             # naive UTC as SQLAlchemy writes it on SQLite ("2026-12-07 08:30:15.123456")
             if value.endswith(".000000"):
                 return f"{value[:10]}T{value[11:19]}Z"
