@@ -466,15 +466,17 @@ async def measure_config(args: argparse.Namespace, rate_limits: str, database_ur
                         await run_fixed(args, sc, fx, cid, rate_limits, fixed, {},
                                         sc_proc.pid)
                     continue
-                lua = write_lua(tmp, keyed, f"{os.getpid()}{rate_limits}")
                 bare_lua = write_lua(tmp, False, "bare")
                 row = Row(f"POST message, {'Idempotency-Key' if keyed else 'no key'}")
                 url = f"{sc}/v1/conversations/{cid}/messages"
+                # (a script per round: its keys are new, not the last round's again)
                 targets = [
                     ("bare", lambda b=bare_lua: wrk(bare + "/bench", args.seconds, 10,
                                                       script=b, pid=bare_proc.pid)),
-                    ("sc", lambda u=url, s=lua: wrk(u, args.seconds, 10, token=fx.token,
-                                                     script=s, pid=sc_proc.pid)),
+                    ("sc", lambda u=url, k=keyed: wrk(
+                        u, args.seconds, 10, token=fx.token, pid=sc_proc.pid,
+                        script=write_lua(tmp, k, f"{os.getpid()}{rate_limits}"
+                                                 f"{time.monotonic_ns()}"))),
                 ]
                 for r in range(args.rounds):
                     for who, fn in targets if r % 2 == 0 else targets[::-1]:
