@@ -22,6 +22,12 @@ maximum just measured, and half the issue's target rate (15 % of the bare POST) 
 from an open-loop aiohttp client: p50/p99/max latency.
 
     .venv/bin/python bench/rest.py [--store sqlite|postgres] [--seconds 3] [--rounds 3]
+
+Short runs: ``--routes me,conversations,history,poll,post,keyed,fixed`` (a subset),
+``--fixed-rates 500,1000 --fixed-seconds 5`` (the fixed-rate keyed POST at given rates,
+without measuring the keyed maximum first), ``--py-spy PREFIX`` (py-spy records the
+server during the first SecureConnect round of each route and each fixed-rate run:
+``PREFIX-<rate limits>-<route>.txt``, raw collapsed stacks with idle samples).
 """
 
 from __future__ import annotations
