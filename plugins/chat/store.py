@@ -47,10 +47,11 @@ from sqlalchemy import (
     insert,
     or_,
     select,
+    text,
     type_coerce,
     update,
 )
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from secureconnect.models import rfc3339
@@ -294,11 +295,49 @@ class SqlMessageStore:
         # for each batch.
         async with self._writing():
             look_up = time.monotonic() < self._look_up_until
+            if not look_up and self.db.is_postgres:
+                done = await self._append_in_one_statement(batch)
+                if done is not None:
+                    return done
             try:
                 return await self.db.write(_append_batch, batch, look_up, quick=True)
             except _KeyTaken:
                 self._look_up_until = time.monotonic() + 1.0
                 return await self.db.write(_append_batch, batch, True, quick=True)
+
+    async def _append_in_one_statement(
+            self, batch: list[NewMessage]) -> list[tuple[StoredMessage, bool]] | None:
+        """PostgreSQL, the common batch — one conversation with a counter row, every key
+        new: the counter update and the claiming insert in one statement, in autocommit
+        (one round trip instead of BEGIN, UPDATE, INSERT, COMMIT). A taken key fails the
+        whole statement (nothing is kept, no seq consumed); that, a missing counter row,
+        or a batch of another shape answers ``None``: the transaction path runs it."""
+        cid = batch[0].conversation_id
+        keys = [(m.sender_id, m.idempotency_key) for m in batch if m.idempotency_key]
+        if any(m.conversation_id != cid for m in batch) or len(set(keys)) != len(keys):
+            return None
+        params = {
+            "cid": cid, "n": len(batch),
+            "ids": [m.id for m in batch],
+            "senders": [m.sender_id for m in batch],
+            "types": [m.message_type for m in batch],
+            "contents": [m.content for m in batch],
+            "encrypted": [m.is_encrypted for m in batch],
+            "metadata": [_dump(m.metadata) for m in batch],
+            "files": [m.file_id for m in batch],
+            "keys": [m.idempotency_key for m in batch],
+            "created": [m.created_at for m in batch],
+        }
+        try:
+            rows = await self.db.execute_one(_PG_BATCH, params)
+        except DBAPIError as exc:
+            if "division by zero" in str(exc.orig):
+                return None  # a key was taken: the statement changed nothing
+            raise
+        if not rows:
+            return None  # no counter row yet: nothing was inserted either
+        first = int(rows[0][0]) - len(batch) + 1
+        return [(_stored(m, first + i), True) for i, m in enumerate(batch)]
 
     async def append_one(self, message: NewMessage) -> tuple[StoredMessage, bool]:
         """Append in a transaction of its own."""
@@ -517,6 +556,35 @@ def _dict_of(row: Any) -> dict[str, Any]:
         "edited_at": _timestamp(edited),
         "deleted": deleted is not None,
     }
+
+
+# PostgreSQL: a batch of one conversation in one statement (see _append_in_one_statement);
+# the division by zero (not constant: it depends on the insert) undoes the statement
+# when an idempotency key was already taken
+_PG_BATCH = text("""
+WITH c AS (
+  UPDATE chat_message_counters SET last_seq = last_seq + :n
+  WHERE conversation_id = :cid RETURNING last_seq
+), r AS (
+  SELECT * FROM unnest(CAST(:ids AS varchar[]), CAST(:senders AS varchar[]),
+                       CAST(:types AS varchar[]), CAST(:contents AS text[]),
+                       CAST(:encrypted AS boolean[]), CAST(:metadata AS text[]),
+                       CAST(:files AS varchar[]), CAST(:keys AS varchar[]),
+                       CAST(:created AS timestamptz[]))
+    WITH ORDINALITY AS r(id, sender_id, message_type, content, is_encrypted, metadata,
+                         file_id, idempotency_key, created_at, ord)
+), ins AS (
+  INSERT INTO chat_messages (id, conversation_id, seq, sender_id, message_type, content,
+                             is_encrypted, metadata, file_id, idempotency_key, created_at)
+  SELECT r.id, :cid, c.last_seq - :n + r.ord, r.sender_id, r.message_type, r.content,
+         r.is_encrypted, r.metadata, r.file_id, r.idempotency_key, r.created_at
+  FROM r, c
+  ON CONFLICT (conversation_id, sender_id, idempotency_key) DO NOTHING
+  RETURNING 1
+)
+SELECT c.last_seq / (CASE WHEN (SELECT count(*) FROM ins) = :n THEN 1 ELSE 0 END)
+FROM c
+""")
 
 
 def _claiming_insert(dialect: str) -> Any:

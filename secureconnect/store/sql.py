@@ -380,6 +380,16 @@ class Database:
         rows: list[Any] = plan.rows(records)
         return rows
 
+    async def execute_one(self, statement: Executable,
+                          params: dict[str, Any] | None = None) -> Sequence[Row[Any]]:
+        """PostgreSQL: one statement — a write too — in autocommit on a pooled
+        connection, its own transaction in one round trip (no ``BEGIN``/``COMMIT``);
+        its rows. Same deadlines and error mapping as :meth:`fetch`; never run twice."""
+        if not self.is_postgres:
+            raise RuntimeError("execute_one is for PostgreSQL")
+        async with self._guard():
+            return await self._fetch_pooled(statement, params)
+
     async def fetch_one(self, statement: Executable,
                         params: dict[str, Any] | None = None) -> Row[Any] | None:
         """The first row of one small read, or ``None``."""
