@@ -587,6 +587,13 @@ FROM c
 """)
 
 
+# a conversation's counter moved on by a batch (built once, bound per batch)
+_BUMP = (update(message_counters)
+         .where(message_counters.c.conversation_id == bindparam("cid"))
+         .values(last_seq=message_counters.c.last_seq + bindparam("n", type_=Integer))
+         .returning(message_counters.c.last_seq))
+
+
 def _claiming_insert(dialect: str) -> Any:
     """The multi-row insert that claims idempotency keys itself: a row whose key is
     already stored is skipped (``ON CONFLICT DO NOTHING``), the stored rows' ids come
@@ -639,15 +646,11 @@ def _append_batch(conn: Connection, batch: list[NewMessage],
     for i in fresh:
         cid = batch[i].conversation_id
         counts[cid] = counts.get(cid, 0) + 1
-    c = message_counters.c
     next_seq: dict[str, int] = {}
     # counter rows locked in one order by every writer: two instances' batches that
     # share conversations queue instead of deadlocking (PostgreSQL)
     for cid, n in sorted(counts.items()):
-        row = conn.execute(
-            update(message_counters).where(c.conversation_id == cid)
-            .values(last_seq=c.last_seq + n).returning(c.last_seq)
-        ).first()
+        row = conn.execute(_BUMP, {"cid": cid, "n": n}).first()
         if row is None:
             conn.execute(insert(message_counters).values(conversation_id=cid, last_seq=n))
             next_seq[cid] = 1
