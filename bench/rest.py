@@ -22,6 +22,12 @@ maximum just measured, and half the issue's target rate (15 % of the bare POST) 
 from an open-loop aiohttp client: p50/p99/max latency.
 
     .venv/bin/python bench/rest.py [--store sqlite|postgres] [--seconds 3] [--rounds 3]
+
+Short runs: ``--routes me,conversations,history,poll,post,keyed,fixed`` (a subset),
+``--fixed-rates 500,1000 --fixed-seconds 5`` (the fixed-rate keyed POST at given rates,
+without measuring the keyed maximum first), ``--py-spy PREFIX`` (py-spy records the
+server during the first SecureConnect round of each route and each fixed-rate run:
+``PREFIX-<rate limits>-<route>.txt``, raw collapsed stacks with idle samples).
 """
 
 from __future__ import annotations
@@ -438,6 +444,9 @@ async def measure_config(args: argparse.Namespace, rate_limits: str, database_ur
             ]
             rows: list[Row] = []
             c = args.connections
+            wanted = set(args.routes.split(","))
+            reads = [r for r, key in zip(reads, ("me", "conversations", "history", "poll"),
+                                         strict=True) if key in wanted]
             for name, sc_path, same_path in reads:
                 row = Row(name)
                 targets = [("bare", lambda: wrk(bare + "/bench", args.seconds, c,
@@ -448,37 +457,79 @@ async def measure_config(args: argparse.Namespace, rate_limits: str, database_ur
                                                              token=fx.token, pid=same_proc.pid))]
                 for r in range(args.rounds):
                     for who, fn in targets if r % 2 == 0 else targets[::-1]:
+                        spy = None
+                        if args.py_spy and who == "sc" and r == 0:
+                            spy = await py_spy(args, sc_proc.pid, args.seconds,
+                                               f"{rate_limits}-{name.split()[-1][:12]}")
                         row.rounds.setdefault(who, []).append(await asyncio.to_thread(fn))
+                        if spy is not None:
+                            await spy.wait()
                 rows.append(row)
                 print(f"  {rate_limits:>3} {name:<28} done", flush=True)
             for keyed in (False, True):
-                lua = write_lua(tmp, keyed, f"{os.getpid()}{rate_limits}")
+                if ("keyed" if keyed else "post") not in wanted:
+                    if keyed and "fixed" in wanted and args.fixed_rates:
+                        await run_fixed(args, sc, fx, cid, rate_limits, fixed, {},
+                                        sc_proc.pid)
+                    continue
                 bare_lua = write_lua(tmp, False, "bare")
                 row = Row(f"POST message, {'Idempotency-Key' if keyed else 'no key'}")
                 url = f"{sc}/v1/conversations/{cid}/messages"
+                # (a script per round: its keys are new, not the last round's again)
                 targets = [
                     ("bare", lambda b=bare_lua: wrk(bare + "/bench", args.seconds, 10,
                                                       script=b, pid=bare_proc.pid)),
-                    ("sc", lambda u=url, s=lua: wrk(u, args.seconds, 10, token=fx.token,
-                                                     script=s, pid=sc_proc.pid)),
+                    ("sc", lambda u=url, k=keyed: wrk(
+                        u, args.seconds, 10, token=fx.token, pid=sc_proc.pid,
+                        script=write_lua(tmp, k, f"{os.getpid()}{rate_limits}"
+                                                 f"{time.monotonic_ns()}"))),
                 ]
                 for r in range(args.rounds):
                     for who, fn in targets if r % 2 == 0 else targets[::-1]:
                         row.rounds.setdefault(who, []).append(await asyncio.to_thread(fn))
                 rows.append(row)
                 print(f"  {rate_limits:>3} {row.route:<28} done", flush=True)
-                if keyed:
+                if keyed and "fixed" in wanted:
                     # p99 at half the rate: half the keyed max just measured, and half
                     # the issue's target rate (15 % of the bare POST)
-                    rates = {"half of max": row.median("sc")[0] / 2,
-                             "half of target": row.median("bare")[0] * 0.15 / 2}
-                    for label, rate in rates.items():
-                        before = await post_buckets(sc)
-                        got = await fixed_rate(url, fx.token, rate, args.seconds * 2,
-                                               f"fixed-{os.getpid()}-{rate_limits}-{label}")
-                        inside = server_p99(before, await post_buckets(sc))
-                        fixed.append((rate_limits, label, rate, (*got, inside)))
+                    await run_fixed(args, sc, fx, cid, rate_limits, fixed, {
+                        "half of max": row.median("sc")[0] / 2,
+                        "half of target": row.median("bare")[0] * 0.15 / 2}, sc_proc.pid)
     return rows
+
+
+async def py_spy(args: argparse.Namespace, pid: int, seconds: float,
+                 name: str) -> asyncio.subprocess.Process:
+    """py-spy recording ``pid`` for ``seconds`` (raw, with idle samples) to
+    ``<--py-spy>-<name>.txt``."""
+    name = re.sub(r"[^\w.-]+", "_", name)
+    return await asyncio.create_subprocess_exec(
+        str(Path(sys.executable).parent / "py-spy"), "record", "-p", str(pid),
+        "-d", str(max(1, int(seconds))), "-r", "250", "-f", "raw", "--threads", "--idle",
+        "-o", f"{args.py_spy}-{name}.txt",
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+async def run_fixed(args: argparse.Namespace, sc: str, fx: Fixture, cid: str,
+                    rate_limits: str, fixed: list[Any], rates: dict[str, float],
+                    pid: int) -> None:
+    """The keyed POST at fixed rates (``--fixed-rates`` replace the measured ones);
+    ``--py-spy PREFIX`` records the server during each (PREFIX-<n>.txt, raw)."""
+    if args.fixed_rates:
+        rates = {f"given {r}": float(r) for r in args.fixed_rates.split(",")}
+    url = f"{sc}/v1/conversations/{cid}/messages"
+    for n, (label, rate) in enumerate(rates.items()):
+        before = await post_buckets(sc)
+        seconds = args.fixed_seconds or args.seconds * 2
+        spy = None
+        if args.py_spy:
+            spy = await py_spy(args, pid, seconds, f"{rate_limits}-fixed-{n}")
+        got = await fixed_rate(url, fx.token, rate, seconds,
+                               f"fixed-{os.getpid()}-{rate_limits}-{label}")
+        if spy is not None:
+            await spy.wait()
+        inside = server_p99(before, await post_buckets(sc))
+        fixed.append((rate_limits, label, rate, (*got, inside)))
 
 
 def table(results: list[tuple[str, list[Row]]], args: argparse.Namespace,
@@ -504,7 +555,7 @@ def table(results: list[tuple[str, list[Row]]], args: argparse.Namespace,
                   + (f"{c_bare / c_sc:>9.1%}" if c_sc else f"{'-':>9}")
                   + (f"{c_same / c_sc:>9.1%}" if c_sc and c_same else f"{'-':>9}"))
     print(f"\nKeyed POST at a fixed rate (asyncio-streams client, open loop, "
-          f"{args.seconds * 2:g} s each):")
+          f"{args.fixed_seconds or args.seconds * 2:g} s each):")
     print(f"{'rate limits':<11} {'rate':<16}{'target/s':>9}{'got/s':>8}{'p50 ms':>8}"
           f"{'p99 ms':>8}{'max ms':>8}{'non-2xx':>8}  server p99")
     for rl, label, rate, (got, p50, p99, worst, bad, inside) in fixed:
@@ -543,6 +594,17 @@ def main() -> None:
     parser.add_argument("--rate-limits", default="off,on", help="off, on, or off,on")
     parser.add_argument("--uvloop", type=lambda v: v == "on", default=None,
                         help="on/off: the server.uvloop setting (default: the app's default)")
+    parser.add_argument("--routes", default="me,conversations,history,poll,post,keyed,fixed",
+                        help="which rows to run (comma list of me, conversations, history, "
+                             "poll, post, keyed, fixed)")
+    parser.add_argument("--fixed-rates", default="",
+                        help="req/s for the fixed-rate keyed POST (comma list) instead of "
+                             "half the measured and half the target rate")
+    parser.add_argument("--fixed-seconds", type=float, default=0.0,
+                        help="length of each fixed-rate run (default 2 x --seconds)")
+    parser.add_argument("--py-spy", default="",
+                        help="record the server with py-spy during the fixed-rate runs "
+                             "(output prefix)")
     args = parser.parse_args()
     if not shutil.which("wrk"):
         sys.exit("bench/rest.py needs wrk (apt-get install wrk)")

@@ -244,7 +244,7 @@ class ConversationRepository:
         backwards. The whole batch is one transaction in one hand-off (``db.write``)."""
         if batch:
             async with maybe_locked(self.write_lock):
-                await self.db.write(_record_activity, batch)
+                await self.db.write(_record_activity, batch, quick=True)
 
     async def mark_read(
         self, conversation_id: str, user_id: str, *, seq: int, message_id: str

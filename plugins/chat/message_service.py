@@ -320,7 +320,13 @@ class MessageService:
         limit = max(
             1, min(limit or self.settings.history_default_limit, self.settings.history_max_limit)
         )
+        # a store that builds the client representation straight from its rows (the
+        # SQL one) spares the message objects
+        page_dicts = getattr(self.store, "page_dicts", None)
         try:
+            if page_dicts is not None:
+                found, cursor = await page_dicts(conversation_id, before=before, limit=limit)
+                return {"messages": found, "next_cursor": cursor}
             page = await self.store.page(conversation_id, before=before, limit=limit)
         except InvalidCursor as exc:
             raise ChatInvalid(f"before: {exc}", code="invalid_cursor", status=400) from None

@@ -30,14 +30,28 @@ import asyncio
 import base64
 import binascii
 import json
+import sqlite3
+import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
-from sqlalchemy import Connection, Integer, and_, bindparam, insert, or_, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import (
+    Connection,
+    Integer,
+    String,
+    and_,
+    bindparam,
+    insert,
+    or_,
+    select,
+    text,
+    type_coerce,
+    update,
+)
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from secureconnect.models import rfc3339
@@ -163,6 +177,10 @@ class MessageStore(Protocol):
 # ---------------------------------------------------------------------------
 
 
+class _KeyTaken(Exception):
+    """Raised inside an optimistic batch: an idempotency key was already stored."""
+
+
 class _AlreadyStored(Exception):
     """Raised inside the append transaction to roll back the seq it took."""
 
@@ -224,6 +242,7 @@ class SqlMessageStore:
         # (four round trips) capped a conversation at a few dozen messages a second.
         self._waiting: list[tuple[NewMessage, asyncio.Future[tuple[StoredMessage, bool]]]] = []
         self._flusher: asyncio.Task[None] | None = None
+        self._look_up_until = 0.0  # (see _append_batch)
 
     async def close(self) -> None:
         if self._flusher is not None:
@@ -267,8 +286,58 @@ class SqlMessageStore:
                     future.set_result(result)
 
     async def _append_batch(self, batch: list[NewMessage]) -> list[tuple[StoredMessage, bool]]:
+        # First optimistically: the keys claimed by the insert itself (ON CONFLICT DO
+        # NOTHING on the unique key), no look-up statement; a key found taken rolls the
+        # transaction back (no seq consumed) and the batch runs again with its keys
+        # looked up first — retries and concurrent duplicates only.
+        # After a taken key the next second's batches look their keys up first: a
+        # client resending a burst of unanswered sends does not pay two transactions
+        # for each batch.
         async with self._writing():
-            return await self.db.write(_append_batch, batch)
+            look_up = time.monotonic() < self._look_up_until
+            if not look_up and self.db.is_postgres:
+                done = await self._append_in_one_statement(batch)
+                if done is not None:
+                    return done
+            try:
+                return await self.db.write(_append_batch, batch, look_up, quick=True)
+            except _KeyTaken:
+                self._look_up_until = time.monotonic() + 1.0
+                return await self.db.write(_append_batch, batch, True, quick=True)
+
+    async def _append_in_one_statement(
+            self, batch: list[NewMessage]) -> list[tuple[StoredMessage, bool]] | None:
+        """PostgreSQL, the common batch — one conversation with a counter row, every key
+        new: the counter update and the claiming insert in one statement, in autocommit
+        (one round trip instead of BEGIN, UPDATE, INSERT, COMMIT). A taken key fails the
+        whole statement (nothing is kept, no seq consumed); that, a missing counter row,
+        or a batch of another shape answers ``None``: the transaction path runs it."""
+        cid = batch[0].conversation_id
+        keys = [(m.sender_id, m.idempotency_key) for m in batch if m.idempotency_key]
+        if any(m.conversation_id != cid for m in batch) or len(set(keys)) != len(keys):
+            return None
+        params = {
+            "cid": cid, "n": len(batch),
+            "ids": [m.id for m in batch],
+            "senders": [m.sender_id for m in batch],
+            "types": [m.message_type for m in batch],
+            "contents": [m.content for m in batch],
+            "encrypted": [m.is_encrypted for m in batch],
+            "metadata": [_dump(m.metadata) for m in batch],
+            "files": [m.file_id for m in batch],
+            "keys": [m.idempotency_key for m in batch],
+            "created": [m.created_at for m in batch],
+        }
+        try:
+            rows = await self.db.execute_one(_PG_BATCH, params)
+        except DBAPIError as exc:
+            if "division by zero" in str(exc.orig):
+                return None  # a key was taken: the statement changed nothing
+            raise
+        if not rows:
+            return None  # no counter row yet: nothing was inserted either
+        first = int(rows[0][0]) - len(batch) + 1
+        return [(_stored(m, first + i), True) for i, m in enumerate(batch)]
 
     async def append_one(self, message: NewMessage) -> tuple[StoredMessage, bool]:
         """Append in a transaction of its own."""
@@ -405,6 +474,22 @@ class SqlMessageStore:
         more = len(rows) > limit and found
         return Page(found, encode_cursor(found[-1].seq) if more else None)
 
+    async def page_dicts(self, conversation_id: str, *, before: str | None,
+                         limit: int) -> tuple[list[dict[str, Any]], str | None]:
+        """:meth:`page` as the client representation (``as_dict`` of each message) and
+        the next cursor, built straight from the rows: no message objects, timestamps
+        SQLite stored as text turned into the API's format without parsing them."""
+        params: dict[str, Any] = {"cid": conversation_id, "limit": limit + 1}
+        if before is None:
+            query = _PAGE_RAW
+        else:
+            query = _PAGE_RAW_BEFORE
+            params["before"] = decode_cursor(before)
+        rows: Sequence[Any] = await self.db.fetch(query, params)
+        found = [_dict_of(r) for r in rows[:limit]]
+        more = len(rows) > limit and found
+        return found, encode_cursor(found[-1]["seq"]) if more else None
+
 
 
 # the history page, built once (bound per call)
@@ -417,12 +502,133 @@ _PAGE_BEFORE = (
     .order_by(messages.c.seq.desc()).limit(bindparam("limit", type_=Integer))
 )
 
-def _append_batch(conn: Connection, batch: list[NewMessage]) -> list[tuple[StoredMessage, bool]]:
-    """Store a batch in one transaction (the caller's): idempotency lookups, one counter
-    update per conversation, one multi-row insert."""
+# the history page for page_dicts: the columns in as_dict's order, as the driver gives
+# them (no result processing): timestamps as SQLite's stored text or PostgreSQL's aware
+# datetimes, is_encrypted as 0/1 or a bool
+_m = messages.c
+_RAW_COLUMNS = (_m.id, _m.conversation_id, _m.seq, _m.sender_id, _m.message_type, _m.content,
+                type_coerce(_m.is_encrypted, Integer).label("is_encrypted"),
+                _m["metadata"], _m.file_id,
+                type_coerce(_m.created_at, String).label("created_at"),
+                type_coerce(_m.edited_at, String).label("edited_at"),
+                type_coerce(_m.deleted_at, String).label("deleted_at"))
+_PAGE_RAW = (select(*_RAW_COLUMNS).where(_m.conversation_id == bindparam("cid"))
+             .order_by(_m.seq.desc()).limit(bindparam("limit", type_=Integer)))
+_PAGE_RAW_BEFORE = (
+    select(*_RAW_COLUMNS)
+    .where(_m.conversation_id == bindparam("cid"), _m.seq < bindparam("before", type_=Integer))
+    .order_by(_m.seq.desc()).limit(bindparam("limit", type_=Integer))
+)
+
+
+def _timestamp(value: Any) -> str | None:
+    """A timestamp column's value → ``rfc3339``'s text, equal to what the UTC
+    datetime it stands for gives."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        if (len(value) == 26 and value[10] == " " and value[19] == "." and value[4] == "-"
+                and value[7] == "-" and value[13] == ":" and value[16] == ":"):
+            # naive UTC as SQLAlchemy writes it on SQLite ("2026-12-07 08:30:15.123456")
+            if value.endswith(".000000"):
+                return f"{value[:10]}T{value[11:19]}Z"
+            return f"{value[:10]}T{value[11:]}Z"
+        parsed = datetime.fromisoformat(value)  # (written some other way)
+        value = parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed
+    return rfc3339(value)
+
+
+def _dict_of(row: Any) -> dict[str, Any]:
+    """``StoredMessage.as_dict`` of a row of ``_PAGE_RAW`` (by position)."""
+    (id_, cid, seq, sender, message_type, content, encrypted, metadata, file_id, created,
+     edited, deleted) = row
+    return {
+        "id": id_,
+        "conversation_id": cid,
+        "seq": int(seq),
+        "sender_id": sender,
+        "message_type": message_type,
+        "content": content,
+        "is_encrypted": bool(encrypted),
+        "metadata": None if metadata is None else json.loads(metadata),
+        "file_id": file_id,
+        "created_at": _timestamp(created),
+        "edited_at": _timestamp(edited),
+        "deleted": deleted is not None,
+    }
+
+
+# PostgreSQL: a batch of one conversation in one statement (see _append_in_one_statement);
+# the division by zero (not constant: it depends on the insert) undoes the statement
+# when an idempotency key was already taken
+_PG_BATCH = text("""
+WITH c AS (
+  UPDATE chat_message_counters SET last_seq = last_seq + :n
+  WHERE conversation_id = :cid RETURNING last_seq
+), r AS (
+  SELECT * FROM unnest(CAST(:ids AS varchar[]), CAST(:senders AS varchar[]),
+                       CAST(:types AS varchar[]), CAST(:contents AS text[]),
+                       CAST(:encrypted AS boolean[]), CAST(:metadata AS text[]),
+                       CAST(:files AS varchar[]), CAST(:keys AS varchar[]),
+                       CAST(:created AS timestamptz[]))
+    WITH ORDINALITY AS r(id, sender_id, message_type, content, is_encrypted, metadata,
+                         file_id, idempotency_key, created_at, ord)
+), ins AS (
+  INSERT INTO chat_messages (id, conversation_id, seq, sender_id, message_type, content,
+                             is_encrypted, metadata, file_id, idempotency_key, created_at)
+  SELECT r.id, :cid, c.last_seq - :n + r.ord, r.sender_id, r.message_type, r.content,
+         r.is_encrypted, r.metadata, r.file_id, r.idempotency_key, r.created_at
+  FROM r, c
+  ON CONFLICT (conversation_id, sender_id, idempotency_key) DO NOTHING
+  RETURNING 1
+)
+SELECT c.last_seq / (CASE WHEN (SELECT count(*) FROM ins) = :n THEN 1 ELSE 0 END)
+FROM c
+""")
+
+
+# a conversation's counter moved on by a batch (built once, bound per batch)
+_BUMP = (update(message_counters)
+         .where(message_counters.c.conversation_id == bindparam("cid"))
+         .values(last_seq=message_counters.c.last_seq + bindparam("n", type_=Integer))
+         .returning(message_counters.c.last_seq))
+
+
+def _claiming_insert(dialect: str) -> Any:
+    """The multi-row insert that claims idempotency keys itself: a row whose key is
+    already stored is skipped (``ON CONFLICT DO NOTHING``), the stored rows' ids come
+    back. ``None`` where the engine has no such statement."""
+    target = ["conversation_id", "sender_id", "idempotency_key"]
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        return pg_insert(messages).on_conflict_do_nothing(index_elements=target).returning(
+            messages.c.id)
+    if dialect == "sqlite" and sqlite3.sqlite_version_info >= (3, 35):  # RETURNING
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        return sqlite_insert(messages).on_conflict_do_nothing(
+            index_elements=target).returning(messages.c.id)
+    return None
+
+
+_CLAIMING: dict[str, Any] = {}
+
+
+def _append_batch(conn: Connection, batch: list[NewMessage],
+                  look_up: bool = True) -> list[tuple[StoredMessage, bool]]:
+    """Store a batch in one transaction (the caller's): idempotency look-ups (one
+    statement for every key of the batch; with ``look_up=False`` none — the insert
+    claims the keys and raises :class:`_KeyTaken` if one was taken), one counter update
+    per conversation, one multi-row insert."""
     results: list[tuple[StoredMessage, bool] | None] = [None] * len(batch)
     first_of_key: dict[tuple[str, str, str], int] = {}
-    stored = _stored_keys(conn, batch)  # one statement for every key of the batch
+    keyed = any(m.idempotency_key is not None for m in batch)
+    dialect = conn.dialect.name
+    if dialect not in _CLAIMING:
+        _CLAIMING[dialect] = _claiming_insert(dialect)
+    claiming = _CLAIMING[dialect] if keyed and not look_up else None
+    stored = _stored_keys(conn, batch) if keyed and claiming is None else {}
     fresh: list[int] = []
     for i, message in enumerate(batch):
         key = message.idempotency_key
@@ -440,15 +646,11 @@ def _append_batch(conn: Connection, batch: list[NewMessage]) -> list[tuple[Store
     for i in fresh:
         cid = batch[i].conversation_id
         counts[cid] = counts.get(cid, 0) + 1
-    c = message_counters.c
     next_seq: dict[str, int] = {}
     # counter rows locked in one order by every writer: two instances' batches that
     # share conversations queue instead of deadlocking (PostgreSQL)
     for cid, n in sorted(counts.items()):
-        row = conn.execute(
-            update(message_counters).where(c.conversation_id == cid)
-            .values(last_seq=c.last_seq + n).returning(c.last_seq)
-        ).first()
+        row = conn.execute(_BUMP, {"cid": cid, "n": n}).first()
         if row is None:
             conn.execute(insert(message_counters).values(conversation_id=cid, last_seq=n))
             next_seq[cid] = 1
@@ -461,7 +663,10 @@ def _append_batch(conn: Connection, batch: list[NewMessage]) -> list[tuple[Store
         next_seq[message.conversation_id] = seq + 1
         rows.append(_row(message, seq))
         results[i] = (_stored(message, seq), True)
-    if rows:
+    if rows and claiming is not None:
+        if len(conn.execute(claiming, rows).all()) != len(rows):
+            raise _KeyTaken  # (rolls back: no seq consumed)
+    elif rows:
         conn.execute(insert(messages), rows)
     out: list[tuple[StoredMessage, bool]] = []
     for i, message in enumerate(batch):

@@ -17,6 +17,7 @@ carry counts only. Logs never name voters of any poll.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections import defaultdict
 from datetime import datetime
@@ -121,15 +122,21 @@ class PollService:
     async def get(self, user_id: str, poll_id: str) -> dict[str, Any]:
         # the poll, its options and tallies in one read (one snapshot), then the
         # membership check (404 for an unknown poll, 403 for outsiders, as before)
-        def read(fetch: Any) -> PollState:
-            return _read_state(fetch, poll_id, user_id)
+        db = self.kernel.db
 
-        state = await self.kernel.db.read(read)
+        async def read() -> PollState:
+            if db.is_postgres:
+                # one statement (one snapshot, one round trip, no transaction)
+                return _state_of(await db.fetch(_PG_STATE, {"pid": poll_id, "uid": user_id}),
+                                 user_id)
+            return await db.read(lambda fetch: _read_state(fetch, poll_id, user_id))
+
+        state = await read()
         await self.conversations.require_participant(state.poll["conversation_id"], user_id)
         if self._is_due(state.poll):
             # The expiry job is late: close now so nobody sees a poll past its deadline.
             await self.expire(poll_id)
-            state = await self.kernel.db.read(read)
+            state = await read()
         return self.view(state, viewer_id=user_id)
 
     # -- vote / retract --------------------------------------------------------------
@@ -457,6 +464,69 @@ def _read_state(fetch: Any, poll_id: str, viewer_id: str | None) -> PollState:
     if viewer_id is not None:
         my_votes = [str(r[0]) for r in fetch(_MY_VOTES, {"pid": poll_id, "uid": viewer_id})]
     return PollState(poll, options, counts, voter_count, dict(voters), my_votes)
+
+
+def _pg_state() -> Any:
+    """PostgreSQL: what :func:`_read_state` reads, in one statement — the poll's row
+    with its options, tallies, voters (unless anonymous) and the viewer's votes as JSON
+    columns. One statement sees one snapshot, so it needs no transaction."""
+    from sqlalchemy import Boolean, case, literal_column
+    from sqlalchemy.dialects.postgresql import aggregate_order_by
+
+    o, v = poll_options.c, poll_votes.c
+    pid: Any = bindparam("pid")
+    empty: Any = literal_column("'[]'::json")
+    options = select(func.coalesce(func.json_agg(aggregate_order_by(
+        func.json_build_array(o.id, o.position, o.text), o.position)), empty)
+    ).where(o.poll_id == pid).scalar_subquery()
+    tallies = (select(v.option_id.label("oid"), func.count().label("n"))
+               .where(v.poll_id == pid).group_by(v.option_id).subquery())
+    counts = select(func.coalesce(func.json_object_agg(tallies.c.oid, tallies.c.n),
+                                  literal_column("'{}'::json"))).scalar_subquery()
+    voter_count = select(func.count(func.distinct(v.user_id))).where(
+        v.poll_id == pid).scalar_subquery()
+    voters = select(func.coalesce(func.json_agg(aggregate_order_by(
+        func.json_build_array(v.option_id, v.user_id), v.created_at, v.user_id)), empty)
+    ).where(v.poll_id == pid).scalar_subquery()
+    mine = select(func.coalesce(func.json_agg(v.option_id), empty)).where(
+        v.poll_id == pid, v.user_id == bindparam("uid")).scalar_subquery()
+    return select(
+        polls,
+        options.label("sc_options"),
+        counts.label("sc_counts"),
+        voter_count.label("sc_voter_count"),
+        case((polls.c.anonymous == literal_column("false", Boolean), voters),
+             else_=empty).label("sc_voters"),
+        mine.label("sc_my_votes"),
+    ).where(polls.c.id == pid)
+
+
+_PG_STATE = _pg_state()
+_STATE_COLUMNS = ("sc_options", "sc_counts", "sc_voter_count", "sc_voters", "sc_my_votes")
+
+
+def _state_of(rows: Any, viewer_id: str | None) -> PollState:
+    """The :class:`PollState` of a row of ``_PG_STATE``."""
+    if not rows:
+        raise PollNotFound("no such poll")
+    row = dict(rows[0]._mapping)
+    options, counts, voter_count, voter_pairs, mine = (
+        _json(row.pop(name)) for name in _STATE_COLUMNS)
+    voters: dict[str, list[str]] = defaultdict(list)
+    for option_id, voter in voter_pairs:
+        voters[str(option_id)].append(str(voter))
+    return PollState(
+        row,
+        [{"id": i, "position": position, "text": text} for i, position, text in options],
+        {str(k): int(n) for k, n in counts.items()},
+        int(voter_count),
+        dict(voters),
+        [str(x) for x in mine] if viewer_id is not None else [],
+    )
+
+
+def _json(value: Any) -> Any:
+    return json.loads(value) if isinstance(value, (str, bytes)) else value
 
 
 def _poll_type(poll: dict[str, Any]) -> str:

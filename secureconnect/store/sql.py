@@ -98,6 +98,10 @@ class Database:
         self.slow_reads = metrics.counter(
             "db_loop_read_fallback_total",
             "SQLite reads moved off the event loop (over its budget, or the file busy)")
+        self.slow_writes = metrics.counter(
+            "db_loop_write_fallback_total",
+            "Quick SQLite writes moved off the event loop (over their budget, or the file "
+            "busy): rolled back and run again on the writer thread")
         self.query_duration = metrics.histogram(
             "db_query_duration_seconds", "Statement latency")
         self.in_use = metrics.gauge("db_connections_in_use", "Pooled connections checked out")
@@ -122,7 +126,8 @@ class Database:
             path = self.url.split("///", 1)[-1]
             if path and path != ":memory:" and not path.startswith("file:"):
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
-                self._writer = _WriterThread(self.url, timeout=self.acquire_timeout)
+                self._writer = _WriterThread(self.url, timeout=self.acquire_timeout,
+                                             on_fallback=self.slow_writes.inc)
                 self._instrument(self._writer.engine)
                 self._reader = _LoopReader(self.url, timeout=self.query_timeout,
                                            observe=self.query_duration.observe)
@@ -171,6 +176,7 @@ class Database:
             self._reader.close()
             self._reader = None
         if self._writer is not None:
+            self._writer.stop_checkpoints()
             await asyncio.to_thread(self._writer.close)  # after its current transaction
             self._writer = None
         for reaper in list(self._reapers):
@@ -374,6 +380,16 @@ class Database:
         rows: list[Any] = plan.rows(records)
         return rows
 
+    async def execute_one(self, statement: Executable,
+                          params: dict[str, Any] | None = None) -> Sequence[Row[Any]]:
+        """PostgreSQL: one statement — a write too — in autocommit on a pooled
+        connection, its own transaction in one round trip (no ``BEGIN``/``COMMIT``);
+        its rows. Same deadlines and error mapping as :meth:`fetch`; never run twice."""
+        if not self.is_postgres:
+            raise RuntimeError("execute_one is for PostgreSQL")
+        async with self._guard():
+            return await self._fetch_pooled(statement, params)
+
     async def fetch_one(self, statement: Executable,
                         params: dict[str, Any] | None = None) -> Row[Any] | None:
         """The first row of one small read, or ``None``."""
@@ -421,7 +437,7 @@ class Database:
         async with self.connect() as conn:
             return await conn.run_sync(run)
 
-    async def write(self, fn: Callable[..., T], *args: Any) -> T:
+    async def write(self, fn: Callable[..., T], *args: Any, quick: bool = False) -> T:
         """``fn(connection, *args)`` — ``connection`` a synchronous SQLAlchemy
         ``Connection`` — in one write transaction (committed on success), handed off in
         a single call: a transaction of many statements costs one thread hop instead of
@@ -430,11 +446,19 @@ class Database:
         On a SQLite file the call runs on the database's one writer thread, with its own
         connection (SQLite has a single writer anyway); elsewhere on a pooled
         connection. Bounded by ``query_timeout``; errors map as for :meth:`connect`. A
-        transaction cut by the timeout on SQLite may still commit afterwards."""
+        transaction cut by the timeout on SQLite may still commit afterwards.
+
+        ``quick=True``: a short transaction that may run twice (its first run rolled
+        back). On a SQLite file it then runs on the event loop, with the writer's
+        connection, under a 50 ms budget: no thread hand-off and wake-ups (the group
+        commit of every send); past the budget, or finding the file busy, it is rolled
+        back and run on the writer thread."""
         if self._writer is None:
             async with self.connect() as conn:
                 return await conn.run_sync(fn, *args)
         async with self._guard(), asyncio.timeout(self.query_timeout):
+            if quick:
+                return await self._writer.run_here(fn, *args)
             return await self._writer.run(fn, *args)
 
     @asynccontextmanager

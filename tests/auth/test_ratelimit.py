@@ -208,3 +208,51 @@ async def test_forwarded_for_is_trusted_only_when_configured(sc_client):
         )
         statuses.append(r.status)
     assert statuses == [401, 401, 429]
+
+
+# -- the per-instance moving window ----------------------------------------------------------
+
+
+async def test_memory_moving_window_agrees_with_limits_and_moves():
+    """The native per-instance moving window answers as ``limits``' memory storage does
+    (same sequence of hits over several keys and limits), lets a slot free exactly when
+    its hit leaves the window, reports when, and forgets keys idle for a window."""
+    import random
+    import time
+
+    from limits.aio import storage, strategies
+
+    from secureconnect.auth.ratelimit import MemoryMovingWindow, parse_limits
+
+    ours = MemoryMovingWindow()
+    theirs = strategies.MovingWindowRateLimiter(storage.MemoryStorage())
+    items = [*parse_limits("3/minute"), *parse_limits("5/hour;7/day")]
+    rng = random.Random(20)
+    for _ in range(300):
+        item = rng.choice(items)
+        key = rng.choice(["ip", "user"]), rng.choice(["a", "b", "c"])
+        assert await ours.hit(item, *key) == await theirs.hit(item, *key)
+        assert (await ours.get_window_stats(item, *key)).remaining == \
+            (await theirs.get_window_stats(item, *key)).remaining
+    timer = getattr(theirs.storage, "timer", None)
+    if timer is not None:
+        timer.cancel()
+
+    (second,) = parse_limits("3/second")
+    window = MemoryMovingWindow()
+    start = time.monotonic()
+    assert [await window.hit(second, "k") for _ in range(2)] == [True, True]
+    await asyncio.sleep(0.5)
+    assert await window.hit(second, "k")
+    assert not await window.hit(second, "k")  # three within the last second
+    stats = await window.get_window_stats(second, "k")
+    assert stats.remaining == 0
+    assert 0.3 < stats.reset_time - time.time() <= 0.5 + 0.01  # the first two leave then
+    await asyncio.sleep(max(0.0, start + 1.05 - time.monotonic()))
+    # the first two left the window, the third is still in it
+    assert [await window.hit(second, "k") for _ in range(3)] == [True, True, False]
+    assert await window.hit(second, "other")
+    assert len(window) == 2
+    await asyncio.sleep(1.05)
+    assert await window.hit(second, "third")
+    assert len(window) == 1  # the keys idle for a whole window are gone

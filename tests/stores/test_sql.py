@@ -308,3 +308,95 @@ async def test_read_runs_several_reads_in_one_snapshot(sc_client: Any, tmp_path:
     assert got == (2, 300_000)
     assert kernel.metrics.value("db_loop_read_fallback_total") == fallbacks + 1
     assert (await kernel.db.fetch_one(text("SELECT max(n) FROM t")))[0] == 2
+
+
+async def test_quick_write_runs_on_the_loop_and_on_the_thread_past_its_budget(
+        sc_client: Any, tmp_path: Any) -> None:
+    """``kernel.db.write(fn, quick=True)`` on a SQLite file: it commits on the event
+    loop (no thread); a transaction past its budget, or finding the file busy, is
+    rolled back and run again on the writer thread — committed once — and counted."""
+    import sqlite3
+    import threading
+
+    db_file = tmp_path / "q.db"
+    client = await sc_client({"database": {"url": f"sqlite+aiosqlite:///{db_file}",
+                                           "query_timeout": 5.0}})
+    kernel = client.app[KERNEL]
+    ran_on: list[str] = []
+
+    def create(conn: Connection) -> None:
+        conn.execute(text("CREATE TABLE t (n INTEGER PRIMARY KEY)"))
+
+    def insert(conn: Connection, n: int, slow: bool = False) -> int:
+        ran_on.append(threading.current_thread().name)
+        conn.execute(text("INSERT INTO t VALUES (:n)"), {"n": n})
+        if slow and len(ran_on) == 1:  # far past 50 ms of SQL, the first time only
+            conn.execute(text("WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 "
+                              "FROM c WHERE x < 50000000) SELECT count(*) FROM c")).all()
+        return n
+
+    await kernel.db.write(create)
+    assert await kernel.db.write(insert, 1, quick=True) == 1
+    assert ran_on == [threading.main_thread().name]
+    assert (await kernel.db.fetch_one(text("SELECT count(*) FROM t")))[0] == 1
+    fallbacks = kernel.metrics.value("db_loop_write_fallback_total") or 0
+
+    ran_on.clear()
+    assert await kernel.db.write(insert, 2, True, quick=True) == 2
+    assert ran_on[0] == threading.main_thread().name
+    assert ran_on[1].startswith("sc-sqlite-writer"), ran_on
+    rows = await kernel.db.fetch(text("SELECT n FROM t ORDER BY n"))
+    assert [r[0] for r in rows] == [1, 2]  # the interrupted first run left nothing
+    assert kernel.metrics.value("db_loop_write_fallback_total") == fallbacks + 1
+
+    # another connection holds the write lock: busy on the loop, done on the thread
+    # once the lock is free
+    other = sqlite3.connect(db_file, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    ran_on.clear()
+    task = asyncio.ensure_future(kernel.db.write(insert, 3, quick=True))
+    await asyncio.sleep(0.3)
+    assert not task.done()
+    other.execute("COMMIT")
+    other.close()
+    assert await asyncio.wait_for(task, 5) == 3
+    assert ran_on[0] == threading.main_thread().name
+    assert ran_on[-1].startswith("sc-sqlite-writer")
+    assert kernel.metrics.value("db_loop_write_fallback_total") == fallbacks + 2
+    assert (await kernel.db.fetch_one(text("SELECT count(*) FROM t")))[0] == 3
+
+
+async def test_writes_reach_the_database_file_by_a_background_checkpoint(
+        sc_client: Any, tmp_path: Any) -> None:
+    """The writer does not checkpoint on commit (a commit on the loop never waits for
+    a checkpoint's fsyncs); a background checkpoint brings every write into the main
+    database file within about a second."""
+    import sqlite3
+
+    db_file = tmp_path / "c.db"
+    client = await sc_client({"database": {"url": f"sqlite+aiosqlite:///{db_file}"}})
+    kernel = client.app[KERNEL]
+
+    def create(conn: Connection) -> None:
+        conn.execute(text("CREATE TABLE IF NOT EXISTS t (n INTEGER PRIMARY KEY)"))
+
+    def insert(conn: Connection, n: int) -> None:
+        conn.execute(text("INSERT INTO t VALUES (:n)"), {"n": n})
+
+    def in_main_file() -> int:
+        # immutable: the main file alone, the WAL ignored
+        conn = sqlite3.connect(f"file:{db_file}?immutable=1", uri=True)
+        try:
+            return int(conn.execute("SELECT count(*) FROM t").fetchone()[0])
+        except sqlite3.OperationalError:
+            return -1  # (the table itself not checkpointed yet)
+        finally:
+            conn.close()
+
+    await kernel.db.write(create)
+    for n in range(1, 6):
+        await kernel.db.write(insert, n, quick=True)
+    assert await asyncio.to_thread(in_main_file) < 5
+    await wait_for(lambda: in_main_file() == 5, timeout=10)
+    await kernel.db.write(insert, 6)  # on the thread: checkpointed as well
+    await wait_for(lambda: in_main_file() == 6, timeout=10)

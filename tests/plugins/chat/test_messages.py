@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import uuid
 
+import pytest
+
 from secureconnect import Veto, hookimpl
 
 from .helpers import all_messages, create_group, history, send, users
@@ -125,6 +127,43 @@ async def test_idempotency_key_returns_the_original_also_concurrently(chat_clien
     )
     assert r.status == 400 and (await r.json())["code"] == "invalid_idempotency_key"
 
+
+
+async def test_a_retry_in_a_batch_of_fresh_sends_consumes_no_seq(chat_client):
+    """A retried key arriving with fresh keyed, unkeyed and duplicate-key sends (one
+    group commit, or a few): the retry gets the stored message back, the others are
+    stored once each, and the seqs stay gap-free — the batch that claimed its keys
+    optimistically and found one taken was rolled back whole and run again."""
+    client = await chat_client({"rate_limits": {"enabled": False}})
+    a, b = await users(client, 2)
+    cid = await create_group(client, a, [b])
+    first = await send(client, a, cid, "first", headers={"Idempotency-Key": "old"})
+
+    async def post(user, content, key=None):
+        headers = dict(user.headers)
+        if key is not None:
+            headers["Idempotency-Key"] = key
+        r = await client.post(f"/v1/conversations/{cid}/messages",
+                              json={"content": content}, headers=headers)
+        assert r.status in (200, 201), await r.text()
+        return r.status, await r.json()
+
+    for round_ in range(3):
+        results = await asyncio.gather(
+            post(a, "first", key="old"),
+            *(post(u, f"fresh {round_} {i}", key=f"fresh-{round_}-{i}")
+              for i in range(5) for u in (a, b)),
+            *(post(b, f"plain {round_} {i}") for i in range(4)),
+            *(post(a, "dup", key=f"dup-{round_}") for _ in range(3)),
+        )
+        retry, fresh, plain, dups = results[0], results[1:11], results[11:15], results[15:]
+        assert retry == (200, first)
+        assert [s for s, _ in fresh + plain] == [201] * 14
+        assert sorted(s for s, _ in dups) == [200, 200, 201]
+        assert len({m["id"] for _, m in dups}) == 1
+    stored = await all_messages(client, a, cid)
+    assert sorted(m["seq"] for m in stored) == list(range(1, 2 + 3 * 15))
+    assert len({m["id"] for m in stored}) == len(stored)
 
 async def test_history_pages_with_an_opaque_cursor(chat_client):
     client = await chat_client()
@@ -281,3 +320,53 @@ async def test_a_keyed_retry_gets_its_message_even_when_the_guard_now_refuses(ch
                          headers={"Idempotency-Key": "never-stored"})
     assert refused["code"] == "sending_closed"
     assert [m["seq"] for m in await all_messages(client, a, cid)] == [1]
+
+
+async def test_history_pages_built_from_rows_equal_the_message_objects(chat_client):
+    """The SQL store builds history pages straight from its rows (``page_dicts``): the
+    same messages, fields and cursors as ``page`` + ``as_dict`` — metadata, encryption,
+    edits, tombstones, a timestamp on a whole second — page by page."""
+    from datetime import UTC, datetime
+
+    from secureconnect.app import KERNEL
+    from secureconnect_plugins.chat.routes import STATE_KEY
+    from secureconnect_plugins.chat.store import NewMessage
+
+    client = await chat_client({"rate_limits": {"enabled": False}})
+    a, b = await users(client, 2)
+    cid = await create_group(client, a, [b])
+    store = client.app[KERNEL].state[STATE_KEY].messages.store
+    for i in range(7):
+        await send(client, a if i % 2 else b, cid, f"m{i}",
+                   metadata={"n": i, "nested": {"x": [1, "é"]}} if i % 3 == 0 else None)
+    await send(client, a, cid, "c2VjcmV0", is_encrypted=True)
+    edited = await send(client, a, cid, "to edit")
+    r = await client.patch(f"/v1/conversations/{cid}/messages/{edited['id']}",
+                           json={"content": "edited"}, headers=a.headers)
+    assert r.status == 200, await r.text()
+    gone = await send(client, b, cid, "to delete")
+    r = await client.delete(f"/v1/conversations/{cid}/messages/{gone['id']}", headers=b.headers)
+    assert r.status == 200, await r.text()
+    whole_second = datetime(2026, 12, 7, 8, 30, 15, tzinfo=UTC)
+    await store.append(NewMessage(id="whole-second", conversation_id=cid, sender_id=a.user_id,
+                                  message_type="text", content="on the second",
+                                  is_encrypted=False, metadata=None, file_id=None,
+                                  created_at=whole_second))
+    page_dicts = getattr(store, "page_dicts", None)
+    if page_dicts is None:
+        pytest.skip("this store builds its pages from message objects")
+    cursor = None
+    seen = 0
+    while True:
+        old = await store.page(cid, before=cursor, limit=3)
+        new, next_cursor = await page_dicts(cid, before=cursor, limit=3)
+        assert new == [m.as_dict() for m in old.messages]
+        assert next_cursor == old.next_cursor
+        seen += len(new)
+        if next_cursor is None:
+            break
+        cursor = next_cursor
+    assert seen == 11
+    page = (await history(client, a, cid, limit=50))["messages"]
+    assert page[0]["created_at"] == "2026-12-07T08:30:15Z"
+    assert [m["deleted"] for m in page[:2]] == [False, True]

@@ -290,3 +290,41 @@ async def test_a_retraction_is_published_as_poll_updated_and_an_empty_one_is_not
     # nothing to retract: no event
     await svc.retract(member, poll["id"])
     assert len(world.ws.events) == before + 1
+
+
+async def test_a_poll_read_is_one_statement_on_postgres_and_agrees_with_the_reads(
+        world: World) -> None:
+    """``get`` on PostgreSQL reads the poll, options, tallies, voters and the viewer's
+    votes in one statement (one snapshot, one round trip); what it returns is what the
+    separate reads in one transaction give, for named and anonymous, multiple-choice
+    and untouched polls, for voters and non-voters; an unknown poll is still 404."""
+    from secureconnect_plugins.polls.domain import PollNotFound
+    from secureconnect_plugins.polls.service import _read_state
+
+    svc, db = world.service, world.kernel.db
+    cid, (owner, *voters) = world.conversation(4)
+    named = await svc.create(owner, cid, PollDraft("Named?", ["a", "b", "c"],
+                                                   allow_multiple=True, max_choices=2))
+    anonymous = await svc.create(owner, cid, PollDraft("Secret?", ["x", "y"], anonymous=True))
+    untouched = await svc.create(owner, cid, PollDraft("Nobody?", ["p", "q"]))
+    a, b, c = (o["id"] for o in named["options"])
+    await svc.vote(voters[0], named["id"], [a, c])
+    await svc.vote(voters[1], named["id"], [c])
+    await svc.vote(voters[2], named["id"], [b, a])
+    for v in voters[:3]:
+        await svc.vote(v, anonymous["id"], [anonymous["options"][1]["id"]])
+    for poll in (named, anonymous, untouched):
+        for viewer in (owner, *voters):
+            statements = world.kernel.metrics.value("db_query_duration_seconds_count") or 0
+            got = await svc.get(viewer, poll["id"])
+            if db.is_postgres:
+                assert (world.kernel.metrics.value("db_query_duration_seconds_count")
+                        == statements + 1)
+            state = await db.read(
+                lambda fetch, pid=poll["id"], uid=viewer: _read_state(fetch, pid, uid))
+            assert got == svc.view(state, viewer_id=viewer)
+    got = await svc.get(voters[0], named["id"])
+    assert sorted(got["my_votes"]) == sorted([a, c])
+    assert [o["votes"] for o in got["options"]] == [2, 1, 2]
+    with pytest.raises(PollNotFound):
+        await svc.get(owner, str(uuid.uuid4()))
