@@ -331,7 +331,7 @@ class SqlMessageStore:
         try:
             rows = await self.db.execute_one(_PG_BATCH, params)
         except DBAPIError as exc:
-            if "division by zero" in str(exc.orig):
+            if getattr(exc.orig, "sqlstate", None) == _DIVISION_BY_ZERO:
                 return None  # a key was taken: the statement changed nothing
             raise
         if not rows:
@@ -557,6 +557,9 @@ def _dict_of(row: Any) -> dict[str, Any]:
         "deleted": deleted is not None,
     }
 
+
+#: PostgreSQL's SQLSTATE for a division by zero (language-independent, unlike the message)
+_DIVISION_BY_ZERO = "22012"
 
 # PostgreSQL: a batch of one conversation in one statement (see _append_in_one_statement);
 # the division by zero (not constant: it depends on the insert) undoes the statement
