@@ -277,6 +277,10 @@ class Client:
         return str(user["id"]), str(tokens["access_token"])
 
 
+#: open-loop sends in flight at most (more means the rate is above capacity)
+MAX_OUTSTANDING = 256
+
+
 async def bounded(n: int, concurrency: int, job: Callable[[int], Awaitable[None]]) -> None:
     queue = iter(range(n))
 
@@ -425,7 +429,10 @@ async def run(args: argparse.Namespace) -> None:
               f"p99 {ms(pct(reply_times, 0.99))}  (n={len(reply_times)})")
 
         async def send_round(seconds: float) -> list[float]:
-            """Chat sends for ``seconds``, ``--concurrency`` in flight; their latencies."""
+            """Chat sends for ``seconds``, ``--concurrency`` in flight (or at
+            ``--send-rate`` per second); their latencies."""
+            if args.send_rate:
+                return await send_at_rate(seconds)
             latencies: list[float] = []
             stop = time.monotonic() + seconds
 
@@ -440,6 +447,38 @@ async def run(args: argparse.Namespace) -> None:
                     i += 1
 
             await asyncio.gather(*(sender(k) for k in range(args.concurrency)))
+            return latencies
+
+        async def send_at_rate(seconds: float) -> list[float]:
+            """Open loop: a send is due every 1/``--send-rate`` s whatever the answers;
+            each latency counts from when its send was due (a late start is the
+            server's delay too — no coordinated omission). At most ``MAX_OUTSTANDING``
+            in flight: a due send beyond that is counted as a latency of the round."""
+            latencies: list[float] = []
+            period = 1.0 / args.send_rate
+            start = time.perf_counter()
+            end = start + seconds
+            pending: set[asyncio.Task[None]] = set()
+
+            async def one(i: int, due: float) -> None:
+                await c.call("POST", f"/v1/conversations/{rooms[50]}/messages", a_tok,
+                             json={"content": f"ping {i}", "message_type": "text"},
+                             expect=201)
+                latencies.append(time.perf_counter() - due)
+
+            i = 0
+            while (due := start + i * period) < end:
+                now = time.perf_counter()
+                if due > now:
+                    await asyncio.sleep(due - now)
+                if len(pending) >= MAX_OUTSTANDING:
+                    raise RuntimeError(f"more than {MAX_OUTSTANDING} sends outstanding at "
+                                       f"{args.send_rate:g}/s: the rate is above capacity")
+                task = asyncio.create_task(one(i, due))
+                pending.add(task)
+                task.add_done_callback(pending.discard)
+                i += 1
+            await asyncio.gather(*pending)
             return latencies
 
         interval = args.summarizers / args.summary_rate  # each user's period
@@ -473,8 +512,10 @@ async def run(args: argparse.Namespace) -> None:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), max(0.0, next_at - time.monotonic()))
 
+        pace = (f"{args.send_rate:g}/s (open loop)" if args.send_rate
+                else f"{args.concurrency} in flight")
         print(f"\nchat send latency: rounds of {args.round_seconds:g} s of sends, "
-              f"{args.concurrency} in flight, alternating idle / busy; busy = "
+              f"{pace}, alternating idle / busy; busy = "
               f"{args.summarizers} users each asking for a summary of the 2,000 messages "
               f"every {interval:g} s ({args.summary_rate:g} summaries/s offered in all)"
               + ("" if args.busy == "summary" else
@@ -641,6 +682,10 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=4, help="idle/busy send round pairs")
     p.add_argument("--round-seconds", type=float, default=6.0, help="seconds of one round")
     p.add_argument("--concurrency", type=int, default=4, help="chat sends in flight")
+    p.add_argument("--send-rate", type=float, default=0.0,
+                   help="chat sends per second, open loop, instead of --concurrency "
+                        "(a closed loop saturates the server: its p99 is then mostly "
+                        "queueing, and any added work of any kind raises it)")
     p.add_argument("--summarizers", type=int, default=3,
                    help="users asking for summaries in busy rounds")
     p.add_argument("--summary-rate", type=float, default=1.0,
