@@ -463,13 +463,7 @@ class SqlMessageStore:
         return existing
 
     async def page(self, conversation_id: str, *, before: str | None, limit: int) -> Page:
-        params: dict[str, Any] = {"cid": conversation_id, "limit": limit + 1}
-        if before is None:
-            query = _PAGE
-        else:
-            query = _PAGE_BEFORE
-            params["before"] = decode_cursor(before)
-        rows: Sequence[Any] = await self.db.fetch(query, params)
+        rows = await self._page_rows(_PAGE, _PAGE_BEFORE, conversation_id, before, limit)
         found = [_from_row(r) for r in rows[:limit]]
         more = len(rows) > limit and found
         return Page(found, encode_cursor(found[-1].seq) if more else None)
@@ -479,16 +473,20 @@ class SqlMessageStore:
         """:meth:`page` as the client representation (``as_dict`` of each message) and
         the next cursor, built straight from the rows: no message objects, timestamps
         SQLite stored as text turned into the API's format without parsing them."""
-        params: dict[str, Any] = {"cid": conversation_id, "limit": limit + 1}
-        if before is None:
-            query = _PAGE_RAW
-        else:
-            query = _PAGE_RAW_BEFORE
-            params["before"] = decode_cursor(before)
-        rows: Sequence[Any] = await self.db.fetch(query, params)
+        rows = await self._page_rows(_PAGE_RAW, _PAGE_RAW_BEFORE, conversation_id, before,
+                                     limit)
         found = [_dict_of(r) for r in rows[:limit]]
         more = len(rows) > limit and found
         return found, encode_cursor(found[-1]["seq"]) if more else None
+
+    async def _page_rows(self, first: Any, later: Any, conversation_id: str,
+                         before: str | None, limit: int) -> Sequence[Any]:
+        """One more row than ``limit`` (it says whether a next page exists), newest
+        first: ``first`` for the newest page, ``later`` for the page before a cursor."""
+        params: dict[str, Any] = {"cid": conversation_id, "limit": limit + 1}
+        if before is not None:
+            params["before"] = decode_cursor(before)
+        return await self.db.fetch(first if before is None else later, params)
 
 
 
