@@ -188,3 +188,17 @@ async def test_the_expiry_job_closes_due_polls_in_bounded_batches(sc_client):
         assert (view["status"], view["closed_reason"]) == ("closed", "expired")
     view = await _get(client, owner, closed_early["id"])
     assert (view["closed_reason"], view["version"]) == ("closed", 1)
+
+
+async def test_an_unknown_poll_says_so_on_every_route(sc_client):
+    client = await sc_client(DB)
+    team = await make_team(client, 0)
+    unknown = "00000000-0000-7000-8000-000000000000"
+    headers = team.owner.headers
+    for r in (await client.get(f"/v1/polls/{unknown}", headers=headers),
+              await client.post(f"/v1/polls/{unknown}/votes", json={"option_ids": [unknown]},
+                                headers=headers),
+              await client.delete(f"/v1/polls/{unknown}/votes", headers=headers),
+              await client.post(f"/v1/polls/{unknown}/close", headers=headers)):
+        body = await r.json()
+        assert (r.status, body["code"], body["detail"]) == (404, "poll_not_found", "no such poll")
