@@ -155,7 +155,15 @@ async def test_closing_a_poll_past_its_deadline_expires_it(sc_client, sc_ws):
     ws = await sc_ws(client, bob.access_token)
     closes_at = (datetime.now(UTC) + timedelta(seconds=2)).replace(microsecond=0)
     poll = await create_poll(team, alice, closes_at=_iso(closes_at))
+    second = await create_poll(team, alice, closes_at=_iso(closes_at), question="Second?")
     await wait_for(lambda: datetime.now(UTC) > closes_at, timeout=6, message="closes_at")
+    # a ballot on a poll past its deadline: refused, and why — then it is simply closed
+    ballot = {"option_ids": [second["options"][0]["id"]]}
+    for detail in ("the poll closed at its deadline (closes_at)", "the poll is closed"):
+        r = await client.post(f"/v1/polls/{second['id']}/votes", json=ballot,
+                              headers=bob.headers)
+        body = await r.json()
+        assert (r.status, body["code"], body["detail"]) == (409, "poll_closed", detail)
     r = await client.post(f"/v1/polls/{poll['id']}/close", headers=alice.headers)
     body = await r.json()
     assert (r.status, body["code"], body["detail"]) == (
@@ -163,6 +171,9 @@ async def test_closing_a_poll_past_its_deadline_expires_it(sc_client, sc_ws):
     frame = await ws.expect("poll.closed", where=lambda f: f["data"]["id"] == poll["id"])
     assert (frame["data"]["closed_reason"], frame["data"]["closed_at"]) == (
         "expired", _iso(closes_at))
+    r = await client.delete(f"/v1/polls/{poll['id']}/votes", headers=bob.headers)
+    body = await r.json()
+    assert (r.status, body["code"], body["detail"]) == (409, "poll_closed", "the poll is closed")
     assert await client.app[KERNEL].jobs.run("polls.expire") == 0  # already closed
 
 
