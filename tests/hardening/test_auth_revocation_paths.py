@@ -4,6 +4,7 @@ revoked on one instance is refused by another that shares the cache (the only pa
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -41,6 +42,9 @@ async def test_a_token_revoked_on_one_instance_is_refused_by_another_through_the
     await a.server.app[KERNEL].auth.revoke_access_token(principal)  # this token only
     assert await _me(b, user.access_token) == (401, "token_revoked")
     assert await _me(a, user.access_token) == (401, "token_revoked")
+    # for as long as the token would have lived, not a moment (the 1 s floor) less
+    await asyncio.sleep(1.5)
+    assert await _me(b, user.access_token) == (401, "token_revoked")
 
 
 async def test_refused_tokens_are_counted_by_code(sc_client: Any) -> None:
