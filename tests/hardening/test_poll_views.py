@@ -19,6 +19,14 @@ def _iso(dt: datetime) -> str:
     return dt.isoformat().replace("+00:00", "Z")
 
 
+async def _metric(client: Any, sample: str) -> float:
+    body = await (await client.get("/metrics")).text()
+    for line in body.splitlines():
+        if line.startswith(sample + " "):
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"{sample} is not in /metrics")
+
+
 def _shared(view: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in view.items() if k != "my_votes"}
 
@@ -190,10 +198,13 @@ async def test_the_expiry_job_closes_due_polls_in_bounded_batches(sc_client):
     closed_early = await create_poll(team, owner, closes_at=_iso(early), question="Closed?")
     due = [await create_poll(team, owner, closes_at=_iso(later), question=f"Due {i}?")
            for i in range(3)]
+    await create_poll(team, owner, question="Open?")  # no deadline: stays open
     r = await client.post(f"/v1/polls/{closed_early['id']}/close", headers=owner.headers)
     assert r.status == 200, await r.text()
     await wait_for(lambda: datetime.now(UTC) > later, timeout=8, message="the deadlines")
     assert [await jobs.run("polls.expire") for _ in range(3)] == [2, 1, 0]
+    # each run also resets the gauge from the database: the one poll still open
+    assert await _metric(client, "polls_active_total") == 1.0
     for poll in due:
         view = await _get(client, owner, poll["id"])
         assert (view["status"], view["closed_reason"]) == ("closed", "expired")
