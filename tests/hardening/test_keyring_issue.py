@@ -1,0 +1,29 @@
+"""KeyRing.issue at unit level (issue 22, mutation run): the claims it returns are the
+ones the token carries — what verifying the token yields — and the header names the key
+and the type."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import jwt
+
+from secureconnect.auth.tokens import KeyRing
+
+SECRET = b"keyring-issue-test-secret-0123456789-abcdefghijklmnopqrstuvwxyz"
+
+
+def test_issued_claims_are_what_the_token_carries() -> None:
+    ring = KeyRing("HS256", "k2", SECRET, {"k2": SECRET})
+    user_id, session_id = str(uuid.uuid4()), str(uuid.uuid4())
+    before = int(time.time())
+    token, claims = ring.issue(issuer="sc", audience="sc-api", user_id=user_id,
+                               session_id=session_id, role="admin", ttl=600)
+    after = int(time.time())
+    assert jwt.get_unverified_header(token) == {"alg": "HS256", "kid": "k2", "typ": "JWT"}
+    assert (claims.user_id, claims.session_id, claims.role) == (
+        uuid.UUID(user_id), uuid.UUID(session_id), "admin")
+    assert before <= claims.issued_at <= after and claims.expires_at == claims.issued_at + 600
+    assert len(claims.jti) == 32 and int(claims.jti, 16) >= 0
+    assert ring.verify(token, issuer="sc", audience="sc-api", leeway=0) == claims
