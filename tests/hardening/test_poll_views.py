@@ -8,8 +8,12 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from sqlalchemy import select
+
+from secureconnect import Veto, hookimpl
 from secureconnect.app import KERNEL
 from secureconnect.testing import wait_for
+from secureconnect_plugins.polls.models import polls
 from tests.plugins.polls.helpers import SQLITE_FILE, create_poll, make_team, vote
 
 DB = {"database": {"url": SQLITE_FILE}}
@@ -224,3 +228,25 @@ async def test_an_unknown_poll_says_so_on_every_route(sc_client):
               await client.post(f"/v1/polls/{unknown}/close", headers=headers)):
         body = await r.json()
         assert (r.status, body["code"], body["detail"]) == (404, "poll_not_found", "no such poll")
+
+
+class _VetoForbiddenQuestions:
+    """A moderation plugin: the timeline message of a poll asking "forbidden…" is vetoed."""
+
+    @hookimpl
+    def sc_message_will_be_sent(self, message: dict[str, Any]) -> Veto | None:
+        if str(message.get("content", "")).startswith("forbidden"):
+            return Veto("that question is not allowed here", code="content_blocked", status=422)
+        return None
+
+
+async def test_a_vetoed_poll_leaves_nothing_and_touches_no_other_poll(sc_client):
+    client = await sc_client(DB, plugins=[_VetoForbiddenQuestions()])
+    team = await make_team(client, 1)
+    kept = await create_poll(team, team.owner, question="Fine?")
+    body = await create_poll(team, team.owner, status=422, question="forbidden?")
+    assert (body["code"], body["detail"]) == (
+        "content_blocked", "that question is not allowed here")
+    assert (await _get(client, team.members[0], kept["id"]))["question"] == "Fine?"
+    rows = await client.app[KERNEL].db.fetch(select(polls.c.question).order_by(polls.c.question))
+    assert [r[0] for r in rows] == ["Fine?"]  # the vetoed poll is gone, the other one kept
