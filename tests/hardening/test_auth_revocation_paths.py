@@ -55,5 +55,8 @@ async def test_refused_tokens_are_counted_by_code(sc_client: Any) -> None:
     assert await _me(client, user.access_token + "x") == (401, "invalid_token")
     assert await _metric(client, 'auth_token_rejected_total{code="invalid_token"}') == before + 2
     assert (await client.post("/v1/auth/logout", headers=user.headers)).status == 204
-    assert await _me(client, user.access_token) == (401, "token_revoked")
+    r = await client.get("/v1/users/me", headers=user.headers)
+    body = await r.json()
+    assert (r.status, body["code"], body["detail"]) == (
+        401, "token_revoked", "the access token was revoked; log in again")
     assert await _metric(client, 'auth_token_rejected_total{code="token_revoked"}') == 1.0
