@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import time
 import uuid
+from pathlib import Path
 
 import jwt
 
+from secureconnect.app import KERNEL, create_app
 from secureconnect.auth.tokens import KeyRing
+from secureconnect.config import load_settings
 
 SECRET = b"keyring-issue-test-secret-0123456789-abcdefghijklmnopqrstuvwxyz"
 
@@ -27,3 +30,17 @@ def test_issued_claims_are_what_the_token_carries() -> None:
     assert before <= claims.issued_at <= after and claims.expires_at == claims.issued_at + 600
     assert len(claims.jti) == 32 and int(claims.jti, 16) >= 0
     assert ring.verify(token, issuer="sc", audience="sc-api", leeway=0) == claims
+
+
+def test_production_keeps_strong_previous_secrets_for_rotation(tmp_path: Path) -> None:
+    """Only a weak previous secret stops production; strong ones verify old tokens."""
+    current = "a-strong-production-secret-0123456789-abcdefghijklmnop"
+    previous = "the-previous-strong-secret-0123456789-abcdefghijklmnop"
+    settings = load_settings(env="production", overrides={
+        "app": {"data_dir": str(tmp_path)},
+        "auth": {"jwt_secret": current, "jwt_kid": "k2",
+                 "jwt_previous_secrets": [f"k1={previous}"]},
+    })
+    keys = create_app(settings)[KERNEL].auth.keys
+    assert (keys.kid, keys.signing_key) == ("k2", current.encode())
+    assert keys.verification_keys == {"k2": current.encode(), "k1": previous.encode()}
