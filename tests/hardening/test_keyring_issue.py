@@ -9,10 +9,12 @@ import uuid
 from pathlib import Path
 
 import jwt
+import pytest
 
 from secureconnect.app import KERNEL, create_app
-from secureconnect.auth.tokens import KeyRing
+from secureconnect.auth.tokens import KeyRing, _parse_previous
 from secureconnect.config import load_settings
+from secureconnect.errors import ConfigError
 
 SECRET = b"keyring-issue-test-secret-0123456789-abcdefghijklmnopqrstuvwxyz"
 
@@ -44,3 +46,14 @@ def test_production_keeps_strong_previous_secrets_for_rotation(tmp_path: Path) -
     keys = create_app(settings)[KERNEL].auth.keys
     assert (keys.kid, keys.signing_key) == ("k2", current.encode())
     assert keys.verification_keys == {"k2": current.encode(), "k1": previous.encode()}
+
+
+def test_previous_secret_entries_are_kid_equals_secret() -> None:
+    # the first "=" splits: base64 secrets end in "=" and keep them
+    assert _parse_previous(["k1=c2VjcmV0==", " k0 =x"]) == {"k1": "c2VjcmV0==", "k0": "x"}
+    message = ('setting `auth.jwt_previous_secrets` entries look like "kid=secret" (HS*) or '
+               '"kid=/path/public.pem"; got one without \'=\'')
+    for entry in ("no-equals-sign", "k1=", "=secret", "  =secret"):
+        with pytest.raises(ConfigError) as caught:
+            _parse_previous([entry])
+        assert str(caught.value) == message
