@@ -12,7 +12,7 @@ import jwt
 import pytest
 
 from secureconnect.app import KERNEL, create_app
-from secureconnect.auth.tokens import KeyRing, _parse_previous
+from secureconnect.auth.tokens import MIN_SECRET_BYTES, KeyRing, _parse_previous, _weak
 from secureconnect.config import load_settings
 from secureconnect.errors import ConfigError
 
@@ -57,3 +57,10 @@ def test_previous_secret_entries_are_kid_equals_secret() -> None:
         with pytest.raises(ConfigError) as caught:
             _parse_previous([entry])
         assert str(caught.value) == message
+
+
+def test_a_secret_exactly_as_long_as_the_hash_is_strong_enough() -> None:
+    for algorithm, size in MIN_SECRET_BYTES.items():
+        assert not _weak("s" * size, size), algorithm
+        assert _weak("s" * (size - 1), size), algorithm
+    assert _weak("  ChangeMe  ", 0)  # the shipped and well-known ones, whatever the case
