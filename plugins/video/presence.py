@@ -57,13 +57,26 @@ class Presence:
 
     async def _back(self, user_id: str) -> None:
         if self.local[user_id] > 0 and await self.users_in_calls([user_id]):
-            await self.mark_seen([user_id])
+            await self._seen([user_id])
 
     async def disconnected(self, user_id: str) -> None:
         self.local[user_id] -= 1
         if self.local[user_id] > 0:
             return
         del self.local[user_id]
+        await self._start_grace(user_id)
+
+    async def _seen(self, user_ids: list[str]) -> None:
+        """Mark these users connected; one whose last socket here closed meanwhile is
+        marked gone again after the write (the "seen" write, begun while the socket
+        was open, may land after the disconnect's "gone" and would otherwise keep a
+        departed participant in the call until the stale reaper)."""
+        await self.mark_seen(user_ids)
+        for user_id in user_ids:
+            if self.local[user_id] <= 0:
+                await self._start_grace(user_id)
+
+    async def _start_grace(self, user_id: str) -> None:
         call_ids = await self.mark_gone(user_id)
         grace = self.service.settings.reconnect_grace
         for call_id in call_ids:
@@ -86,7 +99,7 @@ class Presence:
         users = [u for u, n in self.local.items() if n > 0]
         in_calls = await self.users_in_calls(users)
         if in_calls:
-            await self.mark_seen(in_calls)
+            await self._seen(in_calls)
         return len(in_calls)
 
     # -- the shared tables --------------------------------------------------------------

@@ -133,3 +133,35 @@ async def test_the_reaper_ends_calls_older_than_the_maximum_duration(
         await s.execute(update(calls).where(calls.c.id == call_id).values(
             created_at=started - timedelta(seconds=61)))
     await expect_event(a, "call.ended", call_id, timeout=5, reason="stale")
+
+
+async def test_a_seen_write_landing_after_the_disconnect_does_not_keep_the_participant(
+        video_client: Any, sc_ws: Any) -> None:
+    """A heartbeat reads who has sockets, then writes "seen" for them: when a socket
+    closes between the two, that write lands after the disconnect's "gone". The
+    participant must still leave after the grace (before: kept joined and connected
+    until the stale reaper — CI saw ``call.left`` never arrive)."""
+    client = await video_client({"video": {"heartbeat_interval": 0.5}})
+    alice, carol = await users(client, 2)
+    cid = await conversation(client, alice, [carol])
+    a = await sc_ws(client, alice.access_token)
+    c = await sc_ws(client, carol.access_token)
+    call_id = (await start_call(client, alice, cid))["id"]
+    await act(client, carol, call_id, "join")
+    await expect_event(a, "call.joined", call_id, user_id=carol.user_id)
+    await c.close()
+
+    async def carol_row() -> dict[str, Any]:
+        view = await call_api(client, alice, "GET", f"/v1/calls/{call_id}")
+        return next(p for p in view["participants"] if p["user_id"] == carol.user_id)
+
+    async def carol_gone() -> bool:
+        return not (await carol_row())["connected"]
+    await wait_for(carol_gone, timeout=3, message="carol marked disconnected")
+    # the late write of a beat that began while her socket was open (what beats and
+    # reconnects write through)
+    presence = client.app[KERNEL].state["video"].presence
+    await presence._seen([carol.user_id])
+    left = await expect_event(a, "call.left", call_id, timeout=5, user_id=carol.user_id)
+    assert left["reason"] == "disconnected"
+    assert (await carol_row())["status"] == "left"
