@@ -90,3 +90,35 @@ async def test_exactly_max_pending_hashes_may_wait() -> None:
     # the queue drained: the bound counts only what is pending
     assert await hashing.verify(await hashing.hash("after"), "after")
     hashing.close()
+
+
+async def test_close_stops_the_pool_at_once_and_drops_queued_hashes() -> None:
+    """Shutdown does not wait for a running hash nor run the queued ones; the pool's
+    threads end, and a later start gets a new pool."""
+    hashing = PasswordHashing(time_cost=1, memory_cost=8, parallelism=1, workers=1,
+                              max_pending=4)
+    hashing.start()
+    pool = hashing._executor
+    assert pool is not None
+    gate = threading.Event()
+    running = pool.submit(gate.wait, 30)
+    queued = asyncio.create_task(hashing.hash("queued"))
+    for _ in range(5):
+        await asyncio.sleep(0)
+    threads = list(pool._threads)
+    try:
+        hashing.close()
+        assert not running.done(), "close waited for the running hash"
+    finally:
+        gate.set()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(queued, timeout=10)
+    assert running.result(timeout=10) is True
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 10
+    while any(t.is_alive() for t in threads):
+        assert loop.time() < deadline, "the pool's threads outlived close()"
+        await asyncio.sleep(0.02)
+    hashing.start()
+    assert await hashing.verify(await hashing.hash("again"), "again")
+    hashing.close()
