@@ -10,11 +10,13 @@ from pathlib import Path
 
 import jwt
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from secureconnect.app import KERNEL, create_app
 from secureconnect.auth.tokens import MIN_SECRET_BYTES, KeyRing, _parse_previous, _weak
 from secureconnect.config import load_settings
-from secureconnect.errors import ConfigError
+from secureconnect.errors import ConfigError, Unauthorized
 
 SECRET = b"keyring-issue-test-secret-0123456789-abcdefghijklmnopqrstuvwxyz"
 
@@ -64,3 +66,57 @@ def test_a_secret_exactly_as_long_as_the_hash_is_strong_enough() -> None:
         assert not _weak("s" * size, size), algorithm
         assert _weak("s" * (size - 1), size), algorithm
     assert _weak("  ChangeMe  ", 0)  # the shipped and well-known ones, whatever the case
+
+
+def _rsa_pair(tmp_path: Path, name: str) -> tuple[rsa.RSAPrivateKey, Path, Path]:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    private = tmp_path / f"{name}.pem"
+    private.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                          serialization.PrivateFormat.PKCS8,
+                                          serialization.NoEncryption()))
+    public = tmp_path / f"{name}.pub.pem"
+    public.write_bytes(key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    return key, private, public
+
+
+def test_rs256_rotation_accepts_tokens_of_the_previous_key(tmp_path: Path) -> None:
+    """After rotating RS256 keys, a token the previous private key signed (its kid)
+    still verifies; one signed by a key the ring does not hold is refused."""
+    old_key, _, old_public = _rsa_pair(tmp_path, "old")
+    _, new_private, _ = _rsa_pair(tmp_path, "new")
+    stranger, _, _ = _rsa_pair(tmp_path, "stranger")
+    settings = load_settings(env="testing", overrides={
+        "app": {"data_dir": str(tmp_path)},
+        "auth": {"jwt_algorithm": "RS256", "jwt_private_key_file": str(new_private),
+                 "jwt_kid": "k2", "jwt_previous_secrets": [f"k1={old_public}"]},
+    })
+    ring = KeyRing.from_settings(settings.auth, environment="testing")
+    assert sorted(ring.verification_keys) == ["k1", "k2"]
+    now = int(time.time())
+    user_id, session_id = str(uuid.uuid4()), str(uuid.uuid4())
+    claims = {"iss": "sc", "aud": "sc-api", "sub": user_id, "sid": session_id,
+              "jti": uuid.uuid4().hex, "role": "user", "iat": now, "exp": now + 300}
+
+    def signed(key: rsa.RSAPrivateKey, kid: str) -> str:
+        return jwt.encode(claims, key, algorithm="RS256", headers={"kid": kid, "typ": "JWT"})
+
+    verified = ring.verify(signed(old_key, "k1"), issuer="sc", audience="sc-api", leeway=0)
+    assert (str(verified.user_id), str(verified.session_id), verified.expires_at) == (
+        user_id, session_id, now + 300)
+    # the new key signs (kid k2) and its tokens verify too
+    token, _ = ring.issue(issuer="sc", audience="sc-api", user_id=user_id,
+                          session_id=session_id, role="user", ttl=60)
+    assert jwt.get_unverified_header(token)["kid"] == "k2"
+    assert ring.verify(token, issuer="sc", audience="sc-api", leeway=0).user_id == verified.user_id
+    refusals = {
+        "an unknown key under the previous kid": (
+            signed(stranger, "k1"), "the access token is invalid"),
+        "the previous key under the current kid": (
+            signed(old_key, "k2"), "the access token is invalid"),
+        "an unknown kid": (signed(stranger, "k0"), "the access token's key id is unknown"),
+    }
+    for case, (forged, detail) in refusals.items():
+        with pytest.raises(Unauthorized) as caught:
+            ring.verify(forged, issuer="sc", audience="sc-api", leeway=0)
+        assert (caught.value.code, caught.value.detail) == ("invalid_token", detail), case
