@@ -414,12 +414,16 @@ class DriveService:
                 raise FileNotFound("no such file")
             if row.owner_id == user_id:
                 return row
-            conversation_ids = (await s.execute(select(shares.c.conversation_id).where(
-                shares.c.file_id == file_id))).scalars().all()
+            shared = (await s.execute(select(shares.c.conversation_id, shares.c.shared_by)
+                                      .where(shares.c.file_id == file_id))).all()
         if row.status == "ready":
             conversations = self.conversations
-            for conversation_id in conversation_ids:
-                if await conversations.is_participant(conversation_id, user_id):
+            for conversation_id, sharer in shared:
+                # a share counts only while its sharer is still a participant too: the
+                # share rows leave with the sharer, but through an announcement that runs
+                # after the removal's answer — membership is the check without a window
+                if await conversations.is_participant(conversation_id, user_id) and \
+                        await conversations.is_participant(conversation_id, sharer):
                     return row
         raise FileNotFound("no such file")
 

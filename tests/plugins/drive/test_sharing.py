@@ -127,6 +127,39 @@ async def test_sharer_leaving_takes_their_shares_along(make_drive: Any) -> None:
     await d.download(alice, f["id"])  # the owner keeps the file
 
 
+async def test_a_share_whose_sharer_left_gives_no_access_before_its_row_is_gone(
+        make_drive: Any) -> None:
+    """The share rows leave with the sharer through an announcement that runs after the
+    removal's 204; until it has run, membership alone must refuse (the row is put back
+    here as it still is in that window)."""
+    from datetime import UTC, datetime
+
+    from sqlalchemy import insert
+
+    from plugins.drive.models import shares
+    from secureconnect.app import KERNEL
+
+    d = await make_drive("local")
+    alice, bob, carol = await d.users(3)
+    cid = await _conversation(d, bob, [alice, carol])
+    f = await d.upload(alice, b"mine")
+    r = await d.client.post(f"/v1/drive/files/{f['id']}/shares",
+                            json={"conversation_id": cid}, headers=alice.headers)
+    assert r.status == 201
+    await d.download(carol, f["id"])
+    r = await d.client.delete(f"/v1/conversations/{cid}/participants/{alice.user_id}",
+                              headers=alice.headers)
+    assert r.status == 204, await r.text()
+    async with d.client.app[KERNEL].db.session() as s:
+        await s.execute(shares.delete().where(shares.c.file_id == f["id"]))
+        await s.execute(insert(shares).values(
+            file_id=f["id"], conversation_id=cid, shared_by=alice.user_id,
+            created_at=datetime.now(UTC)))
+    await d.download(carol, f["id"], status=404)
+    await d.download(bob, f["id"], status=404)
+    await d.download(alice, f["id"])
+
+
 async def test_a_deleted_account_takes_its_files_along(make_drive: Any, backend: str) -> None:
     from secureconnect.testing.helpers import wait_for
 
