@@ -212,10 +212,11 @@ async def test_prebuilt_reads_run_without_sqlalchemy_and_agree_with_it(
     from secureconnect.models import UtcDateTime
 
     if store == "sqlite":
+        # (5 s: room for a loaded CI machine; a 2 s deadline once cut a plain read there)
         settings = {"database": {"url": f"sqlite+aiosqlite:///{tmp_path}/p.db",
-                                 "query_timeout": 2.0}}
+                                 "query_timeout": 5.0}}
     else:
-        settings = _pg(request.getfixturevalue("postgres_url"), query_timeout=2.0)
+        settings = _pg(request.getfixturevalue("postgres_url"), query_timeout=5.0)
         settings["plugins"] = {"push": False}
     client = await sc_client(settings)
     kernel = client.app[KERNEL]
