@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Any
 from secureconnect.errors import Problem
 from secureconnect.store.cassandra import CqlMigration, Statement
 
-from .store import NewMessage, Page, StoredMessage, decode_cursor, encode_cursor
+from .message_values import NewMessage, Page, StoredMessage, decode_cursor, encode_cursor
 
 if TYPE_CHECKING:
     from secureconnect.store.cassandra import Cassandra

@@ -103,9 +103,8 @@ async def test_deleting_a_shared_file_revokes_it(make_drive: Any) -> None:
     assert status == 404
 
 
-async def test_sharer_leaving_takes_their_shares_along(make_drive: Any) -> None:
-    from secureconnect.testing.helpers import wait_for
-
+async def _shared_then_sharer_left(make_drive: Any) -> tuple[Any, Any, str, Any]:
+    """Alice shares a file into Bob's group (Carol reads it), then leaves the group."""
     d = await make_drive("local")
     alice, bob, carol = await d.users(3)
     cid = await _conversation(d, bob, [alice, carol])
@@ -117,6 +116,13 @@ async def test_sharer_leaving_takes_their_shares_along(make_drive: Any) -> None:
     r = await d.client.delete(f"/v1/conversations/{cid}/participants/{alice.user_id}",
                               headers=alice.headers)
     assert r.status == 204, await r.text()
+    return d, (alice, bob, carol), cid, f
+
+
+async def test_sharer_leaving_takes_their_shares_along(make_drive: Any) -> None:
+    from secureconnect.testing.helpers import wait_for
+
+    d, (alice, _bob, carol), _cid, f = await _shared_then_sharer_left(make_drive)
     await d.download(carol, f["id"], status=404)
 
     async def share_dropped() -> bool:
@@ -139,17 +145,7 @@ async def test_a_share_whose_sharer_left_gives_no_access_before_its_row_is_gone(
     from plugins.drive.models import shares
     from secureconnect.app import KERNEL
 
-    d = await make_drive("local")
-    alice, bob, carol = await d.users(3)
-    cid = await _conversation(d, bob, [alice, carol])
-    f = await d.upload(alice, b"mine")
-    r = await d.client.post(f"/v1/drive/files/{f['id']}/shares",
-                            json={"conversation_id": cid}, headers=alice.headers)
-    assert r.status == 201
-    await d.download(carol, f["id"])
-    r = await d.client.delete(f"/v1/conversations/{cid}/participants/{alice.user_id}",
-                              headers=alice.headers)
-    assert r.status == 204, await r.text()
+    d, (alice, bob, carol), cid, f = await _shared_then_sharer_left(make_drive)
     async with d.client.app[KERNEL].db.session() as s:
         await s.execute(shares.delete().where(shares.c.file_id == f["id"]))
         await s.execute(insert(shares).values(
