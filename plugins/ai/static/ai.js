@@ -11,6 +11,7 @@ let box = null; // the sidebar switch
 let chatApi = null;
 let suggestTimer = null;
 let suggestedFor = new Map(); // conversation id → seq the chips answer
+let chipsGeneration = 0; // bumped whenever chips go stale: an answer asked for before is dropped
 
 const base = (id) => `/v1/ai/conversations/${encodeURIComponent(id)}`;
 
@@ -73,12 +74,15 @@ async function summarize(conversationId) {
 }
 
 function clearChips() {
+  chipsGeneration += 1;
+  clearTimeout(suggestTimer);
   const chips = document.getElementById("ai-replies");
   if (chips) chips.replaceChildren();
 }
 
 async function suggest(conversationId) {
   if (!settings || !settings.enabled || !chatApi || chatApi.current() !== conversationId) return;
+  const generation = chipsGeneration;
   let answer;
   try {
     answer = await app.api.post(`${base(conversationId)}/smart-replies`, { count: 3 });
@@ -86,7 +90,8 @@ async function suggest(conversationId) {
     if (err.code === "ai_not_enabled") await loadSettings();
     return; // suggestions are a nicety: no error banner
   }
-  if (chatApi.current() !== conversationId) return;
+  // a newer message, or the user's own reply, arrived while this was asked: not for now
+  if (generation !== chipsGeneration || chatApi.current() !== conversationId) return;
   const area = panelArea(chatApi);
   if (!area) return;
   suggestedFor.set(conversationId, answer.based_on_seq);
@@ -103,6 +108,7 @@ function sendReply(text) {
 }
 
 function scheduleSuggestions() {
+  chipsGeneration += 1;
   clearTimeout(suggestTimer);
   suggestTimer = setTimeout(() => {
     const id = chatApi && chatApi.current();
