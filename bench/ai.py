@@ -125,7 +125,7 @@ async def summary_part(request: web.Request) -> web.Response:
     cid = request.match_info["cid"]
 
     async def read() -> Any:
-        fetched = await ai.conversations.messages(cid, limit=2000)
+        fetched = await ai.conversations.texts(cid, limit=2000)
         return await ai._readable_in_steps(fetched, reader_id="bench")
 
     if request.match_info["part"] == "read":

@@ -27,7 +27,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from secureconnect.errors import Forbidden, GatewayTimeout, Problem, RateLimited, ServiceUnavailable
-from secureconnect_plugins.chat.api import CONVERSATIONS, ChatMessage, Conversations
+from secureconnect_plugins.chat.api import CONVERSATIONS, Conversations, MessageText
 
 from .chunking import STEP_LINES, line_cost, summarize_all
 from .config import AiSettings
@@ -278,8 +278,8 @@ class AiService:
         s = self.settings
         after = since_seq or 0
         window = max(1, min(limit or s.default_limit, s.max_messages))
-        fetched = await self.conversations.messages(ctx.conversation_id, after_seq=after,
-                                                    limit=window)
+        fetched = await self.conversations.texts(ctx.conversation_id, after_seq=after,
+                                                 limit=window)
         readable = await self._readable_in_steps(fetched, reader_id=ctx.user_id)
         if readable.lines:
             outcome = await summarize_all(
@@ -317,7 +317,7 @@ class AiService:
     async def _replies(self, ctx: CallContext, prefs: UserAiSettings,
                        count: int) -> dict[str, Any]:
         s = self.settings
-        fetched = await self.conversations.messages(
+        fetched = await self.conversations.texts(
             ctx.conversation_id, after_seq=0, limit=max(20, s.context_messages * 3))
         incoming = [m for m in fetched if m.sender_id != ctx.user_id
                     and m.content is not None and m.message_type in READABLE_TYPES]
@@ -345,7 +345,7 @@ class AiService:
                 "replies": list(result.replies)}
 
     # -- shared -------------------------------------------------------------------------
-    def _readable(self, messages: Sequence[ChatMessage], *, reader_id: str,
+    def _readable(self, messages: Sequence[MessageText], *, reader_id: str,
                   speakers: dict[str, str] | None = None) -> Readable:
         """The readable lines of ``messages``; ``speakers`` maps sender ids to their
         labels (shared by the steps of one window, so a sender keeps one label)."""
@@ -373,7 +373,7 @@ class AiService:
             self.metrics.encrypted_skipped.inc(encrypted)
         return Readable(lines, encrypted, other, truncated)
 
-    async def _readable_in_steps(self, messages: Sequence[ChatMessage], *,
+    async def _readable_in_steps(self, messages: Sequence[MessageText], *,
                                  reader_id: str) -> Readable:
         """:meth:`_readable` of a long window, ``STEP_LINES`` messages a turn of the
         event loop (chat's sends run between the turns)."""

@@ -23,7 +23,7 @@ Nothing here exposes chat's service, store or tables; the methods are small and 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, NamedTuple, Protocol
 
 from secureconnect.errors import Forbidden
 from secureconnect.kernel import ServiceKey
@@ -71,6 +71,18 @@ class ChatMessage:
     metadata: dict[str, Any] | None
     file_id: str | None
     created_at: str
+
+
+class MessageText(NamedTuple):
+    """A message as a reader of its text needs it (:meth:`Conversations.texts`): no
+    metadata, no timestamps — read straight from the store's rows. ``content`` is
+    ``None`` for a deleted message and ciphertext when ``is_encrypted``."""
+
+    seq: int
+    sender_id: str
+    message_type: str
+    content: str | None
+    is_encrypted: bool
 
 
 class Conversations(Protocol):
@@ -128,6 +140,13 @@ class Conversations(Protocol):
         The caller checks the reader's membership first."""
         ...
 
+    async def texts(
+        self, conversation_id: str, *, after_seq: int = 0, limit: int = 100
+    ) -> list[MessageText]:
+        """:meth:`messages` as :class:`MessageText`: the same window, a fraction of
+        the server's work per message (for plugins that read long windows of text)."""
+        ...
+
     async def unread_count(self, conversation_id: str, user_id: str) -> int:
         """Messages in the conversation the user has not marked read."""
         ...
@@ -149,6 +168,7 @@ __all__ = [
     "ConversationInfo",
     "ConversationType",
     "Conversations",
+    "MessageText",
     "NotAParticipant",
     "Participant",
     "Role",

@@ -45,6 +45,7 @@ from typing import TYPE_CHECKING, Any
 from secureconnect.errors import Problem
 from secureconnect.store.cassandra import CqlMigration, Statement
 
+from .api import MessageText
 from .message_values import NewMessage, Page, StoredMessage, decode_cursor, encode_cursor
 
 if TYPE_CHECKING:
@@ -241,6 +242,14 @@ class CassandraMessageStore:
         more = len(found) > limit
         found = found[:limit]
         return Page(found, encode_cursor(found[-1].seq) if more and found else None)
+
+    async def text_page(self, conversation_id: str, *, after_seq: int,
+                        before_seq: int | None, limit: int) -> list[MessageText]:
+        page = await self.page(conversation_id, limit=limit, before=None
+                               if before_seq is None else encode_cursor(before_seq))
+        return [MessageText(m.seq, m.sender_id, m.message_type,
+                            None if m.deleted else m.content, m.is_encrypted)
+                for m in page.messages if m.seq > after_seq]
 
     # -- edits ---------------------------------------------------------------------------
     async def edit(self, conversation_id: str, message_id: str, *, content: str,

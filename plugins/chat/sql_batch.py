@@ -68,6 +68,21 @@ _PAGE_RAW_BEFORE = (
     .order_by(_m.seq.desc()).limit(bindparam("limit", type_=Integer))
 )
 
+# a window of text for Conversations.texts: five columns, no result processing
+_TEXT_COLUMNS = (_m.seq, _m.sender_id, _m.message_type, _m.content,
+                 type_coerce(_m.is_encrypted, Integer).label("is_encrypted"))
+_TEXTS = (select(*_TEXT_COLUMNS)
+          .where(_m.conversation_id == bindparam("cid"),
+                 _m.seq > bindparam("after", type_=Integer))
+          .order_by(_m.seq.desc()).limit(bindparam("limit", type_=Integer)))
+_TEXTS_BEFORE = (
+    select(*_TEXT_COLUMNS)
+    .where(_m.conversation_id == bindparam("cid"),
+           _m.seq > bindparam("after", type_=Integer),
+           _m.seq < bindparam("before", type_=Integer))
+    .order_by(_m.seq.desc()).limit(bindparam("limit", type_=Integer))
+)
+
 
 def _timestamp(value: Any) -> str | None:
     """A timestamp column's value → ``rfc3339``'s text, equal to what the UTC

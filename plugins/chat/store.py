@@ -40,6 +40,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from .api import MessageText
 from .message_values import (
     InvalidCursor,
     NewMessage,
@@ -56,6 +57,8 @@ from .sql_batch import (  # the SQL engine's own parts, kept beside it in one mo
     _PAGE_RAW,
     _PAGE_RAW_BEFORE,
     _PG_BATCH,
+    _TEXTS,
+    _TEXTS_BEFORE,
     _AlreadyStored,
     _append_batch,
     _dict_of,
@@ -115,6 +118,12 @@ class MessageStore(Protocol):
         ...
 
     async def page(self, conversation_id: str, *, before: str | None, limit: int) -> Page: ...
+
+    async def text_page(self, conversation_id: str, *, after_seq: int,
+                        before_seq: int | None, limit: int) -> list[MessageText]:
+        """Up to ``limit`` messages with ``after_seq < seq < before_seq``, newest first,
+        as :class:`.api.MessageText` (fewer than ``limit``: there are no more)."""
+        ...
 
 
 # ---------------------------------------------------------------------------
@@ -394,6 +403,16 @@ class SqlMessageStore:
         found = [_dict_of(r) for r in rows[:limit]]
         more = len(rows) > limit and found
         return found, encode_cursor(found[-1]["seq"]) if more else None
+
+    async def text_page(self, conversation_id: str, *, after_seq: int,
+                        before_seq: int | None, limit: int) -> list[MessageText]:
+        params: dict[str, Any] = {"cid": conversation_id, "after": after_seq,
+                                  "limit": limit}
+        if before_seq is not None:
+            params["before"] = before_seq
+        rows: Sequence[Any] = await self.db.fetch(
+            _TEXTS if before_seq is None else _TEXTS_BEFORE, params)
+        return [MessageText(int(r[0]), r[1], r[2], r[3], bool(r[4])) for r in rows]
 
     async def _page_rows(self, first: Any, later: Any, conversation_id: str,
                          before: str | None, limit: int) -> Sequence[Any]:

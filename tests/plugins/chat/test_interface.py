@@ -54,8 +54,13 @@ async def reader(request: web.Request) -> web.StreamResponse:
     cid, user_id = request.match_info["conversation_id"], request.match_info["user_id"]
     after = int(request.query.get("after", "0"))
     limit = int(request.query.get("limit", "100"))
+    found = await chat.messages(cid, after_seq=after, limit=limit)
     return json_response({
-        "seqs": [m.seq for m in await chat.messages(cid, after_seq=after, limit=limit)],
+        "seqs": [m.seq for m in found],
+        # texts() reads the same window as messages(), with its fields
+        "as_texts": [[m.seq, m.sender_id, m.message_type, m.content, m.is_encrypted]
+                     for m in found],
+        "texts": [list(t) for t in await chat.texts(cid, after_seq=after, limit=limit)],
         "unread": await chat.unread_count(cid, user_id),
         "online": await chat.is_online(user_id),
         "can_moderate": await chat.can_moderate(user_id, cid),
@@ -77,7 +82,8 @@ async def turns(request: web.Request) -> web.StreamResponse:
     task = asyncio.create_task(ticker())
     await asyncio.sleep(0)  # (the ticker starts)
     before = ticks
-    found = await chat.messages(request.match_info["conversation_id"], limit=10_000)
+    read = chat.texts if request.query.get("texts") else chat.messages
+    found = await read(request.match_info["conversation_id"], limit=10_000)
     during = ticks - before
     task.cancel()
     return json_response({"count": len(found), "ticks": during})
@@ -132,6 +138,8 @@ async def test_interface_reads_messages_unread_and_presence(chat_client, sc_ws):
 
     body = await read()
     assert body["seqs"] == [1, 2, 3, 4, 5, 6, 7]  # oldest first
+    assert body["texts"] == body["as_texts"]
+    assert body["texts"][0] == [1, owner.user_id, "text", "m0", False]
     assert body["unread"] == 7 and body["online"] is False and body["can_moderate"] is False
     assert (await read(limit=3))["seqs"] == [5, 6, 7]  # the newest, oldest first
     assert (await read(after=5))["seqs"] == [6, 7]
@@ -139,17 +147,31 @@ async def test_interface_reads_messages_unread_and_presence(chat_client, sc_ws):
     ws = await sc_ws(client, member.access_token)
     assert (await read())["online"] is True
     await ws.close()
+    # an encrypted message keeps its flag; a deleted one has no content
+    r = await client.post(f"/v1/conversations/{cid}/messages", headers=member.headers,
+                          json={"content": "b64:AAEC", "message_type": "text",
+                                "is_encrypted": True})
+    assert r.status == 201, await r.text()
+    first = next(m for m in await all_messages(client, owner, cid) if m["seq"] == 1)
+    r = await client.delete(f"/v1/conversations/{cid}/messages/{first['id']}",
+                            headers=owner.headers)
+    assert r.status in (200, 204), await r.text()
+    body = await read()
+    assert body["texts"] == body["as_texts"]
+    assert body["texts"][0] == [1, owner.user_id, "text", None, False]
+    assert body["texts"][-1] == [8, member.user_id, "text", "b64:AAEC", True]
 
 
 async def test_interface_reads_long_windows_across_pages(chat_client):
-    # messages() reads the window in pages (interface._PAGE rows each) from the newest
-    # back: windows that start and end on, before and after page boundaries
-    from secureconnect_plugins.chat.interface import _PAGE
+    # messages() and texts() read the window in pages (interface._PAGE, _TEXT_PAGE rows
+    # each) from the newest back: windows that start and end on, before and after page
+    # boundaries of both
+    from secureconnect_plugins.chat.interface import _PAGE, _TEXT_PAGE
 
     client = await chat_client({"rate_limits": {"enabled": False}}, plugins=[Probe()])
     owner, member = await users(client, 2)
     cid = await create_group(client, owner, [member])
-    total = 2 * _PAGE + 7
+    total = max(2 * _PAGE, _TEXT_PAGE + 1) + 7
     for i in range(total):
         r = await client.post(f"/v1/conversations/{cid}/messages", headers=owner.headers,
                               json={"content": f"m{i}", "message_type": "text"})
@@ -160,20 +182,24 @@ async def test_interface_reads_long_windows_across_pages(chat_client):
                              params={k: str(v) for k, v in query.items()},
                              headers=owner.headers)
         assert r.status == 200
-        return list((await r.json())["seqs"])
+        body = await r.json()
+        assert [t[0] for t in body["texts"]] == body["seqs"]
+        return list(body["seqs"])
 
     def span(first: int, last: int) -> list[int]:
         return list(range(first, last + 1))
 
     assert await seqs(limit=1000) == span(1, total)
-    for limit in (_PAGE - 1, _PAGE, _PAGE + 1, 2 * _PAGE):
+    for limit in (_PAGE - 1, _PAGE, _PAGE + 1, 2 * _PAGE, _TEXT_PAGE, _TEXT_PAGE + 1):
         assert await seqs(limit=limit) == span(total - limit + 1, total)
-    for after in (total - _PAGE, total - _PAGE - 1, 3, 0):
+    for after in (total - _PAGE, total - _PAGE - 1, total - _TEXT_PAGE,
+                  total - _TEXT_PAGE - 1, 3, 0):
         assert await seqs(after=after, limit=1000) == span(after + 1, total)
     # the limit, not after_seq, ends the window
     assert await seqs(after=5, limit=_PAGE + 3) == span(total - _PAGE - 2, total)
     assert await seqs(after=total) == []
     # the pages take turns with other work on the event loop
-    r = await client.get(f"/v1/probe/{cid}/turns", headers=owner.headers)
-    body = await r.json()
-    assert body["count"] == total and body["ticks"] >= 2  # 3 pages: 2 pauses at least
+    for query in ({}, {"texts": "1"}):
+        r = await client.get(f"/v1/probe/{cid}/turns", params=query, headers=owner.headers)
+        body = await r.json()
+        assert body["count"] == total and body["ticks"] >= 2  # 3 pages: 2 pauses at least
