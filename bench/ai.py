@@ -136,8 +136,12 @@ async def summary_part(request: web.Request) -> web.Response:
         _LINES[cid] = (await read()).lines
     outcome = await summarize_all(
         ai.provider, _LINES[cid], budget=ai.settings.max_input_chars, language=None,
-        concurrency=ai.settings.map_concurrency, run=lambda _stage, _n, call: call())
+        concurrency=ai.settings.map_concurrency, run=_unmetered)
     return web.json_response({"chunks": outcome.chunks})
+
+
+async def _unmetered(_stage: str, _n: int, call: Callable[[], Awaitable[Any]]) -> Any:
+    return await call()
 
 
 def _where(handle: asyncio.Handle) -> str:

@@ -16,9 +16,9 @@ from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, replace
 from functools import partial
 from json.encoder import encode_basestring
-from typing import Any
+from typing import Any, Protocol, TypeVar, cast
 
-from .providers.base import Line, Provider, Summary
+from .providers.base import Batch, BatchingProvider, Line, Provider, Summary
 
 #: a list separator (", ") per item of the JSON array a provider receives
 SEPARATOR = 2
@@ -27,8 +27,15 @@ SEPARATOR = 2
 #: (about 0.2 ms of work: a 2,000-message summary takes many short turns, not one long)
 STEP_LINES = 250
 
-#: ``run(stage, message_count, call)`` — the service's metered, audited provider call
-Runner = Callable[[str, int, Callable[[], Awaitable[Summary]]], Awaitable[Summary]]
+Part = TypeVar("Part", Summary, Batch)
+
+
+class Runner(Protocol):
+    """``run(stage, message_count, call)`` — the service's metered, audited provider
+    call (one call: a summary, or a batch of them from a batching provider)."""
+
+    def __call__(self, stage: str, message_count: int,
+                 call: Callable[[], Awaitable[Part]], /) -> Awaitable[Part]: ...
 
 
 #: ``{"seq": `` … ``, "speaker": `` … ``, "text": `` … ``}`` as json.dumps writes them
@@ -130,14 +137,27 @@ async def summarize_all(
                             partial(provider.summarize, only, language=language))
         return Outcome(summary, 1, 0, 0)
     slots = asyncio.Semaphore(max(1, concurrency))
+    batching = cast(BatchingProvider, provider) if hasattr(provider, "summarize_many") else None
 
-    async def bounded(stage: str, n: int, call: Callable[[], Awaitable[Summary]]) -> Summary:
+    async def bounded(stage: str, n: int, call: Callable[[], Awaitable[Part]]) -> Part:
         async with slots:
             return await run(stage, n, call)
 
-    parts = await _all([bounded("map", len(chunk),
-                                partial(provider.summarize, chunk, language=language))
-                        for chunk in chunks])
+    async def each(stage: str, items: Sequence[Sequence[Any]],
+                   one: Callable[..., Awaitable[Summary]],
+                   many: Callable[..., Awaitable[Batch]] | None) -> list[Summary]:
+        """One call per item; or, from a batching provider, one call per slice of the
+        items (at most ``concurrency`` slices: the same parallelism, fewer round trips)."""
+        if many is None:
+            return await _all([bounded(stage, len(item), partial(one, item, language=language))
+                               for item in items])
+        batches = await _all([bounded(stage, sum(map(len, part)),
+                                      partial(many, part, language=language))
+                              for part in _slices(items, concurrency)])
+        return [summary for batch in batches for summary in batch.parts]
+
+    parts = await each("map", chunks, provider.summarize,
+                       batching.summarize_many if batching else None)
     # Two partial summaries must fit one merge request: a provider that answered
     # longer than half the budget has its partial cut (counted, never silent).
     cap = max(1, budget // 2 - 2 * SEPARATOR)
@@ -150,15 +170,26 @@ async def summarize_all(
                 clipped += 1
         batches = group(parts, budget)
         pending = [batch for batch in batches if len(batch) > 1]
-        merged = iter(await _all([bounded("reduce", len(batch),
-                                          partial(provider.merge, batch, language=language))
-                                  for batch in pending]))
+        merged = iter(await each("reduce", pending, provider.merge,
+                                 batching.merge_many if batching else None))
         merges += len(pending)
         parts = [next(merged) if len(batch) > 1 else batch[0] for batch in batches]
     return Outcome(parts[0], len(chunks), merges, clipped)
 
 
-async def _all(calls: list[Coroutine[Any, Any, Summary]]) -> list[Summary]:
+def _slices(items: Sequence[Any], n: int) -> list[Sequence[Any]]:
+    """``items`` cut into at most ``n`` consecutive slices of near-equal length."""
+    n = max(1, min(n, len(items)))
+    size, extra = divmod(len(items), n)
+    out, start = [], 0
+    for k in range(n):
+        end = start + size + (1 if k < extra else 0)
+        out.append(items[start:end])
+        start = end
+    return out
+
+
+async def _all(calls: list[Coroutine[Any, Any, Part]]) -> list[Part]:
     """Run ``calls`` together; results in their order. The first failure cancels the
     rest and is raised as itself (a provider's 503/504 problem), not as an exception
     group, which the HTTP layer would not recognise."""

@@ -33,6 +33,7 @@ from .chunking import STEP_LINES, line_cost, summarize_all
 from .config import AiSettings
 from .metrics import AiMetrics
 from .providers.base import (
+    Batch,
     Line,
     Provider,
     ProviderTimeout,
@@ -49,7 +50,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-R = TypeVar("R", Summary, Replies)
+R = TypeVar("R", Summary, Replies, Batch)
 
 #: message types whose content is text a person wrote
 READABLE_TYPES = frozenset({"text", "poll"})
@@ -282,10 +283,13 @@ class AiService:
                                                  limit=window)
         readable = await self._readable_in_steps(fetched, reader_id=ctx.user_id)
         if readable.lines:
+
+            async def run(stage: str, n: int, call: Callable[[], Awaitable[R]]) -> R:
+                return await self._metered(ctx, stage, n, call)
+
             outcome = await summarize_all(
                 self.provider, readable.lines, budget=s.max_input_chars,
-                language=prefs.language, concurrency=s.map_concurrency,
-                run=lambda stage, n, call: self._metered(ctx, stage, n, call),
+                language=prefs.language, concurrency=s.map_concurrency, run=run,
             )
             summary, chunks, clipped = outcome.summary, outcome.chunks, outcome.clipped
         else:

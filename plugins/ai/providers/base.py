@@ -65,6 +65,14 @@ class Summary:
 
 
 @dataclass(frozen=True)
+class Batch:
+    """Partial summaries of several chunks (or merged groups) made in one call."""
+
+    parts: tuple[Summary, ...]
+    usage: Usage = Usage()
+
+
+@dataclass(frozen=True)
 class Replies:
     replies: tuple[str, ...]
     usage: Usage = Usage()
@@ -98,3 +106,15 @@ class Provider(Protocol):
         ...
 
     async def close(self) -> None: ...
+
+
+class BatchingProvider(Provider, Protocol):
+    """A provider that also summarises several chunks in one call (the local model: one
+    round trip to its worker process instead of one per chunk). The service uses these
+    where a provider has them; the answers equal ``summarize``/``merge`` of each."""
+
+    async def summarize_many(self, chunks: Sequence[Sequence[Line]], *,
+                             language: str | None) -> Batch: ...
+
+    async def merge_many(self, groups: Sequence[Sequence[Summary]], *,
+                         language: str | None) -> Batch: ...

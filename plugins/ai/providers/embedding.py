@@ -160,5 +160,11 @@ def worker_pick(texts: list[str], points: int) -> list[int]:
     return _model().pick(texts, points)
 
 
+def worker_pick_many(chunks: list[list[str]], points: int) -> list[list[int]]:
+    """:func:`worker_pick` of several chunks in one call (one round trip to the worker)."""
+    model = _model()
+    return [model.pick(texts, points) for texts in chunks]
+
+
 def worker_replies(text: str, count: int) -> list[str]:
     return _model().replies(text, count)

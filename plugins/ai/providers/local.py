@@ -25,7 +25,7 @@ from functools import partial
 from typing import Any
 
 from . import embedding, worker
-from .base import Line, ProviderUnavailable, Replies, Summary, Usage, estimate_tokens
+from .base import Batch, Line, ProviderUnavailable, Replies, Summary, Usage, estimate_tokens
 from .embedding import EmbeddingModel
 
 log = logging.getLogger(__name__)
@@ -144,6 +144,24 @@ class LocalProvider:
     async def merge(self, parts: Sequence[Summary], *, language: str | None) -> Summary:
         candidates = [line for part in parts for line in part.picked]
         return self._summary(candidates, await self._pick(candidates))
+
+    async def summarize_many(self, chunks: Sequence[Sequence[Line]], *,
+                             language: str | None) -> Batch:
+        sources = [list(chunk) for chunk in chunks]
+        chosen: list[list[int]] = await self._call(
+            lambda tss, p: [self._thread_model().pick(ts, p) for ts in tss],
+            embedding.worker_pick_many,
+            [[line.text for line in source] for source in sources], self.points)
+        parts = tuple(self._summary(source, [source[i] for i in picks])
+                      for source, picks in zip(sources, chosen, strict=True))
+        return Batch(parts, Usage(sum(p.usage.input_tokens for p in parts),
+                                  sum(p.usage.output_tokens for p in parts)))
+
+    async def merge_many(self, groups: Sequence[Sequence[Summary]], *,
+                         language: str | None) -> Batch:
+        return await self.summarize_many(
+            [[line for part in group for line in part.picked] for group in groups],
+            language=language)
 
     def _summary(self, source: Sequence[Line], picked: list[Line]) -> Summary:
         bullets = [f"• [#{line.seq}] {line.speaker}: {_clip(line.text)}" for line in picked]

@@ -9,7 +9,7 @@ import json
 import pytest
 
 from secureconnect_plugins.ai.chunking import group, line_cost, split, summarize_all
-from secureconnect_plugins.ai.providers.base import Line, Replies, Summary
+from secureconnect_plugins.ai.providers.base import Batch, Line, Replies, Summary
 
 
 def lines(n: int, text: str = 'a "quoted" line\\ with escapes é') -> list[Line]:
@@ -123,3 +123,73 @@ async def test_map_and_merge_requests_run_at_most_concurrency_at_once_in_order()
     assert peak == 3 and sorted(provider.seen) == [x.seq for x in source]
     # merged in conversation order whatever order the chunks finished in
     assert outcome.summary.text.startswith("1-") and outcome.summary.text.endswith("-600")
+
+
+class BatchingRecorder(Recorder):
+    """The Recorder with ``summarize_many``/``merge_many`` (as the local provider has)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[tuple[str, int]] = []
+
+    async def summarize_many(self, chunks, *, language):
+        self.calls.append(("map", len(chunks)))
+        return Batch(tuple([await self.summarize(c, language=language) for c in chunks]))
+
+    async def merge_many(self, groups, *, language):
+        self.calls.append(("reduce", len(groups)))
+        return Batch(tuple([await self.merge(g, language=language) for g in groups]))
+
+
+@pytest.mark.parametrize("concurrency", [1, 3, 50])
+async def test_a_batching_provider_gets_one_call_per_slice_with_the_same_outcome(concurrency):
+    source = lines(2000)
+
+    async def run(stage, n, call):
+        counts.append((stage, n))
+        return await call()
+
+    counts: list[tuple[str, int]] = []
+    plain = await summarize_all(Recorder(), source, budget=6000, language=None, run=run,
+                                concurrency=concurrency)
+    plain_counts, counts = counts, []
+    provider = BatchingRecorder()
+    batched = await summarize_all(provider, source, budget=6000, language=None, run=run,
+                                  concurrency=concurrency)
+    assert batched == plain  # the same summary, chunks, merges
+    assert provider.seen == [x.seq for x in source]
+    maps = [n for stage, n in provider.calls if stage == "map"]
+    assert sum(maps) == plain.chunks and len(maps) == min(concurrency, plain.chunks)
+    assert max(maps) - min(maps) <= 1  # near-equal slices
+    assert sum(n for stage, n in provider.calls if stage == "reduce") == plain.merges
+    # the metered calls count the same messages in all, in fewer calls
+    assert sum(n for stage, n in counts if stage == "map") == len(source)
+    assert len(counts) < len(plain_counts) or concurrency >= plain.chunks
+
+
+async def test_the_local_model_batched_summarises_exactly_as_chunk_by_chunk():
+    pytest.importorskip("wordllama")
+    from secureconnect_plugins.ai.providers.local import LocalProvider
+
+    provider = LocalProvider(workers=1, points=8, executor="thread")
+
+    class OneByOne:  # the same provider without its batching methods
+        name, model = provider.name, provider.model
+        summarize, merge = provider.summarize, provider.merge
+
+    async def run(stage, n, call):
+        return await call()
+
+    topics = ["the release", "the budget", "the backup", "the hiring plan", "lunch"]
+    source = [Line(i + 1, f"P{i % 4}", f"we should talk about {topics[i * 7 % 5]} on day {i}")
+              for i in range(600)]
+    try:
+        batched = await summarize_all(provider, source, budget=4000, language=None, run=run,
+                                      concurrency=2)
+        one_by_one = await summarize_all(OneByOne(), source, budget=4000, language=None,
+                                         run=run, concurrency=2)
+    finally:
+        await provider.close()
+    assert batched.chunks > 2 and batched.merges >= 1
+    assert batched.summary.text == one_by_one.summary.text
+    assert batched.summary.cited == one_by_one.summary.cited
