@@ -171,7 +171,7 @@ async def test_interface_reads_long_windows_across_pages(chat_client):
     client = await chat_client({"rate_limits": {"enabled": False}}, plugins=[Probe()])
     owner, member = await users(client, 2)
     cid = await create_group(client, owner, [member])
-    total = max(2 * _PAGE, _TEXT_PAGE + 1) + 7
+    total = 2 * max(_PAGE, _TEXT_PAGE) + 7  # 3 pages of each at least
     for i in range(total):
         r = await client.post(f"/v1/conversations/{cid}/messages", headers=owner.headers,
                               json={"content": f"m{i}", "message_type": "text"})
