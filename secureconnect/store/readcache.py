@@ -196,6 +196,8 @@ class ReadCache:
     # -- writing ---------------------------------------------------------------------------
     def invalidate_local(self, keys: Iterable[str]) -> None:
         """Move the versions of ``keys`` on this instance only."""
+        if not self.enabled:
+            return
         self._clock += 1
         clock, versions = self._clock, self._versions
         count = 0

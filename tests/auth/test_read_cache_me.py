@@ -74,12 +74,31 @@ async def test_logout_and_deletion_are_refused_although_cached(sc_client: Any,
     assert r.status == 204
     assert (await me(client, user, status=401))["code"] == "token_revoked"
 
-    doomed = await register_and_login(client)
-    await warm(client, doomed)
-    await kernel.auth.delete_user(doomed.user_id)
-    assert (await me(client, doomed, status=401))["code"] in ("token_revoked", "invalid_token")
-    # and the account row's answer is gone from the cache too
-    assert kernel.read_cache.get(("auth.me", doomed.user_id)) is None
+    # deleted by its owner (REST) and by an administrator (the admin API's service call)
+    for how in ("own", "admin"):
+        doomed = await register_and_login(client)
+        await warm(client, doomed)
+        if how == "own":
+            r = await client.delete("/v1/users/me", json={"password": doomed.password},
+                                    headers=doomed.headers)
+            assert r.status == 204, await r.text()
+        else:
+            await kernel.auth.delete_user(doomed.user_id)
+        code = (await me(client, doomed, status=401))["code"]
+        assert code in ("token_revoked", "invalid_token")
+        # and the account row's answer is gone from the cache too
+        assert kernel.read_cache.get(("auth.me", doomed.user_id)) is None
+
+    # a password reset ends every session
+    reset = await register_and_login(client)
+    await warm(client, reset)
+    r = await client.post("/v1/auth/password-reset", json={"email": reset.email})
+    assert r.status == 202
+    token = await mailed_token(client, reset.email, "password_reset")
+    r = await client.post("/v1/auth/password-reset/confirm",
+                          json={"token": token, "new_password": "another long passphrase 42"})
+    assert r.status == 204, await r.text()
+    await me(client, reset, status=401)
 
 
 async def test_a_disabled_account_is_refused_although_cached(sc_client: Any) -> None:
