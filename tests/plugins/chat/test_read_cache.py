@@ -258,9 +258,17 @@ async def test_the_cache_switched_off_answers_the_same_and_never_hits(chat_clien
 
 
 # -- across instances --------------------------------------------------------------------
-def _shared(redis_url: str, tmp_path: Any) -> dict[str, Any]:
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def shared_db(request: pytest.FixtureRequest, tmp_path: Any) -> str:
+    """One database both instances use."""
+    if request.param == "sqlite":
+        return f"sqlite+aiosqlite:///{tmp_path}/shared.db"
+    return str(request.getfixturevalue("postgres_url"))
+
+
+def _shared(redis_url: str, db_url: str) -> dict[str, Any]:
     return {
-        "database": {"url": f"sqlite+aiosqlite:///{tmp_path}/shared.db"},
+        "database": {"url": db_url},
         "redis": {"url": redis_url},
         "auth": {"jwt_secret": "two-instances-share-this-secret-0123456789"},
         "cache": {"ttl": 300},  # only an invalidation can explain a change within the test
@@ -274,9 +282,9 @@ async def _bus_up(*clients: Any) -> None:
 
 @pytest.mark.redis
 async def test_a_write_on_one_instance_shows_on_the_other_once_the_bus_delivers(
-        sc_client: Any, redis_server: Any, tmp_path: Any) -> None:
-    first = await sc_client(_shared(redis_server.url, tmp_path))
-    second = await sc_client(_shared(redis_server.url, tmp_path))
+        sc_client: Any, redis_server: Any, shared_db: str) -> None:
+    first = await sc_client(_shared(redis_server.url, shared_db))
+    second = await sc_client(_shared(redis_server.url, shared_db))
     await _bus_up(first, second)
     owner, a = await users(first, 2)
     g = await create_group(first, owner, [a], name="g")
@@ -314,9 +322,9 @@ async def test_a_write_on_one_instance_shows_on_the_other_once_the_bus_delivers(
 
 @pytest.mark.redis
 async def test_with_redis_stopped_the_cache_is_bypassed_and_reads_stay_correct(
-        sc_client: Any, redis_server: Any, tmp_path: Any) -> None:
-    first = await sc_client(_shared(redis_server.url, tmp_path))
-    second = await sc_client(_shared(redis_server.url, tmp_path))
+        sc_client: Any, redis_server: Any, shared_db: str) -> None:
+    first = await sc_client(_shared(redis_server.url, shared_db))
+    second = await sc_client(_shared(redis_server.url, shared_db))
     await _bus_up(first, second)
     owner, a = await users(first, 2)
     g = await create_group(first, owner, [a])
