@@ -232,6 +232,11 @@ async def test_a_non_member_is_refused_a_cached_page_and_a_removed_member_at_onc
     for _ in range(2):
         r = await get_json(client, stranger, path, status=403)
         assert r["code"] == "not_a_participant"
+    # refusals are never cached: once added, the next read is let in
+    r = await client.post(f"/v1/conversations/{g}/participants",
+                          json={"user_id": stranger.user_id}, headers=owner.headers)
+    assert r.status == 201, await r.text()
+    assert (await page(client, stranger, g))["messages"][0]["content"] == "secret"
     r = await client.delete(f"/v1/conversations/{g}/participants/{a.user_id}",
                             headers=owner.headers)
     assert r.status == 204
