@@ -416,6 +416,8 @@ async def measure_config(args: argparse.Namespace, rate_limits: str, database_ur
     }
     if not overrides["server"]:
         del overrides["server"]
+    if args.cache is not None:
+        overrides["cache"] = {"enabled": args.cache}
     generous = "1000000/second"
     if rate_limits == "off":
         overrides["rate_limits"] = {"enabled": False}
@@ -536,7 +538,8 @@ def table(results: list[tuple[str, list[Row]]], args: argparse.Namespace,
           fixed: list[Any]) -> None:
     load = os.getloadavg()
     print(f"\nREST on {args.store}, wrk -t2 (GET -c{args.connections}, POST -c10), "
-          f"{args.seconds:g} s x {args.rounds} rounds alternating; "
+          f"{args.seconds:g} s x {args.rounds} rounds alternating; read cache "
+          f"{'default' if args.cache is None else 'on' if args.cache else 'off'}; "
           f"load average at end {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f}")
     print(f"{'rate limits':<11} {'route':<30}{'sc req/s':>9}{'p50 ms':>8}{'p99 ms':>8}"
           f"{'bare req/s':>11}{'sc/bare':>9}{'same req/s':>11}{'sc/same':>9}"
@@ -594,6 +597,9 @@ def main() -> None:
     parser.add_argument("--rate-limits", default="off,on", help="off, on, or off,on")
     parser.add_argument("--uvloop", type=lambda v: v == "on", default=None,
                         help="on/off: the server.uvloop setting (default: the app's default)")
+    parser.add_argument("--cache", type=lambda v: v == "on", default=None,
+                        help="on/off: the read cache (cache.enabled; default: the app's "
+                             "default, on)")
     parser.add_argument("--routes", default="me,conversations,history,poll,post,keyed,fixed",
                         help="which rows to run (comma list of me, conversations, history, "
                              "poll, post, keyed, fixed)")

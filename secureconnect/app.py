@@ -65,6 +65,7 @@ def build_kernel(settings: Any, pm: Any) -> Kernel:
     from .store.bus import create_bus
     from .store.cache import Cache
     from .store.cassandra import Cassandra
+    from .store.readcache import ReadCache
     from .store.sql import Database
     from .ws.gateway import Gateway
 
@@ -72,6 +73,7 @@ def build_kernel(settings: Any, pm: Any) -> Kernel:
     kernel.db = Database(settings.database, kernel.metrics, data_dir=settings.app.data_dir)
     kernel.cache = Cache(settings.redis, kernel.metrics)
     kernel.bus = create_bus(settings, kernel.metrics)
+    kernel.read_cache = ReadCache(settings.cache, kernel.metrics, kernel.bus)
     kernel.cassandra = Cassandra(settings.cassandra, kernel.metrics)  # opened on demand
     kernel.rate_limits = RateLimits(kernel)
     kernel.auth = AuthService(kernel)

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from .store.bus import Bus
     from .store.cache import Cache
     from .store.cassandra import Cassandra
+    from .store.readcache import ReadCache
     from .store.sql import Database
     from .ws.gateway import Gateway
 
@@ -74,6 +75,8 @@ class Kernel:
     db: Database
     cache: Cache
     bus: Bus
+    #: repeated reads answered from memory, invalidated by version keys (store/readcache.py)
+    read_cache: ReadCache
     jobs: JobScheduler
     auth: AuthService
     rate_limits: RateLimits

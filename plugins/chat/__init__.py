@@ -92,7 +92,7 @@ async def _chat_service(kernel: Kernel) -> AsyncIterator[None]:
         kernel,
         ChatSettings.from_settings(kernel.settings.chat),
         store,
-        ConversationRepository(kernel.db, write_lock=write_lock),
+        ConversationRepository(kernel.db, write_lock=write_lock, read_cache=kernel.read_cache),
     )
     await service.start()
     kernel.state[STATE_KEY] = service

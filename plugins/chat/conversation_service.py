@@ -25,7 +25,13 @@ from .activity import ActivityRecorder
 from .announcements import Announcements
 from .api import MODERATOR_ROLES as ADMIN_ROLES
 from .api import TOPIC_PREFIX
-from .conversations import ConversationRepository, GroupFull, direct_key
+from .conversations import (
+    ConversationRepository,
+    GroupFull,
+    conversation_version,
+    direct_key,
+    member_version,
+)
 from .errors import AdminRequired, ChatInvalid, NotAParticipant, ParticipantNotFound
 from .membership import MembershipCache
 from .metrics import ChatMetrics
@@ -84,6 +90,23 @@ class ConversationService:
         if role is None:
             raise self._not_a_participant()
         return role
+
+    async def require_reader(self, conversation_id: str, user_id: str) -> str:
+        """:meth:`require_participant` for the read paths: a "yes" comes from the read
+        cache, valid until the user's participations change (removal, role) on any
+        instance, and never while the bus is down. A "no" is never cached: it always
+        asks the database."""
+        conversation_id, user_id = str(conversation_id), str(user_id)
+        cache = self.kernel.read_cache
+        key = ("chat.role", conversation_id, user_id)
+        role = cache.get(key)
+        if role is None:
+            stamp = cache.begin()
+            role = await self.repo.role_of(conversation_id, user_id)
+            if role is None:
+                raise self._not_a_participant()
+            cache.put(key, role, (member_version(user_id),), stamp)
+        return str(role)
 
     def _not_a_participant(self) -> NotAParticipant:
         self.metrics.send_unauthorized.inc()
@@ -189,11 +212,35 @@ class ConversationService:
     async def list_conversations(
         self, user_id: str, *, limit: int | None = None
     ) -> list[dict[str, Any]]:
-        limit = min(
+        return (await self._list(str(user_id), self._list_limit(limit)))[0]
+
+    async def list_rendered(self, user_id: str, *, limit: int | None,
+                            render: Callable[[list[dict[str, Any]]], bytes]) -> bytes:
+        """``render(list_conversations(...))``, answered from the read cache while none
+        of the user's participations and none of their conversations changed (a send
+        anywhere moves that conversation's version: order, ``last_seq``, unread)."""
+        user_id, limit = str(user_id), self._list_limit(limit)
+
+        async def build() -> tuple[bytes, list[str]]:
+            found, ids = await self._list(user_id, limit)
+            if len(found) >= limit:
+                # a conversation beyond the page moves into it with its next message
+                ids = await self.repo.conversation_ids_of(user_id)
+            deps = [member_version(user_id), *(conversation_version(c) for c in ids)]
+            return render(found), deps
+
+        body: bytes = await self.kernel.read_cache.fetch(("chat.conversations", user_id, limit),
+                                                         build)
+        return body
+
+    def _list_limit(self, limit: int | None) -> int:
+        return min(
             limit or self.settings.conversations_max_limit, self.settings.conversations_max_limit
         )
+
+    async def _list(self, user_id: str, limit: int) -> tuple[list[dict[str, Any]], list[str]]:
         await self.activity.flush()
-        rows = await self.repo.list_for_user(str(user_id), limit=limit)
+        rows = await self.repo.list_for_user(user_id, limit=limit)
         return [
             {
                 **self._conversation_fields(r),
@@ -202,7 +249,7 @@ class ConversationService:
                 "last_read_seq": int(r["last_read_seq"]),
             }
             for r in rows
-        ]
+        ], [str(r["id"]) for r in rows]
 
     async def update_conversation(
         self, user_id: str, conversation_id: str, fields: dict[str, Any]

@@ -20,6 +20,7 @@ from .models import conversations, participants
 from .store import maybe_locked
 
 if TYPE_CHECKING:
+    from secureconnect.store.readcache import ReadCache
     from secureconnect.store.sql import Database
 
 c = conversations.c
@@ -39,16 +40,38 @@ _OF_USER = (
 )
 
 
+def conversation_version(conversation_id: str) -> str:
+    """Read-cache key of a conversation's row and its messages (store/readcache.py):
+    moved by settings, membership changes, activity and every message write."""
+    return f"chat:conversation:{conversation_id}"
+
+
+def member_version(user_id: str) -> str:
+    """Read-cache key of a user's participations (which conversations, role, read
+    marker): moved whenever one of the user's participant rows changes."""
+    return f"chat:member:{user_id}"
+
+
 def direct_key(a: str, b: str) -> str:
     low, high = sorted((a, b))
     return f"{low}:{high}"
 
 
 class ConversationRepository:
-    def __init__(self, db: Database, *, write_lock: asyncio.Lock | None = None) -> None:
+    """Every write moves the read-cache versions of what it changed once it is
+    committed (or rolled back: a needless move only costs a miss), before the service
+    announces the change — an instance that hears the event has the versions already."""
+
+    def __init__(self, db: Database, *, write_lock: asyncio.Lock | None = None,
+                 read_cache: ReadCache | None = None) -> None:
         self.db = db
         #: shared with the message store on SQLite (one writer), see SqlMessageStore
         self.write_lock = write_lock
+        self.read_cache = read_cache
+
+    async def changed(self, *keys: str) -> None:
+        if self.read_cache is not None:
+            await self.read_cache.invalidate(*keys)
 
     # -- create -------------------------------------------------------------------------
     async def create(
@@ -65,6 +88,20 @@ class ConversationRepository:
     ) -> dict[str, Any]:
         """Insert a conversation with the creator as owner and the others as members.
         Raises ``IntegrityError`` when ``key`` (a direct pair) exists already."""
+        members = list(dict.fromkeys([creator_id, *member_ids]))
+        try:
+            await self._insert(conversation_id, type_, creator_id, members, name,
+                               description, now, key)
+        finally:
+            await self.changed(conversation_version(conversation_id),
+                               *(member_version(u) for u in members))
+        conv = await self.get(conversation_id)
+        assert conv is not None
+        return conv
+
+    async def _insert(self, conversation_id: str, type_: str, creator_id: str,
+                      members: list[str], name: str | None, description: str | None,
+                      now: datetime, key: str | None) -> None:
         async with self.db.connect() as conn:
             await conn.execute(
                 insert(conversations).values(
@@ -88,12 +125,9 @@ class ConversationRepository:
                     "joined_at": now,
                     "last_read_seq": 0,
                 }
-                for uid in dict.fromkeys([creator_id, *member_ids])
+                for uid in members
             ]
             await conn.execute(insert(participants), rows)
-        conv = await self.get(conversation_id)
-        assert conv is not None
-        return conv
 
     async def find_direct(self, a: str, b: str) -> dict[str, Any] | None:
         row = await self.db.fetch_one(
@@ -146,12 +180,15 @@ class ConversationRepository:
     async def update_settings(
         self, conversation_id: str, fields: dict[str, Any], now: datetime
     ) -> dict[str, Any] | None:
-        async with self.db.connect() as conn:
-            await conn.execute(
-                update(conversations)
-                .where(c.id == conversation_id)
-                .values(**fields, updated_at=now)
-            )
+        try:
+            async with self.db.connect() as conn:
+                await conn.execute(
+                    update(conversations)
+                    .where(c.id == conversation_id)
+                    .values(**fields, updated_at=now)
+                )
+        finally:
+            await self.changed(conversation_version(conversation_id))
         return await self.get(conversation_id)
 
     async def add_participant(
@@ -159,6 +196,14 @@ class ConversationRepository:
     ) -> bool:
         """Add unless present; ``False`` if already a participant. Raises
         :class:`GroupFull` when the group has ``max_members`` participants."""
+        try:
+            return await self._add_participant(conversation_id, user_id, role, now,
+                                               max_members)
+        finally:
+            await self.changed(conversation_version(conversation_id), member_version(user_id))
+
+    async def _add_participant(self, conversation_id: str, user_id: str, role: str,
+                               now: datetime, max_members: int) -> bool:
         async with self.db.connect() as conn:
             # bump updated_at first: serialises concurrent adds to one group so the
             # member count below cannot be overtaken
@@ -200,6 +245,18 @@ class ConversationRepository:
     ) -> tuple[bool, str | None]:
         """Remove ``user_id``; ``(removed, new_owner_id)`` — when the owner leaves,
         ownership passes to the longest-standing admin, else the longest-standing member."""
+        outcome: tuple[bool, str | None] = (False, None)
+        try:
+            outcome = await self._remove_participant(conversation_id, user_id)
+        finally:
+            heir = () if outcome[1] is None else (member_version(outcome[1]),)
+            await self.changed(conversation_version(conversation_id), member_version(user_id),
+                               *heir)
+        return outcome
+
+    async def _remove_participant(
+        self, conversation_id: str, user_id: str
+    ) -> tuple[bool, str | None]:
         new_owner: str | None = None
         async with self.db.connect() as conn:
             role = (
@@ -230,12 +287,15 @@ class ConversationRepository:
         return True, new_owner
 
     async def set_role(self, conversation_id: str, user_id: str, role: str) -> bool:
-        async with self.db.connect() as conn:
-            result = await conn.execute(
-                update(participants)
-                .where(p.conversation_id == conversation_id, p.user_id == user_id)
-                .values(role=role)
-            )
+        try:
+            async with self.db.connect() as conn:
+                result = await conn.execute(
+                    update(participants)
+                    .where(p.conversation_id == conversation_id, p.user_id == user_id)
+                    .values(role=role)
+                )
+        finally:
+            await self.changed(member_version(user_id))
         return bool(result.rowcount)
 
     async def record_activity(self, batch: dict[str, Activity]) -> None:
@@ -243,23 +303,31 @@ class ConversationRepository:
         their newest message (one's own messages are never unread). Never moves
         backwards. The whole batch is one transaction in one hand-off (``db.write``)."""
         if batch:
-            async with maybe_locked(self.write_lock):
-                await self.db.write(_record_activity, batch, quick=True)
+            try:
+                async with maybe_locked(self.write_lock):
+                    await self.db.write(_record_activity, batch, quick=True)
+            finally:
+                await self.changed(
+                    *(conversation_version(cid) for cid in batch),
+                    *{member_version(uid) for a in batch.values() for uid in a.senders})
 
     async def mark_read(
         self, conversation_id: str, user_id: str, *, seq: int, message_id: str
     ) -> bool:
         """Move the user's read marker forward to ``seq``; ``False`` if it was already there."""
-        async with self.db.connect() as conn:
-            result = await conn.execute(
-                update(participants)
-                .where(
-                    p.conversation_id == conversation_id,
-                    p.user_id == user_id,
-                    p.last_read_seq < seq,
+        try:
+            async with self.db.connect() as conn:
+                result = await conn.execute(
+                    update(participants)
+                    .where(
+                        p.conversation_id == conversation_id,
+                        p.user_id == user_id,
+                        p.last_read_seq < seq,
+                    )
+                    .values(last_read_seq=seq, last_read_message_id=message_id)
                 )
-                .values(last_read_seq=seq, last_read_message_id=message_id)
-            )
+        finally:
+            await self.changed(member_version(user_id))
         return bool(result.rowcount)
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -28,7 +29,7 @@ from secureconnect.models import utcnow
 
 from .activity import ActivityRecorder
 from .conversation_service import ConversationService
-from .conversations import ConversationRepository
+from .conversations import ConversationRepository, conversation_version
 from .errors import ChatInvalid, MessageNotFound, MessageRejected, MessageTooLarge, NotTheSender
 from .metrics import ChatMetrics
 from .publisher import OwnedTasks, Publisher
@@ -222,7 +223,15 @@ class MessageService:
         return content, metadata
 
     async def _persist(self, new: NewMessage, ticket: Ticket) -> tuple[StoredMessage, bool]:
-        """Store the message in its line's order; ``(stored, created)``."""
+        """Store the message in its line's order; ``(stored, created)``. The
+        conversation's read-cache version moves here as soon as the store is done, even
+        when the sender was cancelled meanwhile (a stored message must never be missing
+        from a cached page); other instances hear it in :meth:`_deliver`."""
+        version = (conversation_version(new.conversation_id),)
+
+        def stored_here(_: Any) -> None:
+            self.kernel.read_cache.invalidate_local(version)
+
         try:
             if self.store.ordered_appends:
                 # Appends submitted in line order get their seqs in that order: the next
@@ -231,6 +240,7 @@ class MessageService:
                 # that order, so each finds its turn to publish already come.
                 await ticket.submit_turn()
                 appended = self.store.submit(new)
+                appended.add_done_callback(stored_here)
                 ticket.submitted()
                 # (cancelled by a timeout: the message is stored anyway, as it would be
                 # by a send whose client went away)
@@ -238,7 +248,10 @@ class MessageService:
                 await ticket.turn()
             else:
                 await ticket.turn()
-                stored, created = await self.store.append(new)
+                try:
+                    stored, created = await self.store.append(new)
+                finally:
+                    stored_here(None)
         except Exception:
             self.metrics.persisted.labels("error").inc()
             raise
@@ -249,6 +262,8 @@ class MessageService:
         on once this instance's sockets have it (the bus keeps that order across
         instances)."""
         message = stored.as_dict()
+        # before the event: an instance that hears of the message has the version moved
+        await self.kernel.read_cache.invalidate(conversation_version(stored.conversation_id))
         await self.publisher.publish(self._topic(stored.conversation_id), "chat.message",
                                      message, posted=ticket.close)
         self._persisted_ok.inc()
@@ -293,9 +308,13 @@ class MessageService:
                 "message_id": stored.id,
             }
         )
-        edited = await self.store.edit(
-            conversation_id, message_id, content=content, metadata=metadata, edited_at=utcnow()
-        )
+        try:
+            edited = await self.store.edit(
+                conversation_id, message_id, content=content, metadata=metadata,
+                edited_at=utcnow()
+            )
+        finally:
+            await self.kernel.read_cache.invalidate(conversation_version(conversation_id))
         if edited is None:
             raise Conflict("a deleted message cannot be edited", code="message_deleted")
         message = edited.as_dict()
@@ -306,7 +325,11 @@ class MessageService:
         self, user_id: str, conversation_id: str, message_id: str
     ) -> dict[str, Any]:
         await self._own_message(user_id, conversation_id, message_id)
-        tombstone = await self.store.delete(conversation_id, message_id, deleted_at=utcnow())
+        try:
+            tombstone = await self.store.delete(conversation_id, message_id,
+                                                deleted_at=utcnow())
+        finally:
+            await self.kernel.read_cache.invalidate(conversation_version(conversation_id))
         if tombstone is None:
             raise MessageNotFound("no such message in this conversation")
         message = tombstone.as_dict()
@@ -316,10 +339,36 @@ class MessageService:
     async def history(
         self, user_id: str, conversation_id: str, *, before: str | None, limit: int | None
     ) -> dict[str, Any]:
-        await self.conversations.require_participant(conversation_id, user_id)
-        limit = max(
+        await self.conversations.require_reader(conversation_id, user_id)
+        return await self._history_page(conversation_id, before, self._history_limit(limit))
+
+    async def history_rendered(
+        self, user_id: str, conversation_id: str, *, before: str | None, limit: int | None,
+        render: Callable[[dict[str, Any]], bytes],
+    ) -> bytes:
+        """``render(history(...))``. Membership is checked on every call (a cached "yes"
+        moved by any change of the user's participations, a "no" never cached); the page
+        comes from the read cache while the conversation's version stands still (every
+        send, edit and delete moves it)."""
+        conversation_id = str(conversation_id)
+        await self.conversations.require_reader(conversation_id, user_id)
+        limit = self._history_limit(limit)
+
+        async def build() -> tuple[bytes, tuple[str]]:
+            page = await self._history_page(conversation_id, before, limit)
+            return render(page), (conversation_version(conversation_id),)
+
+        body: bytes = await self.kernel.read_cache.fetch(
+            ("chat.history", conversation_id, before, limit), build)
+        return body
+
+    def _history_limit(self, limit: int | None) -> int:
+        return max(
             1, min(limit or self.settings.history_default_limit, self.settings.history_max_limit)
         )
+
+    async def _history_page(self, conversation_id: str, before: str | None,
+                            limit: int) -> dict[str, Any]:
         # a store that builds the client representation straight from its rows (the
         # SQL one) spares the message objects
         page_dicts = getattr(self.store, "page_dicts", None)

@@ -9,7 +9,7 @@ from pydantic import UUID4, BaseModel, ConfigDict, Field, StrictBool, StrictStr
 
 from secureconnect.errors import BadRequest
 from secureconnect.http.context import principal
-from secureconnect.http.handlers import json_response
+from secureconnect.http.handlers import dumps, json_bytes, json_response
 from secureconnect.routing import RouteTable
 
 from .conversation_service import ConversationService
@@ -213,8 +213,8 @@ async def create_conversation(
 @routes.get("/v1/conversations", query=ListQuery, response=ConversationListOut)
 async def list_conversations(request: web.Request, query: ListQuery) -> web.StreamResponse:
     """My conversations, newest activity first, with unread counts."""
-    found = await _conversations(request).list_conversations(_me(request), limit=query.limit)
-    return json_response({"conversations": found})
+    return json_bytes(await _conversations(request).list_rendered(
+        _me(request), limit=query.limit, render=lambda found: dumps({"conversations": found})))
 
 
 @routes.get("/v1/conversations/{conversation_id}", response=ConversationOut)
@@ -301,9 +301,9 @@ async def send_message(request: web.Request, body: SendMessageIn) -> web.StreamR
 @routes.get("/v1/conversations/{conversation_id}/messages", query=HistoryQuery, response=HistoryOut)
 async def history(request: web.Request, query: HistoryQuery) -> web.StreamResponse:
     """Messages newest first; `next_cursor` pages to older ones."""
-    return json_response(
-        await _messages(request).history(
-            _me(request), _cid(request), before=query.before, limit=query.limit
+    return json_bytes(
+        await _messages(request).history_rendered(
+            _me(request), _cid(request), before=query.before, limit=query.limit, render=dumps
         )
     )
 

@@ -28,6 +28,12 @@ from .values import Principal, User
 _USER_BY_ID = select(m.users).where(m.users.c.id == bindparam("user_id"))
 
 
+def user_version(user_id: str | uuid.UUID) -> str:
+    """The read-cache key every change of the account's row moves (store/readcache.py):
+    ``/v1/users/me`` answers cached from memory are built from it."""
+    return f"auth:user:{user_id}"
+
+
 class AccountsMixin(AuthCore):
     """The account half of ``kernel.auth``."""
 
@@ -92,6 +98,7 @@ class AccountsMixin(AuthCore):
         async with self.kernel.db.connect() as conn:
             await conn.execute(update(m.users).where(m.users.c.id == str(user_id))
                                .values(display_name=display_name))
+        await self._changed(user_id)
         user = await self.get_user(user_id)
         if user is None:
             raise Unauthorized("the account no longer exists", code="invalid_token")
@@ -103,6 +110,7 @@ class AccountsMixin(AuthCore):
         async with self.kernel.db.connect() as conn:
             done = await conn.execute(update(m.users).where(m.users.c.id == str(user_id))
                                       .values(disabled_at=self.now() if disabled else None))
+        await self._changed(user_id)
         if not done.rowcount:
             raise NotFound("no such user", code="user_not_found")
         if disabled:
@@ -119,6 +127,7 @@ class AccountsMixin(AuthCore):
         async with self.kernel.db.connect() as conn:
             await conn.execute(update(m.users).where(m.users.c.id == str(user_id))
                                .values(role=role))
+        await self._changed(user_id)
         if before.role == "admin" and role != "admin":
             await self.revoke_all_sessions(str(user_id), reason="role_changed")
         return await self._existing(user_id)
@@ -130,6 +139,7 @@ class AccountsMixin(AuthCore):
         await self.revoke_all_sessions(str(user_id), reason="deleted")
         async with self.kernel.db.connect() as conn:
             await conn.execute(delete(m.users).where(m.users.c.id == str(user_id)))
+        await self._changed(user_id)
         await self.kernel.notify("sc_user_deleted", user=user.as_dict())
 
     async def delete_own_account(self, principal: Principal, password: str) -> None:
@@ -143,6 +153,11 @@ class AccountsMixin(AuthCore):
                 await self.passwords.verify(row.password_hash, password)):
             raise Forbidden("the password is not correct", code="invalid_password")
         await self.delete_user(str(principal.user_id))
+
+    async def _changed(self, user_id: str | uuid.UUID) -> None:
+        """After a commit that changed the account's row: cached answers built from it
+        are stale here and on every instance."""
+        await self.kernel.read_cache.invalidate(user_version(user_id))
 
     async def _existing(self, user_id: str) -> User:
         user = await self.get_user(user_id) if len(str(user_id)) <= 64 else None
@@ -237,6 +252,7 @@ class AccountsMixin(AuthCore):
                 .where(m.users.c.id == user_id, m.users.c.email_verified_at.is_(None))
                 .values(email_verified_at=self.now())
             )
+        await self._changed(user_id)
         user = await self.get_user(user_id)
         if user is None:
             raise ValidationFailed("the account no longer exists", code="invalid_token")
@@ -285,4 +301,5 @@ class AccountsMixin(AuthCore):
                 )
                 .values(used_at=now)
             )
+        await self._changed(user_id)
         await self.revoke_all_sessions(user_id, reason="password_reset")

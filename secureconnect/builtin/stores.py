@@ -37,6 +37,11 @@ def sc_settings_validators() -> list[Validator]:
         Validator("redis.retry_base_delay", is_type_of=(int, float), gte=0, lte=5),
         Validator("redis.max_connections", is_type_of=int, gte=1, lte=10000),
         Validator("redis.publish_queue", is_type_of=int, gte=1, lte=1_000_000),
+        Validator("cache.enabled", is_type_of=bool),
+        Validator("cache.ttl", is_type_of=(int, float), gt=0, lte=3600),
+        Validator("cache.max_entries", is_type_of=int, gte=1, lte=10_000_000),
+        Validator("cache.max_bytes", is_type_of=int, gte=1024),
+        Validator("cache.max_versions", is_type_of=int, gte=100),
         Validator("cassandra.contact_points", is_type_of=list, len_min=1),
         Validator("cassandra.port", is_type_of=int, gte=1, lte=65535),
         Validator("cassandra.keyspace", is_type_of=str, len_min=1, len_max=48),
@@ -90,6 +95,12 @@ async def _bus(kernel: Kernel) -> AsyncIterator[None]:
     await kernel.bus.close()
 
 
+async def _read_cache(kernel: Kernel) -> AsyncIterator[None]:
+    await kernel.read_cache.start()  # listens on the bus: opened after it, closed before
+    yield
+    await kernel.read_cache.close()
+
+
 def _outbound_metrics(kernel: Kernel) -> aiohttp.TraceConfig:
     """``outbound_http_requests_total{result}``: ok (any status), timeout, error — the
     outbound-call timeout ratio alert divides the first two."""
@@ -130,7 +141,7 @@ async def _outbound_http(kernel: Kernel) -> AsyncIterator[None]:
 
 @hookimpl(tryfirst=True)
 def sc_cleanup_ctx(kernel: Kernel) -> list[object]:
-    return [_database, _cache, _bus, _outbound_http]
+    return [_database, _cache, _bus, _read_cache, _outbound_http]
 
 
 @hookimpl

@@ -167,6 +167,13 @@ def json_response(data: Any, status: int = 200, headers: Mapping[str, str] | Non
                         charset="utf-8", headers=headers)
 
 
+def json_bytes(body: bytes, status: int = 200,
+               headers: Mapping[str, str] | None = None) -> web.Response:
+    """A response of JSON already rendered (an answer from the read cache)."""
+    return web.Response(body=body, status=status, content_type="application/json",
+                        charset="utf-8", headers=headers)
+
+
 if _orjson is not None:
     # datetimes and dataclasses go to _default as with json (RFC 3339 with "Z", str)
     _ORJSON_OPTIONS = (_orjson.OPT_PASSTHROUGH_DATETIME | _orjson.OPT_PASSTHROUGH_DATACLASS

@@ -42,7 +42,14 @@ class Subscription:
 
 
 class InProcessBus:
+    #: whether other instances are behind this bus (what one publishes, all hear)
+    spans_instances = False
+
     def __init__(self, metrics: Metrics) -> None:
+        #: moves each time this instance may have started missing other instances'
+        #: messages (the Redis reader lost its connection): what was derived from
+        #: their silence before (a read cache's entries) is no longer safe
+        self.epoch = 0
         self._subs: dict[str, list[Subscription]] = {}
         self._gap_listeners: list[GapListener] = []
         self.publish_errors = metrics.counter(
@@ -62,6 +69,11 @@ class InProcessBus:
                     await result
             except Exception:
                 log.exception("bus gap listener failed")
+
+    @property
+    def up(self) -> bool:
+        """Messages from other instances are being received now (always, in process)."""
+        return True
 
     async def start(self) -> None:
         pass
@@ -125,6 +137,7 @@ class RedisBus(InProcessBus):
 
     #: messages sent to Redis in one pipeline at most
     BATCH = 512
+    spans_instances = True
 
     def __init__(self, url: str, metrics: Metrics, *, socket_timeout: float = 1.0,
                  max_pending: int = 10000) -> None:
@@ -165,6 +178,12 @@ class RedisBus(InProcessBus):
         self.reconnects = metrics.counter(
             "bus_reconnects_total", "Times the Redis bus reader reconnected")
 
+    @property
+    def up(self) -> bool:
+        """The reader is subscribed (it is ``False`` before the first connection and
+        from the moment a lost connection is noticed until it is back)."""
+        return self._pubsub is not None
+
     async def start(self) -> None:
         self._reader = asyncio.create_task(self._read_forever(), name="redis-bus-reader")
         self._sender = asyncio.create_task(self._send_forever(), name="redis-bus-sender")
@@ -183,6 +202,8 @@ class RedisBus(InProcessBus):
             with contextlib.suppress(BaseException):
                 await self._reader
             self._reader = None
+        self._pubsub = None
+        self.epoch += 1
         while self._outbox:  # what never left is a failed publish
             self._fail(self._outbox.popleft()[2])
         await super().close()
@@ -310,6 +331,7 @@ class RedisBus(InProcessBus):
                 raise
             except Exception as exc:
                 self._pubsub = None
+                self.epoch += 1
                 if not lost:  # once per outage; the retries are quiet
                     log.warning("Redis bus reader lost its connection (%s); retrying",
                                 type(exc).__name__)

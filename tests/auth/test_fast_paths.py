@@ -57,8 +57,9 @@ async def test_a_remembered_token_is_still_refused_once_expired(sc_client: Any) 
 
 async def test_profile_change_is_read_back_at_once(sc_client: Any) -> None:
     """Read-your-writes through the on-loop reader: a change committed by a request is
-    what the next request reads."""
-    client = await sc_client()
+    what the next request reads. (The writes here bypass the service, so the read
+    cache, which only they move, is off; tests/auth/test_read_cache_me.py covers it.)"""
+    client = await sc_client({"cache": {"enabled": False}})
     user = await register_and_login(client)
     kernel = client.app[KERNEL]
     from sqlalchemy import update

@@ -20,6 +20,8 @@ async def _client(sc_client, proxy, postgres_url, **database):
         "database": {"url": proxy.url(postgres_url), **TIMEOUTS, **database},
         "health": {"check_timeout": 0.5},
         "auth": {"session_cache_ttl": 0.01},
+        # every request here must reach the database: no answer from the read cache
+        "cache": {"enabled": False},
     })
 
 
