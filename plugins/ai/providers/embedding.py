@@ -152,10 +152,6 @@ def _model() -> EmbeddingModel:
     return _worker_model
 
 
-def worker_ready() -> bool:
-    return _model() is not None
-
-
 def worker_pick(texts: list[str], points: int) -> list[int]:
     return _model().pick(texts, points)
 

@@ -2,9 +2,11 @@
 
 Where the model computes (``ai.local_executor``):
 
-* ``process`` (default) — a small pool of spawned worker processes (``local_workers``),
-  each loading the model once, at nice ``local_nice``. The server process never holds
-  the model's GIL, so chat traffic keeps its latency while summaries run.
+* ``process`` (default) — a small pool of worker processes (``local_workers``), each
+  loading the model once, at nice ``local_nice``, driven from the event loop over their
+  pipes (:mod:`.worker_pool`: no helper thread of the server takes the GIL for them).
+  The server process never holds the model's GIL, so chat traffic keeps its latency
+  while summaries run.
 * ``thread`` — worker threads in the server process (lower memory; numpy and the
   tokenizer release the GIL for most of the work, not all of it).
 
@@ -17,16 +19,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import multiprocessing
 from collections.abc import Callable, Sequence
-from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
+from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import Any
 
-from . import embedding, worker
+from . import embedding
 from .base import Batch, Line, ProviderUnavailable, Replies, Summary, Usage, estimate_tokens
 from .embedding import EmbeddingModel
+from .worker_pool import ModelFailed, WorkerDied, WorkerPool
 
 log = logging.getLogger(__name__)
 
@@ -45,86 +46,85 @@ class LocalProvider:
         self.nice = nice
         self.sched_idle = sched_idle
         self.executor = executor
-        self._pool: Executor | None = None
+        self._threads: ThreadPoolExecutor | None = None  # thread mode
+        self._processes: WorkerPool | None = None  # process mode
         self._model: EmbeddingModel | None = None  # thread mode only
         self._lock = asyncio.Lock()
 
+    @property
+    def worker_pids(self) -> list[int]:
+        """The model's worker processes (process mode)."""
+        return self._processes.pids if self._processes is not None else []
+
     async def start(self) -> None:
-        if self._pool is not None:
+        if self._threads is not None or self._processes is not None:
             return
         async with self._lock:
-            if self._pool is None:
+            if self._threads is None and self._processes is None:
                 await self._open()
 
     async def _open(self) -> None:
         loop = asyncio.get_running_loop()
         if self.executor == "process":
+            # fail fast, with the fix, when the package is missing (a worker would die)
+            await loop.run_in_executor(None, _check_installed)
+            pool = WorkerPool(self.workers, nice=self.nice, sched_idle=self.sched_idle)
             try:
-                await self._open_processes(loop)
-                return
+                await pool.start()
             except ProviderUnavailable:
+                await pool.close()
                 raise
-            except Exception as exc:
-                # e.g. the server itself runs as a daemonic process, which may not have
-                # children: degrade to threads rather than fail every request
-                log.warning("ai: cannot start model worker processes (%s: %s); using "
-                            "threads", type(exc).__name__, exc)
-                self.executor = "thread"
-        if self.executor == "thread":
-            pool: Executor = ThreadPoolExecutor(
-                max_workers=self.workers, thread_name_prefix="ai-local",
-                initializer=embedding.lower_priority, initargs=(self.nice,))
-            try:
-                self._model = await loop.run_in_executor(pool, EmbeddingModel.load)
-            except BaseException:
-                pool.shutdown(wait=False)
-                raise
-            self._pool = pool
-
-    async def _open_processes(self, loop: asyncio.AbstractEventLoop) -> None:
-        # fail fast, with the fix, when the package is missing (a worker would die)
-        await loop.run_in_executor(None, _check_installed)
-        pool = ProcessPoolExecutor(max_workers=self.workers,
-                                   mp_context=multiprocessing.get_context("spawn"),
-                                   initializer=worker.init,
-                                   initargs=(self.nice, self.sched_idle))
+            except BaseException as exc:
+                await pool.close()
+                if isinstance(exc, Exception):
+                    # no child processes here (a sandbox): degrade to threads rather
+                    # than fail every request
+                    log.warning("ai: cannot start model worker processes (%s: %s); "
+                                "using threads", type(exc).__name__, exc)
+                    self.executor = "thread"
+                else:
+                    raise
+            else:
+                self._processes = pool
+                return
+        threads = ThreadPoolExecutor(
+            max_workers=self.workers, thread_name_prefix="ai-local",
+            initializer=embedding.lower_priority, initargs=(self.nice,))
         try:
-            await loop.run_in_executor(pool, embedding.worker_ready)
-        except BrokenProcessPool:
-            await asyncio.to_thread(pool.shutdown, wait=True, cancel_futures=True)
-            raise ProviderUnavailable(
-                "the local AI model worker could not start; see the server log") from None
+            self._model = await loop.run_in_executor(threads, EmbeddingModel.load)
         except BaseException:
-            await asyncio.to_thread(pool.shutdown, wait=False, cancel_futures=True)
+            threads.shutdown(wait=False)
             raise
-        self._pool = pool
+        self._threads = threads
 
-    async def _call(self, thread_fn: Callable[..., Any], worker_fn: Callable[..., Any],
-                    *args: Any) -> Any:
+    async def _call(self, thread_fn: Callable[..., Any], worker_fn: str, *args: Any) -> Any:
         await self.start()
-        pool = self._pool
-        assert pool is not None
-        fn = thread_fn if self.executor == "thread" else worker_fn
         try:
-            return await asyncio.get_running_loop().run_in_executor(pool, partial(fn, *args))
-        except BrokenProcessPool:
-            # a worker died (killed, out of memory): start afresh on the next request
-            self._pool = None
-            await asyncio.to_thread(pool.shutdown, wait=False, cancel_futures=True)
+            if self._processes is not None:
+                return await self._processes.call(worker_fn, *args)
+            assert self._threads is not None
+            return await asyncio.get_running_loop().run_in_executor(
+                self._threads, partial(thread_fn, *args))
+        except WorkerDied:
+            # killed, out of memory: this request fails, the next one gets a fresh worker
             raise ProviderUnavailable("the local AI model worker died; retry") from None
         except ProviderUnavailable:
             raise
         except Exception as exc:
             # the contract: only 503/504 leave a provider. The type alone is logged: an
             # exception's message may quote the text the model was given.
-            log.error("ai: the local model failed (%s)", type(exc).__name__)
+            kind = str(exc) if isinstance(exc, ModelFailed) else type(exc).__name__
+            log.error("ai: the local model failed (%s)", kind)
             raise ProviderUnavailable("the local AI model failed; see the server log"
                                       ) from None
 
     async def close(self) -> None:
-        pool, self._pool = self._pool, None
-        if pool is not None:
-            await asyncio.to_thread(pool.shutdown, wait=True, cancel_futures=True)
+        threads, self._threads = self._threads, None
+        processes, self._processes = self._processes, None
+        if processes is not None:
+            await processes.close()
+        if threads is not None:
+            await asyncio.to_thread(threads.shutdown, wait=True, cancel_futures=True)
 
     def _thread_model(self) -> EmbeddingModel:
         assert self._model is not None
@@ -134,7 +134,7 @@ class LocalProvider:
     async def _pick(self, lines: list[Line]) -> list[Line]:
         # the texts go to the model, indices come back: the smallest pickle both ways
         chosen: list[int] = await self._call(
-            lambda ts, p: self._thread_model().pick(ts, p), embedding.worker_pick,
+            lambda ts, p: self._thread_model().pick(ts, p), "worker_pick",
             [line.text for line in lines], self.points)
         return [lines[i] for i in chosen]
 
@@ -150,7 +150,7 @@ class LocalProvider:
         sources = [list(chunk) for chunk in chunks]
         chosen: list[list[int]] = await self._call(
             lambda tss, p: [self._thread_model().pick(ts, p) for ts in tss],
-            embedding.worker_pick_many,
+            "worker_pick_many",
             [[line.text for line in source] for source in sources], self.points)
         parts = tuple(self._summary(source, [source[i] for i in picks])
                       for source, picks in zip(sources, chosen, strict=True))
@@ -177,7 +177,7 @@ class LocalProvider:
         self, context: Sequence[Line], last: Line, *, count: int, language: str | None
     ) -> Replies:
         replies: list[str] = await self._call(
-            lambda t, c: self._thread_model().replies(t, c), embedding.worker_replies,
+            lambda t, c: self._thread_model().replies(t, c), "worker_replies",
             last.text, count)
         usage = Usage(estimate_tokens(last.text), sum(estimate_tokens(r) for r in replies))
         return Replies(tuple(replies), usage)

@@ -1,7 +1,9 @@
 """Start-up of a model worker process (``ai.local_executor = "process"``).
 
-:func:`init` is the process pool's initializer. It runs first in a freshly spawned
-worker, before anything has imported numpy or the tokenizer, and in this order:
+The server starts each worker as ``python -m secureconnect_plugins.ai.providers.worker
+<nice> <sched_idle>`` and talks to it over its stdin/stdout (:mod:`.worker_pool`).
+:func:`init` runs first in the fresh worker, before anything has imported numpy or the
+tokenizer, and in this order:
 
 1. caps the math libraries' thread pools at one thread each (:data:`THREAD_ENV`: BLAS,
    OpenMP, the tokenizer's Rayon pool) — they read these variables once, when they load,
@@ -14,8 +16,8 @@ worker, before anything has imported numpy or the tokenizer, and in this order:
    Linux threads inherit their creator's nice value and scheduling class).
 
 This module imports nothing heavy itself. Should a thread exist before step 2 anyway (a
-BLAS pool started because spawn imported the parent's main module again in the worker),
-step 2 lowers it too: it goes through every thread of the process (a test checks them
+BLAS pool started by something the plugin package imported on the way), step 2 lowers
+it too: it goes through every thread of the process (a test checks them
 all).
 """
 
@@ -71,10 +73,16 @@ def init(nice: int, sched_idle: bool) -> None:
     """The pool initializer: threads capped, priority lowered, then the model loaded."""
     set_environ(THREAD_ENV)
     if "numpy" in sys.modules:
-        # spawn imported the parent's main module again, and it imports numpy: its
+        # something imported on the way to this module imports numpy: its
         # thread pool is already sized (the threads are still lowered below)
         log.info("ai: numpy was loaded before the model worker capped its threads")
     lower_process_priority(nice, sched_idle)
     from . import embedding
 
     embedding.worker_load()
+
+
+if __name__ == "__main__":
+    from .worker_pool import serve
+
+    serve(int(sys.argv[1]), sys.argv[2] == "1")

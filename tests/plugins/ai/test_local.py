@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from secureconnect.app import KERNEL
+from secureconnect.testing.helpers import wait_for
 from secureconnect_plugins.chat.api import CONVERSATIONS
 
 from .helpers import SECRET, TALK, make_room, metric, opt_in, post, seed, send, users
@@ -310,13 +311,21 @@ async def test_every_thread_of_the_model_worker_runs_at_idle_priority(ai_client)
     assert (await post(room, bob, "summary")).status == 200
     assert (await post(room, bob, "smart-replies")).status == 200
     provider = client.server.app[KERNEL].state["ai"].provider
-    (worker,) = provider._pool._processes.values()
-    threads = await asyncio.to_thread(thread_priorities, worker.pid)
+    (pid,) = provider.worker_pids
+    threads = await asyncio.to_thread(thread_priorities, pid)
     for tid, (nice, policy) in threads.items():
         assert policy == os.SCHED_IDLE and nice >= 7, (tid, nice, policy)
     # the math libraries' pools are capped at one thread each: no pool of a thread per
     # core (BLAS and the tokenizer compute on the main thread, or on one helper)
     assert len(threads) <= 2, threads
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 def thread_priorities(pid: int) -> dict[int, tuple[int, int]]:
@@ -337,10 +346,9 @@ async def test_a_dead_model_worker_answers_503_once_then_a_new_one_serves(ai_cli
     await opt_in(client, bob)
     assert (await post(room, bob, "smart-replies")).status == 200
     provider = client.server.app[KERNEL].state["ai"].provider
-    workers = list(provider._pool._processes.values())  # the pool's own children
-    assert len(workers) == 1
-    os.kill(workers[0].pid, signal.SIGKILL)
-    await asyncio.to_thread(workers[0].join, 10)
+    (pid,) = provider.worker_pids  # the pool's own child
+    os.kill(pid, signal.SIGKILL)
+    await wait_for(lambda: not _alive(pid), timeout=10, message="the worker reaped")
     r = await post(room, bob, "smart-replies")
     assert r.status == 503 and (await r.json())["code"] == "ai_unavailable"
     r = await post(room, bob, "smart-replies")
