@@ -15,7 +15,18 @@ from secureconnect.app import KERNEL
 from secureconnect.testing.helpers import wait_for
 from secureconnect_plugins.chat.api import CONVERSATIONS
 
-from .helpers import SECRET, TALK, make_room, metric, opt_in, post, seed, send, users
+from .helpers import (
+    SECRET,
+    TALK,
+    make_room,
+    metric,
+    opt_in,
+    pid_alive,
+    post,
+    seed,
+    send,
+    users,
+)
 
 
 async def test_settings_default_off_and_round_trip(ai_client):
@@ -320,14 +331,6 @@ async def test_every_thread_of_the_model_worker_runs_at_idle_priority(ai_client)
     assert len(threads) <= 2, threads
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
 def thread_priorities(pid: int) -> dict[int, tuple[int, int]]:
     """Nice value and scheduling policy of each thread of a process (Linux /proc)."""
     found = {}
@@ -348,7 +351,7 @@ async def test_a_dead_model_worker_answers_503_once_then_a_new_one_serves(ai_cli
     provider = client.server.app[KERNEL].state["ai"].provider
     (pid,) = provider.worker_pids  # the pool's own child
     os.kill(pid, signal.SIGKILL)
-    await wait_for(lambda: not _alive(pid), timeout=10, message="the worker reaped")
+    await wait_for(lambda: not pid_alive(pid), timeout=10, message="the worker reaped")
     r = await post(room, bob, "smart-replies")
     assert r.status == 503 and (await r.json())["code"] == "ai_unavailable"
     r = await post(room, bob, "smart-replies")

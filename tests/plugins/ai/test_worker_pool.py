@@ -18,6 +18,8 @@ from secureconnect_plugins.ai.providers.worker_pool import (
     WorkerPool,
 )
 
+from .helpers import pid_alive
+
 TEXTS = ["the release is on Friday", "who reviews the backup script?",
          "lunch at noon", "the budget review moved to Monday"]
 
@@ -28,14 +30,6 @@ async def pool():
     await pool.start()
     yield pool
     await pool.close()
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 async def test_answers_errors_by_type_and_stays_in_step(pool):
@@ -77,6 +71,6 @@ async def test_close_ends_every_worker():
     assert len(pids) == 2
     await pool.close()
     for pid in pids:
-        assert not alive(pid)
+        assert not pid_alive(pid)
     with pytest.raises(ProviderUnavailable):
         await pool.call("worker_pick", TEXTS, 2)

@@ -285,15 +285,24 @@ async def _bus_up(*clients: Any) -> None:
                    message="the Redis bus connected")
 
 
-@pytest.mark.redis
-async def test_a_write_on_one_instance_shows_on_the_other_once_the_bus_delivers(
-        sc_client: Any, redis_server: Any, shared_db: str) -> None:
+async def _two_instances(sc_client: Any, redis_server: Any, shared_db: str,
+                         first_text: str) -> tuple[Any, Any, Any, Any, str]:
+    """Two instances on one database and one Redis; a group of two users with one
+    message sent through the first: ``(first, second, owner, member, group id)``."""
     first = await sc_client(_shared(redis_server.url, shared_db))
     second = await sc_client(_shared(redis_server.url, shared_db))
     await _bus_up(first, second)
     owner, a = await users(first, 2)
     g = await create_group(first, owner, [a], name="g")
-    await send(first, a, g, "one")
+    await send(first, a, g, first_text)
+    return first, second, owner, a, g
+
+
+@pytest.mark.redis
+async def test_a_write_on_one_instance_shows_on_the_other_once_the_bus_delivers(
+        sc_client: Any, redis_server: Any, shared_db: str) -> None:
+    first, second, owner, a, g = await _two_instances(sc_client, redis_server, shared_db,
+                                                      "one")
     path = f"/v1/conversations/{g}/messages"
     await warm(second, owner, "/v1/conversations")
     await warm(second, owner, path)
@@ -328,12 +337,8 @@ async def test_a_write_on_one_instance_shows_on_the_other_once_the_bus_delivers(
 @pytest.mark.redis
 async def test_with_redis_stopped_the_cache_is_bypassed_and_reads_stay_correct(
         sc_client: Any, redis_server: Any, shared_db: str) -> None:
-    first = await sc_client(_shared(redis_server.url, shared_db))
-    second = await sc_client(_shared(redis_server.url, shared_db))
-    await _bus_up(first, second)
-    owner, a = await users(first, 2)
-    g = await create_group(first, owner, [a])
-    await send(first, a, g, "before")
+    first, second, owner, a, g = await _two_instances(sc_client, redis_server, shared_db,
+                                                      "before")
     path = f"/v1/conversations/{g}/messages"
     await warm(second, owner, path)
 
