@@ -7,7 +7,8 @@ at start-up) in a child process on a file SQLite database, then from this proces
 1. seeds three conversations of 50, 500 and 2,000 text messages (over REST);
 2. times ``POST /v1/ai/conversations/{id}/summary`` for each (``--reps`` times; p50 and
    the slowest) and ``POST .../smart-replies`` (``--replies`` requests; p50/p99);
-3. times chat sends (``POST /v1/conversations/{id}/messages``, ``--concurrency`` in
+3. times chat sends (``POST /v1/conversations/{id}/messages``, authenticated, each with
+   its own ``Idempotency-Key`` as real clients send them, ``--concurrency`` in
    flight, rounds of ``--round-seconds``) with no AI work (idle), then while
    ``--summarizers`` users each ask for a summary of the 2,000-message conversation at a
    fixed pace (``--summary-rate`` summaries/s offered in all, open loop) (busy), in the
@@ -46,6 +47,7 @@ import statistics
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -263,8 +265,10 @@ class Client:
         self.base = base
 
     async def call(self, method: str, path: str, token: str | None = None,
-                   json: Any = None, expect: int = 200) -> Any:
+                   json: Any = None, expect: int = 200, keyed: bool = False) -> Any:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
+        if keyed:  # a unique Idempotency-Key, as every real client sends with a message
+            headers["Idempotency-Key"] = uuid.uuid4().hex
         async with self.s.request(method, self.base + path, json=json, headers=headers) as r:
             body = await r.json()
             if r.status != expect:
@@ -446,6 +450,7 @@ async def run(args: argparse.Namespace) -> None:
                     t0 = time.perf_counter()
                     await c.call("POST", f"/v1/conversations/{rooms[50]}/messages", a_tok,
                                  json={"content": f"ping {k}.{i}", "message_type": "text"},
+                                 keyed=True,
                                  expect=201)
                     latencies.append(time.perf_counter() - t0)
                     i += 1
@@ -467,6 +472,7 @@ async def run(args: argparse.Namespace) -> None:
             async def one(i: int, due: float) -> None:
                 await c.call("POST", f"/v1/conversations/{rooms[50]}/messages", a_tok,
                              json={"content": f"ping {i}", "message_type": "text"},
+                             keyed=True,
                              expect=201)
                 latencies.append(time.perf_counter() - due)
 
@@ -518,7 +524,8 @@ async def run(args: argparse.Namespace) -> None:
 
         pace = (f"{args.send_rate:g}/s (open loop)" if args.send_rate
                 else f"{args.concurrency} in flight")
-        print(f"\nchat send latency: rounds of {args.round_seconds:g} s of sends, "
+        print(f"\nchat send latency: rounds of {args.round_seconds:g} s of sends (each with "
+              f"its own Idempotency-Key), "
               f"{pace}, alternating idle / busy; busy = "
               f"{args.summarizers} users each asking for a summary of the 2,000 messages "
               f"every {interval:g} s ({args.summary_rate:g} summaries/s offered in all)"

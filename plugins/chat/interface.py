@@ -123,8 +123,7 @@ class ChatConversations:
             if page.next_cursor is None or len(newer) < len(page.messages):
                 break
             cursor = page.next_cursor
-            # let other requests run between pages, for longer than the page took
-            await asyncio.sleep(min(_MAX_PAUSE, (time.thread_time() - cpu) * _PAUSE_FACTOR))
+            await _breathe(cpu)
         found.reverse()
         return found
 
@@ -146,7 +145,7 @@ class ChatConversations:
             if len(page) < want:
                 break
             before = page[-1].seq
-            await asyncio.sleep(min(_MAX_PAUSE, (time.thread_time() - cpu) * _PAUSE_FACTOR))
+            await _breathe(cpu)
         found.reverse()
         return found
 
@@ -156,3 +155,9 @@ class ChatConversations:
 
     async def is_online(self, user_id: str) -> bool:
         return bool((await self._service.presence.presence_of(str(user_id)))["online"])
+
+
+async def _breathe(cpu_at_start: float) -> None:
+    """Between the pages of a long read: let other requests run, for ``_PAUSE_FACTOR``
+    times the loop-thread CPU the page took since ``cpu_at_start``."""
+    await asyncio.sleep(min(_MAX_PAUSE, (time.thread_time() - cpu_at_start) * _PAUSE_FACTOR))

@@ -20,10 +20,10 @@ from .helpers import SQLITE_FILE, make_room, metric, opt_in, post, send
 from .test_openai import openai_settings
 
 
-async def test_concurrency_limit_answers_503_ai_busy(ai_client, fake_openai):
-    client = await ai_client(openai_settings(
-        fake_openai, max_concurrent=1, queue_timeout=0.2, openai_total_timeout=2.0,
-        openai_read_timeout=5.0))
+async def _slot_held(ai_client, fake_openai, **settings):
+    """An instance whose AI slot is held: a smart-reply request hangs at the fake
+    provider (already called once). Returns ``(client, room, bob, that request's task)``."""
+    client = await ai_client(openai_settings(fake_openai, **settings))
     room = await make_room(client, 1)
     bob = room.members[0]
     await send(room, room.owner, "Ready for the demo?")
@@ -31,6 +31,13 @@ async def test_concurrency_limit_answers_503_ai_busy(ai_client, fake_openai):
     fake_openai.mode = "hang"
     first = asyncio.create_task(post(room, bob, "smart-replies"))
     await wait_for(lambda: fake_openai.calls == 1, message="the first call to reach the provider")
+    return client, room, bob, first
+
+
+async def test_concurrency_limit_answers_503_ai_busy(ai_client, fake_openai):
+    _client, room, bob, first = await _slot_held(
+        ai_client, fake_openai, max_concurrent=1, queue_timeout=0.2,
+        openai_total_timeout=2.0, openai_read_timeout=5.0)
     r = await post(room, bob, "summary")
     assert r.status == 503 and (await r.json())["code"] == "ai_busy"
     assert r.headers["Retry-After"] == "1"
@@ -42,16 +49,9 @@ async def test_concurrency_limit_answers_503_ai_busy(ai_client, fake_openai):
 
 
 async def test_a_full_queue_is_refused_at_once_with_503_ai_busy(ai_client, fake_openai):
-    client = await ai_client(openai_settings(
-        fake_openai, max_concurrent=1, max_queued=1, queue_timeout=30.0,
-        openai_total_timeout=3.0, openai_read_timeout=10.0))
-    room = await make_room(client, 1)
-    bob = room.members[0]
-    await send(room, room.owner, "Ready for the demo?")
-    await opt_in(client, bob)
-    fake_openai.mode = "hang"
-    first = asyncio.create_task(post(room, bob, "smart-replies"))  # holds the one slot
-    await wait_for(lambda: fake_openai.calls == 1, message="the first call to reach the provider")
+    client, room, bob, first = await _slot_held(
+        ai_client, fake_openai, max_concurrent=1, max_queued=1, queue_timeout=30.0,
+        openai_total_timeout=3.0, openai_read_timeout=10.0)  # `first` holds the one slot
     second = asyncio.create_task(post(room, bob, "summary"))  # waits for the slot
 
     async def queued() -> float:
@@ -78,16 +78,9 @@ async def test_a_full_queue_is_refused_at_once_with_503_ai_busy(ai_client, fake_
 async def test_requests_refused_before_any_provider_call_do_not_count_against_the_quota(
         ai_client, fake_openai):
     # the quota is taken before a slot: three requests in flight at once fit in it
-    client = await ai_client(openai_settings(
-        fake_openai, daily_requests=3, max_concurrent=1, max_queued=1, queue_timeout=0.3,
-        openai_total_timeout=6.0, openai_read_timeout=10.0))
-    room = await make_room(client, 1)
-    bob = room.members[0]
-    await send(room, room.owner, "Ready for the demo?")
-    await opt_in(client, bob)
-    fake_openai.mode = "hang"
-    first = asyncio.create_task(post(room, bob, "smart-replies"))
-    await wait_for(lambda: fake_openai.calls == 1, message="the first call to reach the provider")
+    client, room, bob, first = await _slot_held(
+        ai_client, fake_openai, daily_requests=3, max_concurrent=1, max_queued=1,
+        queue_timeout=0.3, openai_total_timeout=6.0, openai_read_timeout=10.0)
     # one waits for the slot past queue_timeout, one more is refused at once (queue
     # full), then another waits and times out: three 503 ai_busy, no provider call
     waited = asyncio.create_task(post(room, bob, "summary"))
