@@ -112,38 +112,33 @@ def serve(port: int, data_dir: str, cpus: set[int] | None = None) -> None:
     web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None)
 
 
-_LINES: dict[str, Any] = {}
+_ROWS: dict[str, Any] = {}
 
 
 async def summary_part(request: web.Request) -> web.Response:
     """One part of a 2,000-message summary alone (``--busy read`` or ``--busy model``):
-    ``read`` is the server's own share (chat's read of the window, the readable filter,
-    the chunk split: all on the event loop), ``model`` the model's (the map-reduce over
-    the worker process, on lines read once and kept)."""
+    ``read`` is the server's own share (chat's read of the window and the drop of the
+    encrypted messages, on the event loop), ``model`` the model's (the whole window in
+    one call to the worker process — filter, chunks, map-reduce — on rows read once and
+    kept)."""
     from secureconnect.app import KERNEL
-    from secureconnect_plugins.ai.chunking import split_in_steps, summarize_all
+    from secureconnect_plugins.ai.providers.base import Window
 
     ai = request.app[KERNEL].state["ai"]
     cid = request.match_info["cid"]
 
     async def read() -> Any:
         fetched = await ai.conversations.texts(cid, limit=2000)
-        return await ai._readable_in_steps(fetched, reader_id="bench")
+        return (await ai._drop_encrypted(fetched))[0]
 
     if request.match_info["part"] == "read":
-        readable = await read()
-        chunks = await split_in_steps(readable.lines, ai.settings.max_input_chars)
-        return web.json_response({"lines": len(readable.lines), "chunks": len(chunks)})
-    if cid not in _LINES:
-        _LINES[cid] = (await read()).lines
-    outcome = await summarize_all(
-        ai.provider, _LINES[cid], budget=ai.settings.max_input_chars, language=None,
-        concurrency=ai.settings.map_concurrency, run=_unmetered)
-    return web.json_response({"chunks": outcome.chunks})
-
-
-async def _unmetered(_stage: str, _n: int, call: Callable[[], Awaitable[Any]]) -> Any:
-    return await call()
+        return web.json_response({"rows": len(await read())})
+    if cid not in _ROWS:
+        _ROWS[cid] = await read()
+    s = ai.settings
+    done = await ai.provider.summarize_window(
+        _ROWS[cid], Window("bench", s.max_message_chars, s.max_input_chars))
+    return web.json_response({"chunks": done.chunks})
 
 
 def _where(handle: asyncio.Handle) -> str:

@@ -18,7 +18,7 @@ from functools import partial
 from json.encoder import encode_basestring
 from typing import Any, Protocol, TypeVar, cast
 
-from .providers.base import Batch, BatchingProvider, Line, Provider, Summary
+from .providers.base import Batch, BatchingProvider, Line, Summary
 
 #: a list separator (", ") per item of the JSON array a provider receives
 SEPARATOR = 2
@@ -29,6 +29,15 @@ SEPARATOR = 2
 STEP_LINES = 125
 
 Part = TypeVar("Part", Summary, Batch)
+
+
+class Summarizer(Protocol):
+    """What the map-reduce asks of a provider (a :class:`.providers.base.Provider`, or
+    the local model inside its worker)."""
+
+    async def summarize(self, lines: Sequence[Line], *, language: str | None) -> Summary: ...
+
+    async def merge(self, parts: Sequence[Summary], *, language: str | None) -> Summary: ...
 
 
 class Runner(Protocol):
@@ -125,7 +134,7 @@ class Outcome:
 
 
 async def summarize_all(
-    provider: Provider, lines: Sequence[Line], *, budget: int, language: str | None,
+    provider: Summarizer, lines: Sequence[Line], *, budget: int, language: str | None,
     run: Runner, concurrency: int = 1,
 ) -> Outcome:
     """Summarise ``lines`` within ``budget`` per request; at most ``concurrency`` map or

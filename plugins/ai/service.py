@@ -13,7 +13,9 @@ instance (503 ``ai_busy`` with ``Retry-After`` after ``queue_timeout``, or at on
 End-to-end encryption: messages with ``is_encrypted`` are counted and dropped here,
 before anything else looks at them; their content is never copied, passed to a
 provider or logged. Providers get :class:`Line` objects only (seq, an opaque speaker
-label, readable text). Logs carry ids and counts, never text.
+label, readable text) — or, the local model's worker, the window's other messages, which
+it filters into the same lines itself (:mod:`.readable`, :mod:`.providers.window`). Logs
+carry ids and counts, never text.
 """
 
 from __future__ import annotations
@@ -41,7 +43,11 @@ from .providers.base import (
     Replies,
     Summary,
     Usage,
+    Window,
+    WindowProvider,
+    WindowSummary,
 )
+from .readable import READABLE_TYPES, READER, Readable, Row, drop_encrypted, readable_lines
 from .store import FEATURES, AiStore, AuditEntry, Policy, UserAiSettings
 
 if TYPE_CHECKING:
@@ -52,9 +58,6 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 R = TypeVar("R", Summary, Replies, Batch)
 
-#: message types whose content is text a person wrote
-READABLE_TYPES = frozenset({"text", "poll"})
-READER = "reader"
 
 
 class AiNotEnabled(Forbidden):
@@ -83,16 +86,6 @@ class AiTimeout(GatewayTimeout):
 
 class QuotaExceeded(RateLimited):
     code = "quota_exceeded"
-
-
-@dataclass
-class Readable:
-    """The readable part of a window of messages, and what was left out."""
-
-    lines: list[Line]
-    encrypted_skipped: int
-    other_skipped: int
-    truncated: int
 
 
 @dataclass
@@ -281,28 +274,18 @@ class AiService:
         window = max(1, min(limit or s.default_limit, s.max_messages))
         fetched = await self.conversations.texts(ctx.conversation_id, after_seq=after,
                                                  limit=window)
-        readable = await self._readable_in_steps(fetched, reader_id=ctx.user_id)
-        if readable.lines:
-
-            async def run(stage: str, n: int, call: Callable[[], Awaitable[R]]) -> R:
-                return await self._metered(ctx, stage, n, call)
-
-            outcome = await summarize_all(
-                self.provider, readable.lines, budget=s.max_input_chars,
-                language=prefs.language, concurrency=s.map_concurrency, run=run,
-            )
-            summary, chunks, clipped = outcome.summary, outcome.chunks, outcome.clipped
-        else:
-            summary, chunks, clipped = Summary(""), 0, 0
+        rows, encrypted = await self._drop_encrypted(fetched)
+        done = await self._summarize(ctx, prefs, rows)
         log.info("ai summary for user %s in conversation %s: %d read, %d encrypted skipped, "
-                 "%d chunks", ctx.user_id, ctx.conversation_id, len(readable.lines),
-                 readable.encrypted_skipped, chunks)
+                 "%d chunks", ctx.user_id, ctx.conversation_id, done.messages_read,
+                 encrypted, done.chunks)
+        summary = done.summary
         return {
             "summary": summary.text,
-            "messages_read": len(readable.lines),
-            "encrypted_skipped": readable.encrypted_skipped,
-            "other_skipped": readable.other_skipped,
-            "truncated_messages": readable.truncated,
+            "messages_read": done.messages_read,
+            "encrypted_skipped": encrypted,
+            "other_skipped": done.other_skipped,
+            "truncated_messages": done.truncated,
             "provider": self.provider.name,
             "model": self.provider.model,
             "citations": list(summary.cited),
@@ -313,9 +296,33 @@ class AiService:
                 # False when older messages after since_seq were left out by `limit`
                 "complete": not fetched or fetched[0].seq <= after + 1,
             },
-            "chunks": chunks,
-            "partials_clipped": clipped,
+            "chunks": done.chunks,
+            "partials_clipped": done.clipped,
         }
+
+    async def _summarize(self, ctx: CallContext, prefs: UserAiSettings,
+                         rows: list[Row]) -> WindowSummary:
+        """The summary of ``rows`` (no encrypted message among them): in one call to a
+        :class:`WindowProvider` (the local model's worker filters, chunks and merges),
+        else filtered here and summarised in chunks, one metered call each."""
+        s = self.settings
+        provider = self.provider
+        if isinstance(provider, WindowProvider):
+            return await self._window(ctx, provider, rows, Window(
+                ctx.user_id, s.max_message_chars, s.max_input_chars, prefs.language))
+        readable = await self._readable_in_steps(rows, reader_id=ctx.user_id)
+        if not readable.lines:
+            return WindowSummary(Summary(""), 0, readable.other_skipped, readable.truncated,
+                                 0, 0, ())
+
+        async def run(stage: str, n: int, call: Callable[[], Awaitable[R]]) -> R:
+            return await self._metered(ctx, stage, n, call)
+
+        outcome = await summarize_all(
+            provider, readable.lines, budget=s.max_input_chars, language=prefs.language,
+            concurrency=s.map_concurrency, run=run)
+        return WindowSummary(outcome.summary, len(readable.lines), readable.other_skipped,
+                             readable.truncated, outcome.chunks, outcome.clipped, ())
 
     # -- smart replies --------------------------------------------------------------------
     async def _replies(self, ctx: CallContext, prefs: UserAiSettings,
@@ -333,8 +340,9 @@ class AiService:
         if last_msg.is_encrypted:
             self.metrics.encrypted_skipped.inc()
             return {**base, "encrypted_skipped": 1, "reason": "latest_incoming_encrypted"}
-        readable = self._readable([m for m in fetched if m.seq <= last_msg.seq],
-                                  reader_id=ctx.user_id)
+        rows, encrypted = await self._drop_encrypted(
+            [m for m in fetched if m.seq <= last_msg.seq])
+        readable = await self._readable_in_steps(rows, reader_id=ctx.user_id)
         if not readable.lines or readable.lines[-1].seq != last_msg.seq:
             return base  # the latest incoming message has no text (blank)
         last = readable.lines[-1]
@@ -344,86 +352,82 @@ class AiService:
             ctx, "single", len(context) + 1,
             lambda: self.provider.smart_replies(context, last, count=count,
                                                 language=prefs.language))
-        return {**base, "based_on_seq": last.seq,
-                "encrypted_skipped": readable.encrypted_skipped,
+        return {**base, "based_on_seq": last.seq, "encrypted_skipped": encrypted,
                 "replies": list(result.replies)}
 
     # -- shared -------------------------------------------------------------------------
-    def _readable(self, messages: Sequence[MessageText], *, reader_id: str,
-                  speakers: dict[str, str] | None = None) -> Readable:
-        """The readable lines of ``messages``; ``speakers`` maps sender ids to their
-        labels (shared by the steps of one window, so a sender keeps one label)."""
-        limit = self.settings.max_message_chars
-        if speakers is None:
-            speakers = {reader_id: READER}
-        lines: list[Line] = []
-        encrypted = other = truncated = 0
-        for m in messages:
-            if m.is_encrypted:  # first, before anything touches the content
-                encrypted += 1
-                continue
-            if m.content is None or m.message_type not in READABLE_TYPES:
-                other += 1
-                continue
-            text = m.content.strip()
-            if not text:
-                other += 1
-                continue
-            if len(text) > limit:
-                text, truncated = text[:limit], truncated + 1
-            speaker = speakers.setdefault(m.sender_id, f"P{len(speakers)}")
-            lines.append(Line(m.seq, speaker, text))
-        if encrypted:
-            self.metrics.encrypted_skipped.inc(encrypted)
-        return Readable(lines, encrypted, other, truncated)
-
-    async def _readable_in_steps(self, messages: Sequence[MessageText], *,
-                                 reader_id: str) -> Readable:
-        """:meth:`_readable` of a long window, ``STEP_LINES`` messages a turn of the
-        event loop (chat's sends run between the turns)."""
-        speakers = {reader_id: READER}
-        total = Readable([], 0, 0, 0)
-        for start in range(0, len(messages), STEP_LINES):
+    async def _drop_encrypted(self, messages: Sequence[MessageText]) -> tuple[list[Row], int]:
+        """:func:`.readable.drop_encrypted`, ``4 * STEP_LINES`` messages a turn of the
+        event loop; the dropped ones are counted in the metrics."""
+        rows: list[Row] = []
+        dropped = 0
+        for start in range(0, len(messages), 4 * STEP_LINES):
             if start:
                 await asyncio.sleep(0)
-            part = self._readable(messages[start:start + STEP_LINES], reader_id=reader_id,
-                                  speakers=speakers)
-            total.lines += part.lines
-            total.encrypted_skipped += part.encrypted_skipped
-            total.other_skipped += part.other_skipped
-            total.truncated += part.truncated
+            part, n = drop_encrypted(messages[start:start + 4 * STEP_LINES])
+            rows += part
+            dropped += n
+        if dropped:
+            self.metrics.encrypted_skipped.inc(dropped)
+        return rows, dropped
+
+    async def _readable_in_steps(self, rows: Sequence[Row], *, reader_id: str) -> Readable:
+        """:func:`.readable.readable_lines` of a long window, ``STEP_LINES`` messages a turn
+        of the event loop (chat's sends run between the turns)."""
+        speakers = {reader_id: READER}
+        total = Readable([], 0, 0)
+        for start in range(0, len(rows), STEP_LINES):
+            if start:
+                await asyncio.sleep(0)
+            total.add(readable_lines(rows[start:start + STEP_LINES], reader_id=reader_id,
+                               max_chars=self.settings.max_message_chars, speakers=speakers))
         return total
 
     async def _metered(self, ctx: CallContext, stage: str, message_count: int,
                        call: Callable[[], Awaitable[R]]) -> R:
         """One provider call: timed, its tokens counted against the quota and in the
         metrics, and one audit row written (ids and counts only)."""
-        provider = self.provider
         started = time.perf_counter()
         status, usage = "error", Usage()
         try:
             result = await call()
             status, usage = "ok", result.usage
             return result
-        except ProviderTimeout:
-            status = "timeout"
-            raise
-        except ProviderUnavailable:
-            status = "unavailable"
-            raise
-        except asyncio.CancelledError:
-            status = "cancelled"
+        except BaseException as exc:
+            status = _call_status(exc)
             raise
         finally:
-            self.metrics.tokens.labels(provider.name, "input").inc(usage.input_tokens)
-            self.metrics.tokens.labels(provider.name, "output").inc(usage.output_tokens)
-            ctx.entries.append(AuditEntry(
-                user_id=ctx.user_id, conversation_id=ctx.conversation_id,
-                feature=ctx.feature, provider=provider.name, model=provider.model,
-                stage=stage, message_count=message_count,
-                input_tokens=usage.input_tokens, output_tokens=usage.output_tokens,
-                status=status, latency_ms=int((time.perf_counter() - started) * 1000),
-            ))
+            self._audit(ctx, stage, message_count, usage, status,
+                        int((time.perf_counter() - started) * 1000))
+
+    async def _window(self, ctx: CallContext, provider: WindowProvider, rows: list[Row],
+                      window: Window) -> WindowSummary:
+        """A whole-window summary: one audit row per model call it made (or one for
+        the failed call), as :meth:`_metered` writes for the line-by-line path."""
+        started = time.perf_counter()
+        try:
+            done = await provider.summarize_window(rows, window)
+        except BaseException as exc:
+            self._audit(ctx, "window", len(rows), Usage(), _call_status(exc),
+                        int((time.perf_counter() - started) * 1000))
+            raise
+        for call in done.calls:
+            self._audit(ctx, call.stage, call.message_count, call.usage, "ok",
+                        call.latency_ms)
+        return done
+
+    def _audit(self, ctx: CallContext, stage: str, message_count: int, usage: Usage,
+               status: str, latency_ms: int) -> None:
+        provider = self.provider
+        self.metrics.tokens.labels(provider.name, "input").inc(usage.input_tokens)
+        self.metrics.tokens.labels(provider.name, "output").inc(usage.output_tokens)
+        ctx.entries.append(AuditEntry(
+            user_id=ctx.user_id, conversation_id=ctx.conversation_id,
+            feature=ctx.feature, provider=provider.name, model=provider.model,
+            stage=stage, message_count=message_count,
+            input_tokens=usage.input_tokens, output_tokens=usage.output_tokens,
+            status=status, latency_ms=latency_ms,
+        ))
 
     async def _record(self, ctx: CallContext) -> None:
         today: date = self.clock().date()
@@ -455,6 +459,17 @@ def _fit(context: Sequence[Line], room: int) -> list[Line]:
         kept.append(line)
     kept.reverse()
     return kept
+
+
+def _call_status(exc: BaseException) -> str:
+    """A provider call's audit status for the exception that ended it."""
+    if isinstance(exc, ProviderTimeout):
+        return "timeout"
+    if isinstance(exc, ProviderUnavailable):
+        return "unavailable"
+    if isinstance(exc, asyncio.CancelledError):
+        return "cancelled"
+    return "error"
 
 
 def _status_of(exc: Problem) -> str:

@@ -4,10 +4,14 @@ Contract
 --------
 * A provider only ever receives :class:`Line` objects: readable (never encrypted)
   message text the service has already filtered, with the message's ``seq`` and an
-  opaque speaker label (``P1``, ``P2``, …) instead of a user id.
+  opaque speaker label (``P1``, ``P2``, …) instead of a user id. The one exception is
+  a :class:`WindowProvider` (the local model): it gets the window's messages with
+  the encrypted ones already dropped, and filters and labels them itself, with the
+  same code (:mod:`..readable`).
 * One call works on at most the character budget the service chose; splitting long
   conversations into chunks and merging the partial summaries (map-reduce) is the
-  service's job (:mod:`..chunking`), not the provider's.
+  service's job (:mod:`..chunking`), not the provider's — or, for a
+  :class:`WindowProvider`, the same code run in the provider's process.
 * Every call answers its token use (estimated where the provider does not report it)
   so quotas and the audit can count it.
 * Failures are :class:`ProviderTimeout` (→ 504 ``ai_timeout``) or
@@ -19,7 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from secureconnect.errors import GatewayTimeout, ServiceUnavailable
 
@@ -118,3 +122,51 @@ class BatchingProvider(Provider, Protocol):
 
     async def merge_many(self, groups: Sequence[Sequence[Summary]], *,
                          language: str | None) -> Batch: ...
+
+
+@dataclass(frozen=True)
+class Window:
+    """What a whole-window summary needs besides the messages (see
+    :class:`WindowProvider`): who reads (their own lines are labelled ``reader``), the
+    cut of one message, the budget of one model call and the summary's language."""
+
+    reader_id: str
+    max_message_chars: int
+    budget: int
+    language: str | None = None
+
+
+@dataclass(frozen=True)
+class Call:
+    """One model call made inside a whole-window summary, for the audit and metrics."""
+
+    stage: str
+    message_count: int
+    usage: Usage
+    latency_ms: int
+
+
+@dataclass(frozen=True)
+class WindowSummary:
+    """A whole window summarised: the summary, what was read and skipped, and the
+    calls it took."""
+
+    summary: Summary
+    messages_read: int
+    other_skipped: int
+    truncated: int
+    chunks: int
+    clipped: int
+    calls: tuple[Call, ...]
+
+
+@runtime_checkable
+class WindowProvider(Protocol):
+    """A provider that takes a whole window of (never encrypted) messages in one call
+    and does the readable filter, the chunking and the map-reduce itself, in its own
+    process: the local model, whose worker would otherwise get the window line by line
+    while the server's event loop did that work between chat's requests. The outcome
+    equals the service's own filter and :func:`..chunking.summarize_all` over it."""
+
+    async def summarize_window(self, rows: Sequence[tuple[int, str, str, str | None]],
+                               window: Window) -> WindowSummary: ...

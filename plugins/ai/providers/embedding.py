@@ -25,7 +25,7 @@ import os
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 try:
     import numpy as np
@@ -33,6 +33,9 @@ except ImportError:  # no `ai` extra: the server starts, EmbeddingModel.load nam
     np = None  # type: ignore[assignment]
 
 from .base import ProviderUnavailable
+
+if TYPE_CHECKING:
+    from .base import Window, WindowSummary
 from .reply_set import INTENTS
 
 #: weight of centrality against redundancy when picking (maximal marginal relevance)
@@ -164,3 +167,12 @@ def worker_pick_many(chunks: list[list[str]], points: int) -> list[list[int]]:
 
 def worker_replies(text: str, count: int) -> list[str]:
     return _model().replies(text, count)
+
+
+def worker_summarize_window(parts: list[bytes], window: Window,
+                            points: int) -> WindowSummary:
+    """A whole window's summary in the worker (:mod:`.window`); ``parts`` are the
+    pickled slices of its rows."""
+    from .window import summarize_window, unpickle_rows
+
+    return summarize_window(_model(), points, unpickle_rows(parts), window)

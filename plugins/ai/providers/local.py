@@ -19,20 +19,33 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import pickle
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import Any
 
 from . import embedding
-from .base import Batch, Line, ProviderUnavailable, Replies, Summary, Usage, estimate_tokens
+from .base import (
+    Batch,
+    Line,
+    ProviderUnavailable,
+    Replies,
+    Summary,
+    Usage,
+    Window,
+    WindowSummary,
+    estimate_tokens,
+)
 from .embedding import EmbeddingModel
+from .window import build_summary, summarize_window, unpickle_rows
 from .worker_pool import ModelFailed, WorkerDied, WorkerPool
 
 log = logging.getLogger(__name__)
 
 MODEL_NAME = "wordllama-l2_supercat-256"
-CITED_TEXT_CHARS = 200
+#: messages per pickle of a whole-window request (about 0.1 ms of the loop each)
+ROWS_PER_PICKLE = 250
 
 
 class LocalProvider:
@@ -163,14 +176,24 @@ class LocalProvider:
             [[line for part in group for line in part.picked] for group in groups],
             language=language)
 
-    def _summary(self, source: Sequence[Line], picked: list[Line]) -> Summary:
-        bullets = [f"• [#{line.seq}] {line.speaker}: {_clip(line.text)}" for line in picked]
-        text = "\n".join(bullets)
-        usage = Usage(
-            input_tokens=sum(estimate_tokens(line.text) for line in source),
-            output_tokens=estimate_tokens(text),
-        )
-        return Summary(text, tuple(line.seq for line in picked), tuple(picked), usage)
+    _summary = staticmethod(build_summary)
+
+    async def summarize_window(self, rows: Sequence[tuple[int, str, str, str | None]],
+                               window: Window) -> WindowSummary:
+        """The whole window in one call to the worker: the readable filter, the
+        chunks and the map-reduce run there (:mod:`.window`), not on the event loop.
+        The rows go as pickles of ``ROWS_PER_PICKLE`` each, made a turn of the loop
+        apart: one pickle of 2,000 messages held the loop 0.6 ms."""
+        parts: list[bytes] = []
+        for start in range(0, len(rows), ROWS_PER_PICKLE):
+            if start:
+                await asyncio.sleep(0)
+            parts.append(pickle.dumps(list(rows[start:start + ROWS_PER_PICKLE]),
+                                      protocol=pickle.HIGHEST_PROTOCOL))
+        result: WindowSummary = await self._call(
+            lambda r, w, p: summarize_window(self._thread_model(), p, unpickle_rows(r), w),
+            "worker_summarize_window", parts, window, self.points)
+        return result
 
     # -- smart replies --------------------------------------------------------------
     async def smart_replies(
@@ -191,8 +214,3 @@ def _check_installed() -> None:
             "the local AI provider needs the `wordllama` package; "
             "pip install 'secureconnect[ai]' (or set ai.provider = \"openai\")"
         ) from None
-
-
-def _clip(text: str) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= CITED_TEXT_CHARS else text[: CITED_TEXT_CHARS - 1] + "…"

@@ -39,7 +39,8 @@ log = logging.getLogger(__name__)
 
 FRAME = struct.Struct("!Q")
 #: the functions of :mod:`.embedding` a request may name
-FUNCTIONS = frozenset({"worker_pick", "worker_pick_many", "worker_replies"})
+FUNCTIONS = frozenset({"worker_pick", "worker_pick_many", "worker_replies",
+                       "worker_summarize_window"})
 #: how long a worker may take to load its model
 START_TIMEOUT = 120.0
 #: how long a closing worker gets to exit once its stdin is closed

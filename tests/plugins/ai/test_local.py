@@ -286,6 +286,13 @@ async def test_two_thousand_messages_summarised_in_chunks(ai_client):
     assert out["chunks"] >= 2000 * 60 // 8000
     assert 1 <= len(out["citations"]) <= 8
     assert set(out["citations"]) <= set(range(1, 2001))
+    # the whole window went to the worker at once: its calls are audited one by one
+    audit = await client.server.app[KERNEL].state["ai"].store.audit_rows(alice.user_id)
+    # (rows written together: no order among them)
+    maps = [a for a in audit if a["stage"] == "map"]
+    assert len(maps) == 1 and maps[0]["message_count"] == 2000
+    assert len(audit) >= 2 and {a["stage"] for a in audit} == {"map", "reduce"}
+    assert all(a["status"] == "ok" and a["input_tokens"] > 0 for a in audit)
 
 
 async def test_a_failing_model_answers_503_and_logs_no_text(ai_client, caplog, monkeypatch):
