@@ -30,7 +30,9 @@ p = participants.c
 _BY_ID = select(conversations).where(c.id == bindparam("cid"))
 _ROLE = select(p.role).where(p.conversation_id == bindparam("cid"), p.user_id == bindparam("uid"))
 _PARTICIPANT_IDS = select(p.user_id).where(p.conversation_id == bindparam("cid"))
-_CONVERSATION_IDS = select(p.conversation_id).where(p.user_id == bindparam("uid"))
+# ordered: leaving them all (account deletion) visits them in a known order
+_CONVERSATION_IDS = (select(p.conversation_id).where(p.user_id == bindparam("uid"))
+                     .order_by(p.conversation_id))
 _OF_USER = (
     select(conversations, p.role, p.last_read_seq,
            (c.last_seq - p.last_read_seq).label("unread_count"))

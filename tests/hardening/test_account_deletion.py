@@ -4,8 +4,14 @@ working at once, on every instance, and chat forgets its memberships."""
 
 from __future__ import annotations
 
+import asyncio
+
+import pytest
+
 from secureconnect.app import KERNEL
+from secureconnect.testing import wait_for
 from secureconnect.testing.accounts import DEFAULT_PASSWORD, register_and_login, unique_email
+from tests.plugins.chat.helpers import create_group
 
 
 async def _direct(client, a, b) -> str:
@@ -98,3 +104,61 @@ async def test_deletion_on_one_instance_refuses_the_token_on_another_at_once(
     r = await b.get("/v1/conversations", headers=me.headers)
     assert r.status == 401, await r.text()
     assert (await r.json())["code"] == "token_revoked"
+
+
+async def test_deletion_leaves_the_later_conversations_when_a_concurrent_removal_wins_one(
+        sc_client, sc_ws, postgres_url):
+    """Another admin's removal of the account from its first conversation is in flight
+    (this test's open transaction holds the row) when the account is deleted: chat's
+    removal there waits on the row, then finds it gone (404 inside ``leave_all``), and
+    still leaves the second and third conversations (mutant ``leave_all#11``)."""
+    asyncpg = pytest.importorskip("asyncpg", reason="install the `postgres` extra")
+    client = await sc_client({"database": {"url": postgres_url}})
+    owner, me = await register_and_login(client), await register_and_login(client)
+    for i in range(3):
+        await create_group(client, owner, [me], name=f"g{i}")
+    ws = await sc_ws(client, owner.access_token)
+
+    db = await asyncpg.connect(postgres_url.replace("postgresql+asyncpg://", "postgresql://", 1))
+    try:
+        # leave_all visits the account's conversations in this order: the first is held
+        cids = [r[0] for r in await db.fetch("SELECT conversation_id FROM chat_participants"
+                                             " WHERE user_id = $1 ORDER BY conversation_id",
+                                             me.user_id)]
+        assert len(cids) == 3
+        removal = db.transaction()
+        await removal.start()
+        status = await db.execute("DELETE FROM chat_participants WHERE conversation_id = $1"
+                                  " AND user_id = $2", cids[0], me.user_id)
+        assert status == "DELETE 1"
+        deletion = asyncio.ensure_future(client.delete(
+            "/v1/users/me", json={"password": me.password}, headers=me.headers))
+
+        async def chat_removal_waits_on_the_row() -> bool:
+            # the waiter holds the row's tuple lock and waits for this transaction (its
+            # pg_stat_activity.query still shows its previous statement: asyncpg)
+            return bool(await db.fetchval(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'tuple' AND granted"
+                " AND relation = 'chat_participants'::regclass"
+                " AND $1 = ANY(pg_blocking_pids(pid))", db.get_server_pid()))
+
+        await wait_for(chat_removal_waits_on_the_row, timeout=10,
+                       message="chat's removal blocked on the held participant row")
+        await removal.commit()
+        r = await asyncio.wait_for(deletion, timeout=10)
+        assert r.status == 204, await r.text()
+
+        for cid in cids:
+            r = await client.get(f"/v1/conversations/{cid}", headers=owner.headers)
+            assert r.status == 200, await r.text()
+            members = {p["user_id"] for p in (await r.json())["participants"]}
+            assert members == {owner.user_id}, (cid, members)
+        for cid in cids[1:]:  # left by the deletion; the first went by the other removal
+            frame = await ws.expect("conversation.participant_removed")
+            assert frame["data"] == {"conversation_id": cid, "user_id": me.user_id,
+                                     "by": me.user_id, "new_owner_id": None}
+        await ws.expect_nothing("conversation.participant_removed")
+        assert await db.fetchval("SELECT count(*) FROM chat_participants WHERE user_id = $1",
+                                 me.user_id) == 0
+    finally:
+        await db.close()
