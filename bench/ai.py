@@ -115,6 +115,38 @@ def serve(port: int, data_dir: str, cpus: set[int] | None = None) -> None:
 _ROWS: dict[str, Any] = {}
 
 
+#: ``--busy burn``: a process of the model worker's class (nice 10, ``SCHED_IDLE``, one
+#: BLAS thread) that computes matrix products for ``ms`` of CPU per request and
+#: nothing else — what any idle-class CPU work of a summary's size costs chat's sends
+BURNER = r"""
+import os, sys, time
+for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ[name] = "1"
+os.setpriority(os.PRIO_PROCESS, 0, 10)
+os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+import numpy as np
+a = np.random.default_rng(1).random((400, 256), dtype=np.float32)
+while (ms := sys.stdin.readline().strip()):
+    end = time.thread_time() + float(ms) / 1000
+    while time.thread_time() < end:
+        (a @ a.T).argmax()
+    sys.stdout.write("done\n"); sys.stdout.flush()
+"""
+_BURNER: list[asyncio.subprocess.Process] = []
+
+
+async def burn(ms: float) -> None:
+    if not _BURNER:
+        _BURNER.append(await asyncio.create_subprocess_exec(
+            sys.executable, "-c", BURNER, stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE))
+    proc = _BURNER[0]
+    assert proc.stdin is not None and proc.stdout is not None
+    proc.stdin.write(f"{ms}\n".encode())
+    await proc.stdin.drain()
+    await proc.stdout.readline()
+
+
 async def summary_part(request: web.Request) -> web.Response:
     """One part of a 2,000-message summary alone (``--busy read`` or ``--busy model``):
     ``read`` is the server's own share (chat's read of the window and the drop of the
@@ -126,6 +158,9 @@ async def summary_part(request: web.Request) -> web.Response:
 
     ai = request.app[KERNEL].state["ai"]
     cid = request.match_info["cid"]
+    if request.match_info["part"] == "burn":
+        await burn(float(request.query["ms"]))
+        return web.json_response({})
 
     async def read() -> Any:
         fetched = await ai.conversations.texts(cid, limit=2000)
@@ -502,7 +537,8 @@ async def run(args: argparse.Namespace) -> None:
                 async with session.post(
                         f"{base}/v1/ai/conversations/{rooms[2000]}/summary"
                         if args.busy == "summary"
-                        else f"{base}/_bench/part/{args.busy}/{rooms[2000]}",
+                        else f"{base}/_bench/part/{args.busy}/{rooms[2000]}"
+                        f"?ms={args.burn_ms:g}",
                         json={"limit": 2000},
                         headers={"Authorization": f"Bearer {token}"}) as r:
                     body = await r.json()
@@ -696,10 +732,15 @@ def main() -> None:
                    help="users asking for summaries in busy rounds")
     p.add_argument("--summary-rate", type=float, default=1.0,
                    help="summaries per second the users ask for in all (open loop)")
-    p.add_argument("--busy", choices=("summary", "read", "model"), default="summary",
+    p.add_argument("--busy", choices=("summary", "read", "model", "burn"), default="summary",
                    help="what the busy rounds ask for: whole summaries, or one part "
-                        "alone: the server's read and split of the window (event loop) "
-                        "or the model's map-reduce (worker process)")
+                        "alone: the server's read of the window (event loop) or the "
+                        "model's work (worker process); or `burn`: no AI at all, a "
+                        "process of the worker's priority computing --burn-ms of matrix "
+                        "products per request (what idle-class CPU work alone costs)")
+    p.add_argument("--burn-ms", type=float, default=60.0,
+                   help="CPU ms per request of --busy burn (about a 2,000-message "
+                        "summary's worker CPU)")
     p.add_argument("--pin", action="store_true",
                    help="client on one CPU, server and model worker on the others "
                         "(separates the client's CPU from the server's; other "

@@ -38,7 +38,7 @@ from .base import (
     estimate_tokens,
 )
 from .embedding import EmbeddingModel
-from .window import build_summary, summarize_window, unpickle_rows
+from .window import batch_of, build_summary, candidates, summarize_window, unpickle_rows
 from .worker_pool import ModelFailed, WorkerDied, WorkerPool
 
 log = logging.getLogger(__name__)
@@ -155,8 +155,8 @@ class LocalProvider:
         return self._summary(lines, await self._pick(list(lines)))
 
     async def merge(self, parts: Sequence[Summary], *, language: str | None) -> Summary:
-        candidates = [line for part in parts for line in part.picked]
-        return self._summary(candidates, await self._pick(candidates))
+        lines = candidates(parts)
+        return self._summary(lines, await self._pick(lines))
 
     async def summarize_many(self, chunks: Sequence[Sequence[Line]], *,
                              language: str | None) -> Batch:
@@ -165,16 +165,13 @@ class LocalProvider:
             lambda tss, p: [self._thread_model().pick(ts, p) for ts in tss],
             "worker_pick_many",
             [[line.text for line in source] for source in sources], self.points)
-        parts = tuple(self._summary(source, [source[i] for i in picks])
-                      for source, picks in zip(sources, chosen, strict=True))
-        return Batch(parts, Usage(sum(p.usage.input_tokens for p in parts),
-                                  sum(p.usage.output_tokens for p in parts)))
+        return batch_of(tuple(self._summary(source, [source[i] for i in picks])
+                              for source, picks in zip(sources, chosen, strict=True)))
 
     async def merge_many(self, groups: Sequence[Sequence[Summary]], *,
                          language: str | None) -> Batch:
-        return await self.summarize_many(
-            [[line for part in group for line in part.picked] for group in groups],
-            language=language)
+        return await self.summarize_many([candidates(group) for group in groups],
+                                         language=language)
 
     _summary = staticmethod(build_summary)
 

@@ -43,6 +43,17 @@ def build_summary(source: Sequence[Line], picked: list[Line]) -> Summary:
     return Summary(text, tuple(line.seq for line in picked), tuple(picked), usage)
 
 
+def batch_of(parts: tuple[Summary, ...]) -> Batch:
+    """Several partial summaries as one call's answer (their usage summed)."""
+    return Batch(parts, Usage(sum(p.usage.input_tokens for p in parts),
+                              sum(p.usage.output_tokens for p in parts)))
+
+
+def candidates(parts: Sequence[Summary]) -> list[Line]:
+    """What a merge of ``parts`` picks from: the lines each part picked."""
+    return [line for part in parts for line in part.picked]
+
+
 def clip_text(text: str) -> str:
     text = " ".join(text.split())
     return text if len(text) <= CITED_TEXT_CHARS else text[: CITED_TEXT_CHARS - 1] + "…"
@@ -96,16 +107,13 @@ class _Inline:
         return self._pick(list(lines))
 
     async def merge(self, parts: Sequence[Summary], *, language: str | None) -> Summary:
-        return self._pick([line for part in parts for line in part.picked])
+        return self._pick(candidates(parts))
 
     async def summarize_many(self, chunks: Sequence[Sequence[Line]], *,
                              language: str | None) -> Batch:
-        parts = tuple(self._pick(list(chunk)) for chunk in chunks)
-        return Batch(parts, Usage(sum(p.usage.input_tokens for p in parts),
-                                  sum(p.usage.output_tokens for p in parts)))
+        return batch_of(tuple(self._pick(list(chunk)) for chunk in chunks))
 
     async def merge_many(self, groups: Sequence[Sequence[Summary]], *,
                          language: str | None) -> Batch:
-        return await self.summarize_many(
-            [[line for part in group for line in part.picked] for group in groups],
-            language=language)
+        return await self.summarize_many([candidates(group) for group in groups],
+                                         language=language)
