@@ -122,9 +122,6 @@ class ConversationService:
         ):
             raise self._not_a_participant()
 
-    async def participant_ids(self, conversation_id: str) -> list[str]:
-        return await self.repo.participant_ids(str(conversation_id))
-
     async def create_conversation(
         self,
         creator_id: str,

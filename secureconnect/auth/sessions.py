@@ -8,7 +8,7 @@ import logging
 import time
 from datetime import timedelta
 
-from sqlalchemy import and_, bindparam, delete, func, insert, select, update
+from sqlalchemy import bindparam, delete, insert, select, update
 
 from ..errors import Forbidden, Unauthorized, ValidationFailed
 from ..ids import new_id_str
@@ -306,23 +306,6 @@ class SessionsMixin(AuthCore):
             )
             sessions = await conn.execute(delete(m.sessions).where(m.sessions.c.expires_at <= old))
         return int(tokens.rowcount or 0), int(sessions.rowcount or 0)
-
-    async def count_active_sessions(self, user_id: str) -> int:
-        async with self.kernel.db.connect() as conn:
-            value = (
-                await conn.execute(
-                    select(func.count())
-                    .select_from(m.sessions)
-                    .where(
-                        and_(
-                            m.sessions.c.user_id == user_id,
-                            m.sessions.c.revoked_at.is_(None),
-                            m.sessions.c.expires_at > self.now(),
-                        )
-                    )
-                )
-            ).scalar_one()
-        return int(value)
 
 def _bad_credentials() -> Unauthorized:
     return Unauthorized("the email or password is wrong", code="invalid_credentials")
