@@ -535,11 +535,11 @@ async def run(args: argparse.Namespace) -> None:
                 stats.offered += 1
                 t0 = time.perf_counter()
                 async with session.post(
-                        f"{base}/v1/ai/conversations/{rooms[2000]}/summary"
+                        f"{base}/v1/ai/conversations/{rooms[args.size]}/summary"
                         if args.busy == "summary"
                         else f"{base}/_bench/part/{args.busy}/{rooms[2000]}"
                         f"?ms={args.burn_ms:g}",
-                        json={"limit": 2000},
+                        json={"limit": args.size},
                         headers={"Authorization": f"Bearer {token}"}) as r:
                     body = await r.json()
                     if r.status == 200:
@@ -738,6 +738,8 @@ def main() -> None:
                         "model's work (worker process); or `burn`: no AI at all, a "
                         "process of the worker's priority computing --burn-ms of matrix "
                         "products per request (what idle-class CPU work alone costs)")
+    p.add_argument("--size", type=int, choices=(50, 500, 2000), default=2000,
+                   help="messages of the conversation the busy rounds summarise")
     p.add_argument("--burn-ms", type=float, default=60.0,
                    help="CPU ms per request of --busy burn (about a 2,000-message "
                         "summary's worker CPU)")
