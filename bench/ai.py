@@ -161,6 +161,19 @@ async def summary_part(request: web.Request) -> web.Response:
     if request.match_info["part"] == "burn":
         await burn(float(request.query["ms"]))
         return web.json_response({})
+    if request.match_info["part"] == "writes":
+        # a summary's two bookkeeping writes alone: the quota count, then the tokens and
+        # two audit rows (a map and a merge call), through the AI store as the service does
+        from secureconnect_plugins.ai.store import AuditEntry
+
+        day = ai.clock().date()
+        await ai.store.take_request("bench", day, max_requests=10**9, max_tokens=10**12)
+        entries = [AuditEntry(user_id="bench", conversation_id=cid, feature="summary",
+                              provider="local", model="bench", stage=stage,
+                              message_count=2000, input_tokens=30_000, output_tokens=300,
+                              status="ok", latency_ms=50) for stage in ("map", "reduce")]
+        await ai.store.record("bench", day, entries)
+        return web.json_response({})
 
     async def read() -> Any:
         fetched = await ai.conversations.texts(cid, limit=2000)
@@ -534,12 +547,15 @@ async def run(args: argparse.Namespace) -> None:
             while not stop.is_set():
                 stats.offered += 1
                 t0 = time.perf_counter()
-                async with session.post(
-                        f"{base}/v1/ai/conversations/{rooms[args.size]}/summary"
-                        if args.busy == "summary"
-                        else f"{base}/_bench/part/{args.busy}/{rooms[2000]}"
-                        f"?ms={args.burn_ms:g}",
-                        json={"limit": args.size},
+                if args.busy == "summary":
+                    url = f"{base}/v1/ai/conversations/{rooms[args.size]}/summary"
+                elif args.busy == "control":
+                    url = f"{base}/v1/ai/settings"
+                else:
+                    url = f"{base}/_bench/part/{args.busy}/{rooms[2000]}?ms={args.burn_ms:g}"
+                async with session.request(
+                        "GET" if args.busy == "control" else "POST", url,
+                        json=None if args.busy == "control" else {"limit": args.size},
                         headers={"Authorization": f"Bearer {token}"}) as r:
                     body = await r.json()
                     if r.status == 200:
@@ -732,12 +748,16 @@ def main() -> None:
                    help="users asking for summaries in busy rounds")
     p.add_argument("--summary-rate", type=float, default=1.0,
                    help="summaries per second the users ask for in all (open loop)")
-    p.add_argument("--busy", choices=("summary", "read", "model", "burn"), default="summary",
+    p.add_argument("--busy", choices=("summary", "read", "model", "burn", "control", "writes"),
+                   default="summary",
                    help="what the busy rounds ask for: whole summaries, or one part "
                         "alone: the server's read of the window (event loop) or the "
                         "model's work (worker process); or `burn`: no AI at all, a "
                         "process of the worker's priority computing --burn-ms of matrix "
-                        "products per request (what idle-class CPU work alone costs)")
+                        "products per request (what idle-class CPU work alone costs); "
+                        "or `control`: an authenticated GET /v1/ai/settings instead of "
+                        "each summary (what any small request at that rate costs); or "
+                        "`writes`: only a summary's two bookkeeping writes (quota, audit)")
     p.add_argument("--size", type=int, choices=(50, 500, 2000), default=2000,
                    help="messages of the conversation the busy rounds summarise")
     p.add_argument("--burn-ms", type=float, default=60.0,
