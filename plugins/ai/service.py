@@ -59,7 +59,6 @@ T = TypeVar("T")
 R = TypeVar("R", Summary, Replies, Batch)
 
 
-
 class AiNotEnabled(Forbidden):
     code = "ai_not_enabled"
 
