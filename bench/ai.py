@@ -28,6 +28,9 @@ at start-up) in a child process on a file SQLite database, then from this proces
    the GIL. Plus the CPU per second of the loop thread, the server's other threads and
    the model worker (``/proc``), idle vs busy. ``--pin`` puts the client on one CPU and
    the server (with its worker) on the others.
+5. puts each send of the busy rounds in a class by the part of a summary it met (none;
+   the model's call; chat's read; the rest: :mod:`ai_phases`) and reports each class's
+   latencies — where the busy rounds' slow sends come from.
 
     .venv/bin/python bench/ai.py                  # about 1.5 minutes
     .venv/bin/python bench/ai.py --rounds 6 --summary-rate 2
@@ -58,6 +61,9 @@ from aiohttp import web
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+import ai_phases  # noqa: E402
 
 TOPICS = ["the release", "the login bug", "the database backup", "the budget review",
           "the hiring plan", "the office move", "the customer demo", "the security audit",
@@ -79,7 +85,8 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def serve(port: int, data_dir: str, cpus: set[int] | None = None) -> None:
+def serve(port: int, data_dir: str, cpus: set[int] | None = None,
+          cache: int | None = None) -> None:
     import logging
 
     if cpus:  # the model's worker, started by the server, inherits it
@@ -98,7 +105,8 @@ def serve(port: int, data_dir: str, cpus: set[int] | None = None) -> None:
             "database": {"url": f"sqlite+aiosqlite:///{data_dir}/bench.db"},
             "rate_limits": {"enabled": False},
             "ai": {"provider": "local", "local_preload": True, "daily_requests": 10_000_000,
-                   "daily_tokens": 10_000_000_000, "max_concurrent": 4},
+                   "daily_tokens": 10_000_000_000, "max_concurrent": 4,
+                   **({} if cache is None else {"local_embedding_cache": cache})},
             "logging": {"level": "WARNING"},
         },
         data_dir=data_dir,
@@ -109,6 +117,7 @@ def serve(port: int, data_dir: str, cpus: set[int] | None = None) -> None:
     app.router.add_get(LoopWatch.PATH, watch.report)
     app.on_startup.append(watch.start)
     app.router.add_post("/_bench/part/{part}/{cid}", summary_part)
+    ai_phases.install(app)
     web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None)
 
 
@@ -275,12 +284,13 @@ class LoopWatch:
 
 
 @contextlib.asynccontextmanager
-async def server(cpus: set[int] | None = None) -> AsyncIterator[tuple[str, int]]:
+async def server(cpus: set[int] | None = None,
+                 cache: int | None = None) -> AsyncIterator[tuple[str, int]]:
     port = _free_port()
     data_dir = tempfile.mkdtemp(prefix="sc-bench-ai-")
     # not daemonic: the server starts the model's worker processes itself
     proc = multiprocessing.get_context("spawn").Process(target=serve,
-                                                             args=(port, data_dir, cpus))
+                                                             args=(port, data_dir, cpus, cache))
     proc.start()
     base = f"http://127.0.0.1:{port}"
     try:
@@ -423,7 +433,8 @@ async def run(args: argparse.Namespace) -> None:
         server_cpus = set(cpus[1:])
         print(f"pinned: client on CPU {cpus[0]}, server and model worker on "
               f"{sorted(server_cpus)}")
-    async with server(server_cpus) as (base, server_pid), aiohttp.ClientSession() as session:
+    async with server(server_cpus, args.embedding_cache) as (base, server_pid), \
+            aiohttp.ClientSession() as session:
         c = Client(session, base)
         (_, a_tok), (bob, b_tok) = await c.account("alice"), await c.account("bob")
         # the users asking for summaries in the busy rounds: alice and readers
@@ -486,6 +497,7 @@ async def run(args: argparse.Namespace) -> None:
                 return await send_at_rate(seconds)
             latencies: list[float] = []
             stop = time.monotonic() + seconds
+            sends.clear()
 
             async def sender(k: int) -> None:
                 i = 0
@@ -496,6 +508,7 @@ async def run(args: argparse.Namespace) -> None:
                                  keyed=True,
                                  expect=201)
                     latencies.append(time.perf_counter() - t0)
+                    sends.append((t0, t0 + latencies[-1]))
                     i += 1
 
             await asyncio.gather(*(sender(k) for k in range(args.concurrency)))
@@ -511,6 +524,7 @@ async def run(args: argparse.Namespace) -> None:
             start = time.perf_counter()
             end = start + seconds
             pending: set[asyncio.Task[None]] = set()
+            sends.clear()
 
             async def one(i: int, due: float) -> None:
                 await c.call("POST", f"/v1/conversations/{rooms[50]}/messages", a_tok,
@@ -518,6 +532,7 @@ async def run(args: argparse.Namespace) -> None:
                              keyed=True,
                              expect=201)
                 latencies.append(time.perf_counter() - due)
+                sends.append((due, due + latencies[-1]))
 
             i = 0
             while (due := start + i * period) < end:
@@ -535,6 +550,12 @@ async def run(args: argparse.Namespace) -> None:
             return latencies
 
         interval = args.summarizers / args.summary_rate  # each user's period
+        sends: list[tuple[float, float]] = []  # the last round's sends: (due, answered)
+        phases = ai_phases.Phases()
+
+        async def phase_log() -> Any:
+            async with session.get(base + ai_phases.PATH) as r:
+                return await r.json()
 
         async def summarizer(token: str, phase: float, stats: Stats,
                              stop: asyncio.Event) -> None:
@@ -604,6 +625,7 @@ async def run(args: argparse.Namespace) -> None:
             await loop_figures()  # reset
             cpu.take()
             stats, stop = Stats(), asyncio.Event()
+            await phase_log()  # reset
             loops = [asyncio.create_task(summarizer(tok, k * interval / len(users), stats,
                                                     stop))
                      for k, tok in enumerate(users)]
@@ -618,11 +640,17 @@ async def run(args: argparse.Namespace) -> None:
             worker_cpu += threads[2] + cpu.take()[1]
             total.add(stats)
             busy_rounds.append(busy)
+            phases.add(sends, await phase_log())
             print(f"  BUSY {len(busy_rounds)}: p50 {ms(pct(busy, 0.5))} p99 "
                   f"{ms(pct(busy, 0.99))} (n={len(busy)}) | loop: {line} | summaries "
                   f"{stats.line()}")
             await idle_round()
         report_ratios(idle_rounds, busy_rounds)
+        idle_p99 = pct([x for r in idle_rounds for x in r], 0.99)
+        print("  busy rounds' sends by the part of a summary under way when they ran "
+              "(bench/ai_phases.py):")
+        for line in phases.report(idle_p99):
+            print(f"    {line}")
         for kind, figures in watch.items():
             print(f"  event loop, {kind} rounds pooled: {figures.pooled()}")
             for line in figures.top_sites(args.sites):
@@ -763,6 +791,9 @@ def main() -> None:
     p.add_argument("--burn-ms", type=float, default=60.0,
                    help="CPU ms per request of --busy burn (about a 2,000-message "
                         "summary's worker CPU)")
+    p.add_argument("--embedding-cache", type=int, default=None,
+                   help="ai.local_embedding_cache of the server (default: the settings'; "
+                        "0: every summary embeds all its messages, as the first one does)")
     p.add_argument("--pin", action="store_true",
                    help="client on one CPU, server and model worker on the others "
                         "(separates the client's CPU from the server's; other "

@@ -74,7 +74,8 @@ def build_provider(kernel: Kernel, settings: AiSettings) -> Provider:
 
     return LocalProvider(workers=settings.local_workers, points=settings.summary_points,
                          nice=settings.local_nice, executor=settings.local_executor,
-                         sched_idle=settings.local_sched_idle)
+                         sched_idle=settings.local_sched_idle,
+                         cache_size=settings.local_embedding_cache)
 
 
 async def _ai_service(kernel: Kernel) -> AsyncIterator[None]:

@@ -27,6 +27,7 @@ def validators() -> list[Validator]:
         Validator("ai.local_workers", is_type_of=int, gte=1, lte=64),
         Validator("ai.local_nice", is_type_of=int, gte=0, lte=19),
         Validator("ai.local_sched_idle", is_type_of=bool),
+        Validator("ai.local_embedding_cache", is_type_of=int, gte=0, lte=1_000_000),
         Validator("ai.max_queued", is_type_of=int, gte=0, lte=10_000),
         Validator("ai.local_preload", is_type_of=bool),
         Validator("ai.max_messages", is_type_of=int, gte=2, lte=10_000),
@@ -84,6 +85,7 @@ class AiSettings:
     local_workers: int
     local_nice: int
     local_sched_idle: bool
+    local_embedding_cache: int
     local_preload: bool
     max_messages: int
     default_limit: int
@@ -115,6 +117,7 @@ class AiSettings:
             local_workers=int(t.local_workers),
             local_nice=int(t.local_nice),
             local_sched_idle=bool(t.local_sched_idle),
+            local_embedding_cache=int(t.local_embedding_cache),
             local_preload=bool(t.local_preload),
             max_messages=int(t.max_messages),
             default_limit=min(int(t.default_limit), int(t.max_messages)),

@@ -53,8 +53,10 @@ class LocalProvider:
     model = MODEL_NAME
 
     def __init__(self, *, workers: int, points: int, nice: int = 0,
-                 executor: str = "process", sched_idle: bool = False) -> None:
+                 executor: str = "process", sched_idle: bool = False,
+                 cache_size: int = 0) -> None:
         self.points = points
+        self.cache_size = cache_size
         self.workers = workers
         self.nice = nice
         self.sched_idle = sched_idle
@@ -81,7 +83,8 @@ class LocalProvider:
         if self.executor == "process":
             # fail fast, with the fix, when the package is missing (a worker would die)
             await loop.run_in_executor(None, _check_installed)
-            pool = WorkerPool(self.workers, nice=self.nice, sched_idle=self.sched_idle)
+            pool = WorkerPool(self.workers, nice=self.nice, sched_idle=self.sched_idle,
+                              cache_size=self.cache_size)
             try:
                 await pool.start()
             except ProviderUnavailable:
@@ -104,7 +107,8 @@ class LocalProvider:
             max_workers=self.workers, thread_name_prefix="ai-local",
             initializer=embedding.lower_priority, initargs=(self.nice,))
         try:
-            self._model = await loop.run_in_executor(threads, EmbeddingModel.load)
+            self._model = await loop.run_in_executor(
+                threads, partial(EmbeddingModel.load, self.cache_size))
         except BaseException:
             threads.shutdown(wait=False)
             raise

@@ -1,7 +1,8 @@
 """Start-up of a model worker process (``ai.local_executor = "process"``).
 
 The server starts each worker as ``python -m secureconnect_plugins.ai.providers.worker
-<nice> <sched_idle>`` and talks to it over its stdin/stdout (:mod:`.worker_pool`).
+<nice> <sched_idle> <embedding cache size>`` and talks to it over its stdin/stdout
+(:mod:`.worker_pool`).
 :func:`init` runs first in the fresh worker, before anything has imported numpy or the
 tokenizer, and in this order:
 
@@ -69,7 +70,7 @@ def lower_process_priority(nice: int, sched_idle: bool) -> None:
                 os.sched_setscheduler(tid, os.SCHED_IDLE, os.sched_param(0))
 
 
-def init(nice: int, sched_idle: bool) -> None:
+def init(nice: int, sched_idle: bool, cache_size: int = 0) -> None:
     """The pool initializer: threads capped, priority lowered, then the model loaded."""
     set_environ(THREAD_ENV)
     if "numpy" in sys.modules:
@@ -79,10 +80,10 @@ def init(nice: int, sched_idle: bool) -> None:
     lower_process_priority(nice, sched_idle)
     from . import embedding
 
-    embedding.worker_load()
+    embedding.worker_load(cache_size)
 
 
 if __name__ == "__main__":
     from .worker_pool import serve
 
-    serve(int(sys.argv[1]), sys.argv[2] == "1")
+    serve(int(sys.argv[1]), sys.argv[2] == "1", int(sys.argv[3]))

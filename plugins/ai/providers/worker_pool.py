@@ -85,13 +85,15 @@ class _Worker:
 
 
 class WorkerPool:
-    """``size`` worker processes at nice ``nice`` (and ``SCHED_IDLE`` when asked);
-    :meth:`call` runs one of :data:`FUNCTIONS` on an idle worker."""
+    """``size`` worker processes at nice ``nice`` (and ``SCHED_IDLE`` when asked), each
+    keeping up to ``cache_size`` message embeddings; :meth:`call` runs one of
+    :data:`FUNCTIONS` on an idle worker."""
 
-    def __init__(self, size: int, *, nice: int, sched_idle: bool) -> None:
+    def __init__(self, size: int, *, nice: int, sched_idle: bool, cache_size: int = 0) -> None:
         self.size = size
         self.nice = nice
         self.sched_idle = sched_idle
+        self.cache_size = cache_size
         self._idle: asyncio.Queue[_Worker] = asyncio.Queue()
         self._workers: set[_Worker] = set()
         self._starting = 0
@@ -110,7 +112,7 @@ class WorkerPool:
         try:
             process = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", f"{__package__}.worker", str(self.nice),
-                "1" if self.sched_idle else "0",
+                "1" if self.sched_idle else "0", str(self.cache_size),
                 stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
             worker = _Worker(process)
             try:
@@ -188,7 +190,7 @@ async def _kill(process: asyncio.subprocess.Process) -> None:
 
 
 # -- the worker's side ---------------------------------------------------------------------
-def serve(nice: int, sched_idle: bool) -> None:
+def serve(nice: int, sched_idle: bool, cache_size: int = 0) -> None:
     """The worker process's main loop (``python -m ...providers.worker``)."""
     # the protocol owns the original stdout; anything printed goes to stderr instead
     out = os.fdopen(os.dup(1), "wb")
@@ -211,7 +213,7 @@ def serve(nice: int, sched_idle: bool) -> None:
 
     request = receive()  # ("ready", ())
     try:
-        worker.init(nice, sched_idle)
+        worker.init(nice, sched_idle, cache_size)
     except ProviderUnavailable as exc:
         send(("unavailable", exc.detail))
         return
