@@ -19,11 +19,12 @@ import hashlib
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
+if TYPE_CHECKING:  # numpy comes with the `ai` extra; the server starts without it
+    import numpy as np
 
-Vectors = np.ndarray[Any, Any]
+    Vectors = np.ndarray[Any, Any]
 
 
 def text_key(text: str) -> bytes:
@@ -47,6 +48,7 @@ class VectorCache:
     def embed(self, texts: Sequence[str], compute: Callable[[list[str]], Vectors]) -> Vectors:
         """``compute(texts)`` (one row per text), with the rows already known taken from
         the cache; the texts not found are computed in one call and kept."""
+        import numpy as np
         if not self.capacity or not texts:
             return compute(list(texts))
         keys = [text_key(text) for text in texts]

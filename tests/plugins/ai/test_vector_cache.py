@@ -4,6 +4,7 @@ stays within its size and keeps no text."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -58,12 +59,7 @@ def test_the_offset_free_tokenizer_gives_the_library_s_own_vectors(model: Embedd
 
 def test_texts_embedded_once_are_not_embedded_again(model: EmbeddingModel) -> None:
     cache = VectorCache(100)
-    computed: list[str] = []
-
-    def compute(texts: list[str]) -> Any:
-        computed.extend(texts)
-        return model._compute(texts)
-
+    computed, compute = counting(model)
     cache.embed(TEXTS[:4], compute)
     assert computed == TEXTS[:4]
     out = cache.embed(TEXTS, compute)  # four known, two new
@@ -75,12 +71,7 @@ def test_texts_embedded_once_are_not_embedded_again(model: EmbeddingModel) -> No
 def test_the_cache_keeps_at_most_its_size_the_most_recently_used(model: EmbeddingModel
                                                                  ) -> None:
     cache = VectorCache(3)
-    computed: list[str] = []
-
-    def compute(texts: list[str]) -> Any:
-        computed.extend(texts)
-        return model._compute(texts)
-
+    computed, compute = counting(model)
     cache.embed(TEXTS[:3], compute)
     cache.embed(TEXTS[:1], compute)  # used again: now the most recent
     cache.embed(TEXTS[3:5], compute)  # two more: the two least recent go
@@ -110,6 +101,17 @@ def test_threads_sharing_a_small_cache_get_the_right_vectors(model: EmbeddingMod
     with ThreadPoolExecutor(max_workers=4) as pool:
         assert all(pool.map(work, orders))
     assert len(cache) == 4
+
+
+def counting(model: EmbeddingModel) -> tuple[list[str], Callable[[list[str]], Any]]:
+    """The model's own computation, and the texts it was asked for."""
+    computed: list[str] = []
+
+    def compute(texts: list[str]) -> Any:
+        computed.extend(texts)
+        return model._compute(texts)
+
+    return computed, compute
 
 
 def test_the_cache_keeps_digests_not_text(model: EmbeddingModel) -> None:
