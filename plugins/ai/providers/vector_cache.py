@@ -49,6 +49,7 @@ class VectorCache:
         """``compute(texts)`` (one row per text), with the rows already known taken from
         the cache; the texts not found are computed in one call and kept."""
         import numpy as np
+
         if not self.capacity or not texts:
             return compute(list(texts))
         keys = [text_key(text) for text in texts]
