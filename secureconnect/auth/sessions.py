@@ -307,6 +307,7 @@ class SessionsMixin(AuthCore):
             sessions = await conn.execute(delete(m.sessions).where(m.sessions.c.expires_at <= old))
         return int(tokens.rowcount or 0), int(sessions.rowcount or 0)
 
+
 def _bad_credentials() -> Unauthorized:
     return Unauthorized("the email or password is wrong", code="invalid_credentials")
 
