@@ -159,20 +159,22 @@ class DriveService:
         if kind == "multipart":
             upload_id = await self.storage.create_multipart(file_id, r.content_type)
         try:
+            values = dict(
+                id=file_id, owner_id=user_id, name=r.name, size=r.size,
+                content_type=r.content_type, sha256=r.sha256, is_encrypted=r.is_encrypted,
+                status="pending", upload_kind=kind, backend=self.storage.name,
+                multipart_id=upload_id, received=0, created_at=now, expires_at=expires_at,
+                completed_at=None)
             async with self.kernel.db.session() as s:
+                # the file row first: the quota row's lock, which concurrent uploads of
+                # the same user queue for, is then held only until the commit
+                await s.execute(insert(files).values(**values))
                 if not await quotas.reserve(s, user_id, r.size, self.s.default_quota):
                     q = await quotas.read(s, user_id, self.s.default_quota)
                     self.metrics.quota_exceeded.inc()
                     raise QuotaExceeded(
                         f"the upload of {r.size} bytes does not fit your quota "
                         f"({q.used} of {q.limit} bytes used)", used=q.used, limit=q.limit)
-                values = dict(
-                    id=file_id, owner_id=user_id, name=r.name, size=r.size,
-                    content_type=r.content_type, sha256=r.sha256, is_encrypted=r.is_encrypted,
-                    status="pending", upload_kind=kind, backend=self.storage.name,
-                    multipart_id=upload_id, received=0, created_at=now, expires_at=expires_at,
-                    completed_at=None)
-                await s.execute(insert(files).values(**values))
         except BaseException:
             if upload_id is not None:
                 await self._quietly(self.storage.abort_multipart(file_id, upload_id))
