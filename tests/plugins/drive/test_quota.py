@@ -98,9 +98,9 @@ async def test_list_is_paged_newest_first(make_drive: Any) -> None:
 async def test_concurrent_reservations_on_postgresql(make_drive: Any, postgres_url: str) -> None:
     # What is proved is the quota's exactness under contention. On a 2-core CI machine
     # busy with the other worker, five of the 20 queued transactions once answered 503
-    # (nothing overspent): the database's 5 s timeout is raised for this test.
-    d = await make_drive("local", {"database": {"url": postgres_url, "query_timeout": 30},
-                                   "drive": {"default_quota": 5 * SIZE}})
+    # (nothing overspent): the database's 5 s deadlines are raised for this test.
+    db = {"url": postgres_url, "query_timeout": 30, "acquire_timeout": 30}
+    d = await make_drive("local", {"database": db, "drive": {"default_quota": 5 * SIZE}})
     alice = await d.user()
     body = {"name": "x.bin", "size": SIZE, "content_type": "application/octet-stream"}
 
