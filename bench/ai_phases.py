@@ -99,8 +99,9 @@ def _class_of(spans: dict[str, list[tuple[float, float]]], due: float, done: flo
 
 
 def _overlaps(spans: list[tuple[float, float]], start: float, end: float) -> bool:
-    i = bisect.bisect_right(spans, (end, end))
-    return any(b >= start for _, b in spans[max(0, i - 8):i])
+    """Whether a span (sorted by start) overlaps [start, end]: of those begun by ``end``,
+    one still running at ``start`` (however long ago it began)."""
+    return any(b >= start for _, b in spans[:bisect.bisect_right(spans, (end, end))])
 
 
 def _ms(values: list[float], q: float) -> str:
